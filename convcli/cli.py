@@ -1,0 +1,58 @@
+"""The `convcli` app: registers one module per command and owns the error boundary.
+
+Command modules import only typer/rich/stdlib at the top; torch loads inside the commands that
+need it, so `convcli --help` and shell completion stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from convcli.commands import eval as eval_cmd
+from convcli.commands import inspect, params, rf, train
+from convcli.errors import ConvcliError
+
+app = typer.Typer(
+    name="convcli",
+    help="Design, analyse and train convolutional networks written as YAML specs.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+ANALYSE, TRAIN = "Analyse", "Train"
+app.command("inspect", rich_help_panel=ANALYSE)(inspect.inspect)
+app.command("rf", rich_help_panel=ANALYSE)(rf.rf)
+app.command("params", rich_help_panel=ANALYSE)(params.params)
+app.command("train", rich_help_panel=TRAIN)(train.train)
+app.command("eval", rich_help_panel=TRAIN)(eval_cmd.evaluate)
+
+
+def main() -> None:
+    """Entry point: user errors print one message to stderr and exit 2 (CONVCLI_DEBUG=1 re-raises)."""
+    try:
+        app(standalone_mode=False)
+    except ConvcliError as exc:
+        if os.environ.get("CONVCLI_DEBUG"):
+            raise
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {exc}", markup=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

@@ -1,0 +1,1 @@
+"""One module per command; each stays thin over the one analysis."""

@@ -1,0 +1,51 @@
+"""The one exception users see: a spec or usage problem they can act on (exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConvcliError(Exception):
+    """Anything the user can fix; the CLI prints it and exits with `exit_code`."""
+
+    exit_code = 2
+
+
+class SpecError(ConvcliError):
+    """A problem in a spec file, located by `file:line` and the layer path (`layers[4].conv`)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        path: str | None = None,
+        expected: str | None = None,
+        got: object = None,
+        suggestion: str | None = None,
+    ):
+        self.message, self.file, self.line, self.path = message, file, line, path
+        self.expected, self.got, self.suggestion = expected, got, suggestion
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = self.file or "<spec>"
+        if self.line is not None:
+            where += f":{self.line}"
+        head = f"{where}: " + (f"{self.path}: " if self.path else "") + self.message
+        parts = [head]
+        if self.expected is not None:
+            parts.append(f"  expected: {self.expected}")
+        if self.got is not None:
+            parts.append(f"  got: {self.got!r}" if not isinstance(self.got, str) else f"  got: {self.got}")
+        if self.suggestion:
+            parts.append(f"  did you mean {self.suggestion}?")
+        return "\n".join(parts)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """Close matches rendered as `'kernel'` or `'relu' or 'relu6'` (difflib, as Typer does)."""
+    matches = difflib.get_close_matches(str(word), sorted(set(choices)), n=3, cutoff=0.6)
+    return " or ".join(f"'{m}'" for m in matches) or None

@@ -1,0 +1,1 @@
+"""Layer types. `registry` holds the entries; each family module registers its own."""

@@ -1,0 +1,93 @@
+"""Activations, dropout and softmax: pointwise ops (k=1), no parameters, no MACs."""
+
+from __future__ import annotations
+
+from convcli.layers.registry import ACTIVATIONS, Facts, LayerType, Param, register
+
+
+def make_act(name: str | None, slope: float = 0.01):
+    """The torch module for an activation name (used by conv/linear blocks too)."""
+    import torch.nn as nn
+
+    table = {
+        "relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU,
+        "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "identity": nn.Identity,
+    }
+    if name == "leaky_relu":
+        return nn.LeakyReLU(slope)
+    return table[name]()
+
+
+class _Pointwise(LayerType):
+    family = "act"
+
+    def infer(self, a, shape, where):
+        return Facts(out_shape=shape)
+
+
+def _activation(act_name: str, extra: tuple[Param, ...] = ()):
+    @register
+    class Activation(_Pointwise):
+        name = act_name
+        params = extra
+        doc = f"{act_name} activation"
+
+        def build(self, a, shape):
+            return make_act(self.name, a.get("slope", 0.01))
+
+    return Activation
+
+
+for _name in ACTIVATIONS:
+    if _name not in ("leaky_relu", "identity"):
+        _activation(_name)
+_activation("leaky_relu", (Param("slope", "float", 0.01, aliases=("negative_slope",)),))
+
+
+@register
+class Identity(_Pointwise):
+    name = "identity"
+    doc = "passes its input through"
+
+    def build(self, a, shape):
+        import torch.nn as nn
+
+        return nn.Identity()
+
+
+@register
+class Dropout(_Pointwise):
+    name = "dropout"
+    positional = "p"
+    params = (Param("p", "float", 0.5, minimum=0.0, help="drop probability"),)
+    doc = "element-wise dropout (inactive in eval mode)"
+
+    def infer(self, a, shape, where):
+        if a["p"] >= 1:
+            raise where.error("dropout probability must be < 1", got=a["p"])
+        return Facts(out_shape=shape)
+
+    def build(self, a, shape):
+        import torch.nn as nn
+
+        return nn.Dropout(a["p"])
+
+
+class _Softmax(_Pointwise):
+    doc = "softmax over the channel (or feature) axis"
+
+    def build(self, a, shape):
+        import torch.nn as nn
+
+        return (nn.LogSoftmax if self.name == "log_softmax" else nn.Softmax)(dim=1)
+
+
+@register
+class Softmax(_Softmax):
+    name = "softmax"
+
+
+@register
+class LogSoftmax(_Softmax):
+    name = "log_softmax"
+    aliases = ("logsoftmax",)

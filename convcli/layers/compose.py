@@ -1,0 +1,141 @@
+"""Composition: sequences, repeats, residual blocks and parallel branches joined by add or concat.
+
+A multi-path block's RF follows Araujo et al. (Distill 2019): per axis, the largest RF over its
+paths. The join (add, concat) is itself a row with k=1, so the table shows every operation.
+"""
+
+from __future__ import annotations
+
+
+from convcli.layers.registry import Facts, LayerType, Param, register
+
+
+@register
+class Seq(LayerType):
+    name = "seq"
+    aliases = ("sequential", "block")
+    family = "compose"
+    kind = "seq"
+    positional = "layers"
+    params = (Param("layers", "layers", required=True),)
+    doc = "a group of layers shown as one block (label it with `name: C1`)"
+
+    def expand(self, a, shape, where):
+        return list(a["layers"])
+
+
+@register
+class Repeat(LayerType):
+    name = "repeat"
+    family = "compose"
+    kind = "seq"
+    params = (Param("times", "int", required=True, aliases=("n",), minimum=1),
+              Param("layers", "layers", required=True))
+    doc = "repeats its layers `times` times (each copy has its own weights)"
+
+    def expand(self, a, shape, where):
+        return list(a["layers"]) * a["times"]
+
+
+class _Join(LayerType):
+    """Parallel branches on the same input, joined by `join_op`."""
+
+    family = "compose"
+    kind = "parallel"
+    join_op = "add"
+
+    def branch_names(self, n: int) -> list[str]:
+        return [str(i) for i in range(n)]
+
+    def join(self, a, shapes, where):
+        if self.join_op == "add":
+            if any(s != shapes[0] for s in shapes):
+                raise where.error("branches joined by add must have equal shapes",
+                                  got=" vs ".join(str(list(s)) for s in shapes))
+            out = shapes[0]
+        else:
+            spatial = {tuple(s[1:]) for s in shapes}
+            if len(spatial) != 1 or any(len(s) != len(shapes[0]) for s in shapes):
+                raise where.error("branches joined by concat must have equal spatial sizes",
+                                  got=" vs ".join(str(list(s)) for s in shapes))
+            out = (sum(s[0] for s in shapes), *shapes[0][1:])
+        act = a.get("act")
+        return Facts(out_shape=out, info={"op": self.join_op, "act": act})
+
+    def build_join(self, a, shapes):
+        from convcli.layers.act import make_act
+        from convcli.layers.modules import Add, Concat
+
+        return (Add if self.join_op == "add" else Concat)(make_act(a["act"]) if a.get("act") else None)
+
+
+_BRANCH_KEYS = (Param("branches", "branches", required=True),
+                Param("act", "act", None, aliases=("activation",), choices=(
+                    "relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "identity"),
+                    help="activation after the join"))
+
+
+@register
+class Concat(_Join):
+    name = "concat"
+    aliases = ("cat", "inception")
+    positional = "branches"
+    params = _BRANCH_KEYS
+    join_op = "concat"
+    doc = "parallel branches concatenated along channels (Inception); an empty branch is the identity"
+
+    def branches(self, a, shape, where):
+        return list(a["branches"])
+
+
+@register
+class AddBranches(_Join):
+    name = "add"
+    aliases = ("sum",)
+    positional = "branches"
+    params = _BRANCH_KEYS
+    doc = "parallel branches summed element-wise; an empty branch is the identity"
+
+    def branches(self, a, shape, where):
+        return list(a["branches"])
+
+
+@register
+class Residual(_Join):
+    name = "residual"
+    aliases = ("res", "skip")
+    positional = "layers"
+    params = (
+        Param("layers", "layers", required=True),
+        Param("shortcut", "any", "auto",
+              help="auto (identity, or a 1x1 strided projection when shapes differ), identity, or layers"),
+        Param("act", "act", None, aliases=("activation",), choices=_BRANCH_KEYS[1].choices,
+              help="activation after the add (ResNet: relu)"),
+    )
+    doc = "y = act(body(x) + shortcut(x)) (He et al., 2016)"
+
+    def branch_names(self, n):
+        return ["body", "shortcut"]
+
+    def branches(self, a, shape, where):
+        sc = a["shortcut"]
+        if isinstance(sc, list):
+            return [list(a["layers"]), sc]
+        if sc == "identity":
+            return [list(a["layers"]), []]
+        if sc != "auto":
+            raise where.error("unknown shortcut", expected="auto, identity, or a list of layers", got=sc)
+
+        def auto(body_out):
+            if tuple(body_out) == tuple(shape):
+                return []
+            if len(body_out) != len(shape) or any(n % m for n, m in zip(shape[1:], body_out[1:])):
+                raise where.error("cannot make a projection shortcut: the body's output size does not divide "
+                                  "the input size", got=f"{list(shape)} -> {list(body_out)}")
+            stride = [n // m for n, m in zip(shape[1:], body_out[1:])]
+            # A projection, not a block: no activation or dropout from the spec's defaults.
+            return [{"conv": {"out": body_out[0], "k": 1, "p": 0, "s": stride, "act": False, "dropout": 0.0}}]
+
+        return [list(a["layers"]), auto]
+
+

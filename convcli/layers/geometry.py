@@ -1,0 +1,238 @@
+"""Per-axis arithmetic: output sizes and receptive-field steps.
+
+Every spatial axis is an independent 1-D problem (Araujo et al., Distill 2019), so a layer describes
+itself as one *axis op* per spatial axis and the analysis applies them one axis at a time. Values that
+can be fractional (the jump after a transposed conv or an upsample) are kept exact with Fraction.
+
+Forward recurrences (Dang Ha The Hien's guide; the course):
+    k_eff = d*(k-1) + 1
+    n_out = floor((n_in + p_left + p_right - k_eff)/s) + 1
+    j_out = j_in * s
+    r_out = r_in + (k_eff - 1) * j_in
+    start_out = start_in + ((k_eff - 1)/2 - p_left) * j_in
+`start` is the centre of the first output unit's RF in input pixel coordinates, where input pixel i
+spans [i, i+1), so the first pixel's centre is 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+
+def eff_kernel(k: int, d: int = 1) -> int:
+    """The span of a dilated kernel: d*(k-1)+1."""
+    return d * (k - 1) + 1
+
+
+def per_axis(value, ndim: int) -> tuple:
+    """Broadcast a scalar or a per-axis list to `ndim` values; ValueError names the length mismatch."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            return tuple(value) * ndim
+        if len(value) != ndim:
+            raise ValueError(f"{len(value)} values for {ndim} spatial axes")
+        return tuple(value)
+    return (value,) * ndim
+
+
+def window_out(n: int, k_eff: int, s: int, pl: int, pr: int, ceil: bool = False) -> int | None:
+    """Output length of a sliding window; None when the window does not fit the padded input."""
+    span = n + pl + pr - k_eff
+    if span < 0:
+        return None
+    if not ceil:
+        return span // s + 1
+    out = -(-span // s) + 1
+    # PyTorch's ceil_mode: the last window must start inside the input or the left padding.
+    if (out - 1) * s >= n + pl:
+        out -= 1
+    return out
+
+
+def same_padding(k_eff: int) -> tuple[int, int]:
+    """PyTorch's padding='same' at stride 1: total k_eff-1, the odd pixel on the right."""
+    total = k_eff - 1
+    return total // 2, total - total // 2
+
+
+@dataclass(frozen=True)
+class AxisRF:
+    """Receptive-field state of one spatial axis after some layer."""
+
+    n: int  # feature-map length on this axis
+    r: int  # RF size in input pixels
+    j: Fraction  # jump: input pixels between adjacent units (effective stride)
+    start: Fraction  # centre of the first unit's RF, input pixel coordinates
+    glob: bool = False  # True once a global op (GAP, flatten) made every unit see the whole map
+
+    @classmethod
+    def input(cls, n: int) -> AxisRF:
+        return cls(n=n, r=1, j=Fraction(1), start=Fraction(1, 2))
+
+
+def fmt_num(x) -> str:
+    x = Fraction(x)
+    return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window: convolution, pooling, and (k=1) every pointwise op."""
+
+    k: int = 1
+    s: int = 1
+    pl: int = 0
+    pr: int = 0
+    d: int = 1
+
+    @property
+    def k_eff(self) -> int:
+        return eff_kernel(self.k, self.d)
+
+    def columns(self) -> dict:
+        return {"k": self.k, "s": self.s, "p": self.pl if self.pl == self.pr else [self.pl, self.pr], "d": self.d}
+
+    def step(self, a: AxisRF, n_out: int) -> AxisRF:
+        ke = self.k_eff
+        return AxisRF(
+            n=n_out,
+            r=a.r + (ke - 1) * a.j,
+            j=a.j * self.s,
+            start=a.start + (Fraction(ke - 1, 2) - self.pl) * a.j,
+            glob=a.glob,
+        )
+
+    def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
+        ke, p = self.k_eff, self.pl + self.pr
+        lines = []
+        if self.d != 1:
+            lines.append(f"k_eff = d*(k-1)+1 = {self.d}*({self.k}-1)+1 = {ke}")
+        pad = f"2*{self.pl}" if self.pl == self.pr else f"{self.pl}+{self.pr}"
+        lines += [
+            f"n_out = floor((n_in + {'2p' if self.pl == self.pr else 'p_l + p_r'} - k_eff)/s) + 1"
+            f" = floor(({a.n} + {pad} - {ke})/{self.s}) + 1 = {b.n}",
+            f"r_out = r_in + (k_eff-1)*j_in = {a.r} + ({ke}-1)*{fmt_num(a.j)} = {fmt_num(b.r)}",
+            f"j_out = j_in*s = {fmt_num(a.j)}*{self.s} = {fmt_num(b.j)}",
+        ]
+        del p
+        return lines
+
+
+@dataclass(frozen=True)
+class Transposed:
+    """Transposed convolution (fractional stride 1/s).
+
+    Output o reads inputs i with 0 <= o + p - i*s <= k_eff-1: ceil(k_eff/s) of them at most, so
+    r_out = r_in + (ceil(k_eff/s)-1)*j_in (the largest over output positions) and j_out = j_in/s
+    on average. When s does not divide k_eff the RF size alternates between positions (noted).
+    """
+
+    k: int
+    s: int
+    p: int
+    d: int = 1
+    output_padding: int = 0
+
+    @property
+    def k_eff(self) -> int:
+        return eff_kernel(self.k, self.d)
+
+    def columns(self) -> dict:
+        return {"k": self.k, "s": Fraction(1, self.s), "p": self.p, "d": self.d}
+
+    def inputs_per_output(self) -> int:
+        return -(-self.k_eff // self.s)
+
+    def step(self, a: AxisRF, n_out: int) -> AxisRF:
+        # Output 0 reads inputs lo..hi (lo may be negative: a virtual position beyond the border).
+        lo = -((self.k_eff - 1 - self.p) // self.s)
+        hi = self.p // self.s
+        return AxisRF(
+            n=n_out,
+            r=a.r + (self.inputs_per_output() - 1) * a.j,
+            j=a.j / self.s,
+            start=a.start + Fraction(lo + hi, 2) * a.j,
+            glob=a.glob,
+        )
+
+    def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
+        m = self.inputs_per_output()
+        return [
+            f"n_out = (n_in-1)*s - 2p + k_eff + output_padding = ({a.n}-1)*{self.s} - 2*{self.p} + {self.k_eff}"
+            f" + {self.output_padding} = {b.n}",
+            f"each output reads at most ceil(k_eff/s) = ceil({self.k_eff}/{self.s}) = {m} inputs",
+            f"r_out = r_in + ({m}-1)*j_in = {a.r} + {m - 1}*{fmt_num(a.j)} = {fmt_num(b.r)}",
+            f"j_out = j_in/s = {fmt_num(a.j)}/{self.s} = {fmt_num(b.j)} (average)",
+        ]
+
+
+@dataclass(frozen=True)
+class Rescale:
+    """Upsampling by an integer factor (nearest, bilinear, pixel shuffle).
+
+    Output pixel o sits at input coordinate (o+0.5)/f - 0.5. Nearest and pixel shuffle read one input
+    (support 1); linear interpolation reads two neighbours (support 2), as Distill's rule for
+    interpolation says: the kernel is the number of inputs involved.
+    """
+
+    factor: int
+    support: int = 1
+
+    def columns(self) -> dict:
+        return {"k": self.support, "s": Fraction(1, self.factor), "p": 0, "d": 1}
+
+    def step(self, a: AxisRF, n_out: int) -> AxisRF:
+        offset = Fraction(1, 2 * self.factor) - Fraction(1, 2) if self.support > 1 else Fraction(0)
+        return AxisRF(
+            n=n_out,
+            r=a.r + (self.support - 1) * a.j,
+            j=a.j / self.factor,
+            start=a.start + offset * a.j,
+            glob=a.glob,
+        )
+
+    def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
+        return [
+            f"n_out = n_in*f = {a.n}*{self.factor} = {b.n}",
+            f"r_out = r_in + (support-1)*j_in = {a.r} + {self.support - 1}*{fmt_num(a.j)} = {fmt_num(b.r)}",
+            f"j_out = j_in/f = {fmt_num(a.j)}/{self.factor} = {fmt_num(b.j)}",
+        ]
+
+
+@dataclass(frozen=True)
+class Global:
+    """Global pooling or flatten: one unit sees every position of its input.
+
+    Convention: the RF becomes the union of all input units' RFs, r_in + (n_in-1)*j_in (not clipped,
+    like Distill), and the axis is marked global: later layers cannot grow it.
+    """
+
+    def columns(self) -> dict:
+        return {"k": "all", "s": "-", "p": 0, "d": 1}
+
+    def step(self, a: AxisRF, n_out: int) -> AxisRF:
+        return AxisRF(
+            n=1,
+            r=a.r + (a.n - 1) * a.j,
+            j=a.j * a.n,
+            start=a.start + Fraction(a.n - 1, 2) * a.j,
+            glob=True,
+        )
+
+    def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
+        return [
+            f"global: one unit sees all {a.n} positions: r_out = r_in + (n_in-1)*j_in"
+            f" = {a.r} + ({a.n}-1)*{fmt_num(a.j)} = {fmt_num(b.r)}"
+        ]
+
+
+IDENTITY = Window()
+
+
+def same_axes(a: AxisRF, b: AxisRF) -> bool:
+    return a.j == b.j and a.n == b.n
+
+
+def with_n(a: AxisRF, n: int) -> AxisRF:
+    return replace(a, n=n)

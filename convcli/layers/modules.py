@@ -1,0 +1,70 @@
+"""The few torch modules the registry needs beyond torch.nn (imported only when building a model)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Add(nn.Module):
+    """Element-wise sum of branch outputs (a module, so hooks, tables and RF see it)."""
+
+    def __init__(self, act: nn.Module | None = None):
+        super().__init__()
+        self.act = act
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        y = xs[0]
+        for x in xs[1:]:
+            y = y + x
+        return self.act(y) if self.act is not None else y
+
+
+class Concat(nn.Module):
+    """Channel concatenation of branch outputs."""
+
+    def __init__(self, act: nn.Module | None = None):
+        super().__init__()
+        self.act = act
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        y = torch.cat(xs, dim=1)
+        return self.act(y) if self.act is not None else y
+
+
+class Parallel(nn.Module):
+    """Runs every branch on the same input, then joins them. An empty branch is the identity."""
+
+    def __init__(self, branches: list[nn.Module], join: nn.Module):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        self.join = join
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.join([branch(x) for branch in self.branches])
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over channels at every position of a (N, C, *spatial) map (ConvNeXt's LayerNorm2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.movedim(1, -1)
+        return super().forward(x).movedim(-1, 1)
+
+
+class DeformConvBlock(nn.Module):
+    """torchvision's DeformConv2d with the conv that predicts its offsets (zero-initialised, so it
+    starts as a plain conv, as in Dai et al., 2017)."""
+
+    def __init__(self, cin, cout, k, s, p, d, groups, offset_groups, bias):
+        super().__init__()
+        from torchvision.ops import DeformConv2d
+
+        taps = k[0] * k[1]
+        self.offset = nn.Conv2d(cin, 2 * offset_groups * taps, k, s, p, d, bias=True)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+        self.conv = DeformConv2d(cin, cout, k, s, p, d, groups, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, self.offset(x))

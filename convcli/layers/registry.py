@@ -1,0 +1,258 @@
+"""The layer registry: each layer type is described once, here or in a small per-family module.
+
+An entry owns everything about its type: its YAML keys (with short and long names and defaults),
+how it maps an input shape to an output shape, its receptive-field step per spatial axis, its
+parameter and MAC counts, and how to build the torch module. The analysis, the builder and every
+command read these entries; nothing else knows about individual layer types.
+
+Entries are torch-free at import; `build` imports torch inside, so `convcli rf` never loads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from convcli.errors import SpecError, did_you_mean
+
+ACTIVATIONS = ("relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "identity")
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a spec node lives, for error messages."""
+
+    file: str
+    line: int | None
+    path: str
+
+    def error(self, message: str, **kw) -> SpecError:
+        return SpecError(message, file=self.file, line=self.line, path=self.path, **kw)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One YAML key of a layer type.
+
+    kind: int | ints (int or per-axis list) | pad (ints or 'same') | bool | float | str | act |
+    layers (a list of layer entries) | branches (a list of layer lists) | any.
+    """
+
+    name: str
+    kind: str = "int"
+    default: Any = None
+    aliases: tuple[str, ...] = ()
+    required: bool = False
+    choices: tuple = ()
+    minimum: int | float | None = None
+    help: str = ""
+
+
+# Shared key sets, so conv-like entries spell their keys the same way.
+def conv_keys(k: int | None = 3, out_required: bool = True) -> tuple[Param, ...]:
+    return (
+        Param("out", "int", aliases=("out_channels", "filters"), required=out_required, minimum=1,
+              help="output channels"),
+        Param("k", "ints", k, aliases=("kernel", "kernel_size"), minimum=1, help="kernel size, per axis allowed"),
+        Param("s", "ints", 1, aliases=("stride",), minimum=1, help="stride"),
+        Param("p", "pad", None, aliases=("padding",),
+              help="padding: int, per-axis list, or 'same'; default d*(k-1)//2 (keeps size at stride 1)"),
+        Param("d", "ints", 1, aliases=("dilation",), minimum=1, help="dilation"),
+        Param("g", "int", 1, aliases=("groups",), minimum=1, help="groups"),
+    ) + block_keys()
+
+
+def block_keys() -> tuple[Param, ...]:
+    """The optional tail of a conv or linear block: bias, norm, activation, dropout."""
+    return (
+        Param("bias", "bool", None, help="default: true unless bn"),
+        Param("bn", "bool", False, aliases=("batchnorm",), help="batch norm after the layer"),
+        Param("act", "act", None, aliases=("activation",), choices=ACTIVATIONS, help="activation after bn"),
+        Param("dropout", "float", 0.0, minimum=0.0, help="dropout probability after the activation"),
+    )
+
+
+@dataclass
+class Facts:
+    """What a leaf layer does to one sample: the analysis turns these into a table row."""
+
+    out_shape: tuple[int, ...]
+    params: int = 0
+    macs: int | None = None  # None: not a weight layer ('-' in tables)
+    ops: list | None = None  # one geometry op per spatial axis; None = pointwise (RF unchanged)
+    info: dict = field(default_factory=dict)  # structural facts for rules (conv groups, dilation, ...)
+    notes: list[str] = field(default_factory=list)
+
+
+class LayerType:
+    """Base of all entries. `kind` is 'leaf', 'seq' (expands into children) or 'parallel'."""
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    family: ClassVar[str] = ""
+    kind: ClassVar[str] = "leaf"
+    params: ClassVar[tuple[Param, ...]] = ()
+    positional: ClassVar[str | None] = None  # the key a bare (non-mapping) YAML value fills
+    doc: ClassVar[str] = ""
+
+    # leaf API
+    def infer(self, a: dict, shape: tuple[int, ...], where: Where) -> Facts:
+        raise NotImplementedError
+
+    def build(self, a: dict, shape: tuple[int, ...]):
+        raise NotImplementedError
+
+    # seq API: raw child entries (YAML-like dicts), parsed and analysed by the caller
+    def expand(self, a: dict, shape: tuple[int, ...], where: Where) -> list:
+        raise NotImplementedError
+
+    # parallel API
+    def branches(self, a: dict, shape: tuple[int, ...], where: Where) -> list[list]:
+        raise NotImplementedError
+
+    def join(self, a: dict, shapes: list[tuple[int, ...]], where: Where) -> Facts:
+        raise NotImplementedError
+
+    def build_join(self, a: dict, shapes: list[tuple[int, ...]]):
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, LayerType] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(cls: type[LayerType]) -> type[LayerType]:
+    """Class decorator: one instance per type; a duplicate name is a bug, so it raises."""
+    entry = cls()
+    for key in (cls.name, *cls.aliases):
+        if key in _REGISTRY or key in _ALIASES:
+            raise RuntimeError(f"layer type '{key}' registered twice")
+        _ALIASES[key] = cls.name
+    _REGISTRY[cls.name] = entry
+    return cls
+
+
+def _load() -> None:
+    # Importing the family modules registers their entries.
+    from convcli.layers import act, compose, conv, linear, norm, pool, resample  # noqa: F401
+
+
+def lookup(name: str) -> LayerType | None:
+    if not _REGISTRY:
+        _load()
+    canon = _ALIASES.get(name)
+    return _REGISTRY[canon] if canon else None
+
+
+def all_names() -> list[str]:
+    if not _REGISTRY:
+        _load()
+    return sorted(_ALIASES)
+
+
+def entries() -> list[LayerType]:
+    if not _REGISTRY:
+        _load()
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+# --------------------------------------------------------------------------- argument normalisation
+
+RESERVED = ("name",)  # keys every entry accepts: `name` labels a layer or block (C1, C2, ..., O)
+
+
+def _check_value(p: Param, v, where: Where):
+    def bad(expected: str):
+        return where.error(f"'{p.name}' has the wrong type", expected=expected, got=v)
+
+    def check_int(x):
+        if isinstance(x, bool) or not isinstance(x, int):
+            raise bad("an integer" if p.kind == "int" else "an integer or a per-axis list of integers")
+        if p.minimum is not None and x < p.minimum:
+            raise where.error(f"'{p.name}' must be >= {p.minimum}", got=x)
+        return x
+
+    if v is None:
+        return None
+    if p.kind == "int":
+        return check_int(v)
+    if p.kind in ("ints", "pad"):
+        if p.kind == "pad" and isinstance(v, str):
+            if v not in ("same", "valid"):
+                raise where.error("unknown padding", expected="an integer, a per-axis list, 'same' or 'valid'",
+                                  got=v, suggestion=did_you_mean(v, ("same", "valid")))
+            return v
+        if isinstance(v, list):
+            if not v:
+                raise bad("a non-empty list")
+            return tuple(check_int(x) for x in v)
+        return check_int(v)
+    if p.kind == "bool":
+        if not isinstance(v, bool):
+            raise bad("true or false")
+        return v
+    if p.kind == "float":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise bad("a number")
+        if p.minimum is not None and v < p.minimum:
+            raise where.error(f"'{p.name}' must be >= {p.minimum}", got=v)
+        return float(v)
+    if p.kind in ("str", "act"):
+        if p.kind == "act" and v is False:
+            return None
+        if not isinstance(v, str):
+            raise bad("one of " + ", ".join(map(str, p.choices)) if p.choices else "a string")
+        if p.choices and v not in p.choices:
+            raise where.error(f"unknown {p.name} '{v}'", expected="one of " + ", ".join(p.choices),
+                              suggestion=did_you_mean(v, p.choices))
+        return v
+    if p.kind == "layers":
+        if not isinstance(v, list):
+            raise bad("a list of layers")
+        return v
+    if p.kind == "branches":
+        if not isinstance(v, list) or not all(isinstance(b, list) for b in v):
+            raise bad("a list of branches, each a list of layers")
+        return v
+    return v
+
+
+def normalize(entry: LayerType, raw, where: Where, defaults: dict | None = None) -> tuple[dict, str | None]:
+    """Validate a YAML value against the entry's keys; return (args with every key, label)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        if entry.positional is None:
+            raise where.error(f"'{entry.name}' takes a mapping of options", expected="{key: value, ...}", got=raw)
+        raw = {entry.positional: raw}
+    by_name = {}
+    for p in entry.params:
+        for key in (p.name, *p.aliases):
+            by_name[key] = p
+    args: dict = {}
+    label = None
+    for source, mapping in (("defaults", defaults or {}), ("layer", raw)):
+        for key, value in mapping.items():
+            if key in RESERVED:
+                if source == "layer":
+                    label = str(value)
+                continue
+            p = by_name.get(key)
+            if p is None:
+                if source == "defaults":
+                    continue  # family-wide defaults: keys this type does not take are skipped
+                known = [q.name for q in entry.params]
+                raise where.error(
+                    f"unknown key '{key}' for '{entry.name}'",
+                    expected="one of " + ", ".join(known + list(RESERVED)) if known else "no keys",
+                    suggestion=did_you_mean(key, list(by_name) + list(RESERVED)),
+                )
+            if source == "layer" and p.name in args and p.name in raw and key != p.name:
+                raise where.error(f"'{key}' and '{p.name}' both given", expected="one of them")
+            args[p.name] = _check_value(p, value, where)
+    for p in entry.params:
+        if args.get(p.name) is None:
+            if p.required:
+                raise where.error(f"'{entry.name}' needs '{p.name}'" + (f" ({p.help})" if p.help else ""))
+            args[p.name] = p.default
+    return args, label
