@@ -90,7 +90,7 @@ class Window:
     def k_eff(self) -> int:
         return eff_kernel(self.k, self.d)
 
-    def columns(self) -> dict:
+    def columns(self, a: AxisRF) -> dict:
         return {"k": self.k, "s": self.s, "p": self.pl if self.pl == self.pr else [self.pl, self.pr], "d": self.d}
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
@@ -138,7 +138,7 @@ class Transposed:
     def k_eff(self) -> int:
         return eff_kernel(self.k, self.d)
 
-    def columns(self) -> dict:
+    def columns(self, a: AxisRF) -> dict:
         return {"k": self.k, "s": Fraction(1, self.s), "p": self.p, "d": self.d}
 
     def inputs_per_output(self) -> int:
@@ -179,7 +179,7 @@ class Rescale:
     factor: int
     support: int = 1
 
-    def columns(self) -> dict:
+    def columns(self, a: AxisRF) -> dict:
         return {"k": self.support, "s": Fraction(1, self.factor), "p": 0, "d": 1}
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
@@ -208,8 +208,9 @@ class Global:
     like Distill), and the axis is marked global: later layers cannot grow it.
     """
 
-    def columns(self) -> dict:
-        return {"k": "all", "s": "-", "p": 0, "d": 1}
+    def columns(self, a: AxisRF) -> dict:
+        # Global average pooling is an average pool whose window is the whole map: k = s = n_in.
+        return {"k": a.n, "s": a.n, "p": 0, "d": 1}
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
         return AxisRF(

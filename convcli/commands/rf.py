@@ -1,0 +1,36 @@
+"""`convcli rf`: the course's receptive-field table, layer by layer (no torch needed)."""
+
+from __future__ import annotations
+
+import typer
+
+from convcli.commands.common import FORMAT_OPT, JSON_OPT, SPECS_ARG, Format, expand_specs, output_format
+
+
+def rf(
+    specs: list[str] = SPECS_ARG,
+    explain: bool = typer.Option(False, "--explain", help="Print each step's arithmetic."),
+    fmt: Format = FORMAT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Receptive field per layer: n_in, r_in, j_in, k, s, p, d → n_out, r_out, j_out.
+
+    Per-axis values are shown as HxW when the axes differ. Example: [bold]convcli rf architectures/s7.yaml[/]
+    """
+    from convcli.analysis import analyze_file
+    from convcli.render import print_json, print_table
+    from convcli.views import explain as explain_lines
+    from convcli.views import rf_json, rf_table
+
+    form = output_format(fmt, as_json)
+    analyses = [analyze_file(p) for p in expand_specs(specs)]
+    if form == "json":
+        docs = [rf_json(a) for a in analyses]
+        print_json(docs[0] if len(docs) == 1 else docs)
+        return
+    for a in analyses:
+        if explain:
+            print("\n".join(explain_lines(a)))
+            print()
+        else:
+            print_table(rf_table(a), form)

@@ -1,0 +1,8 @@
+"""PLACEHOLDER during development: being written by the training helper."""
+
+import typer
+
+
+def train(spec: str = typer.Argument(None)) -> None:
+    """(in progress)"""
+    raise typer.Exit(2)

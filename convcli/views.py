@@ -1,0 +1,235 @@
+"""Views over one Analysis: the tables and JSON documents the commands print."""
+
+from __future__ import annotations
+
+from convcli.analysis import Analysis, Row
+from convcli.layers.geometry import IDENTITY, fmt_num
+from convcli.render import Column, TableData, jsonable, per_axis_value
+
+AXES = {1: "L", 2: "H×W", 3: "D×H×W"}
+MACS_RULE = ("MACs: multiply-accumulates of conv, transposed-conv and linear weights, per sample (batch 1), "
+             "bias excluded; '-' = not a weight layer.")
+PARAMS_RULE = "Params: weights + bias + BN affine. Totals come from torch's de-duplicated model.parameters()."
+RF_RULE = ("RF (input px): receptive-field size in input pixels; Jump: input pixels between adjacent units "
+           "(r_out = r_in + (k_eff-1)*j_in, j_out = j_in*s, k_eff = d*(k-1)+1).")
+
+
+def shape_str(shape) -> str:
+    return "[" + ", ".join(f"{x:,}" for x in shape) + "]"
+
+
+def display_names(rows: list[Row]) -> list[str]:
+    """Tree view: each row shows its path relative to its parent block, indented by depth."""
+    stack: list[str] = []
+    names = []
+    for r in rows:
+        del stack[r.depth:]
+        parent = stack[-1] if stack else ""
+        tail = r.path[len(parent):] if parent and r.path.startswith(parent) else r.path
+        tail = tail.lstrip(".")
+        names.append("  " * r.depth + tail + (f" ({r.label})" if r.label else ""))
+        if r.kind == "block":
+            stack.append(r.path)
+    return names
+
+
+def describe(r: Row) -> str:
+    """A short, torch-like description: 'conv 3→32 3×3 s2 d2 g32 +bn+relu'."""
+    i = r.info
+    op = i.get("op", r.type)
+    if r.kind == "block":
+        return r.type
+    if op in ("conv", "convtranspose", "deformconv"):
+        k = "×".join(map(str, i["k"]))
+        parts = [r.type, f"{i['in']}→{i['out']}", k]
+        for key in ("s", "d"):
+            if any(x != 1 for x in i[key]):
+                parts.append(key + fmt_axes(per_axis_value(list(i[key]))))
+        if i["groups"] != 1:
+            parts.append(f"g{i['groups']}")
+        tail = "".join(f"+{t}" for t in (("bn" if i.get("bn") else None), i.get("act")) if t)
+        return " ".join(parts) + (f" {tail}" if tail else "")
+    if op == "linear":
+        return f"linear {i['in']}→{i['out']}"
+    if op in ("add", "concat") and i.get("act"):
+        return f"{op} +{i['act']}"
+    return r.type
+
+
+def axis_columns(r: Row) -> list[dict]:
+    """Per spatial axis: the course's columns for this row."""
+    out = []
+    ops = r.ops or [IDENTITY] * len(r.rf_in)
+    for op, a, b in zip(ops, r.rf_in, r.rf_out):
+        out.append({"n_in": a.n, "r_in": a.r, "j_in": a.j, **op.columns(a),
+                    "n_out": b.n, "r_out": b.r, "j_out": b.j, "start": b.start, "global": b.glob})
+    return out
+
+
+RF_KEYS = ("n_in", "r_in", "j_in", "k", "s", "p", "d", "n_out", "r_out", "j_out", "start")
+
+
+def rf_values(r: Row) -> dict:
+    cols = axis_columns(r)
+    return {key: per_axis_value([c[key] for c in cols]) for key in RF_KEYS}
+
+
+def rf_summary(a: Analysis) -> dict:
+    at = a.last_spatial_row()
+    rf_axes = at.rf_out if at else a.rf
+    first_global = next((r for r in a.layers if any(x.glob for x in r.rf_out)), None)
+    return {
+        "rf": per_axis_value([x.r for x in rf_axes]),
+        "jump": per_axis_value([x.j for x in rf_axes]),
+        "start": per_axis_value([x.start for x in rf_axes]),
+        "rf_at": at.path if at else None,
+        "global_at": first_global.path if first_global else None,
+        "exceeds_input": [bool(x.r > n) for x, n in zip(rf_axes, a.input_shape[1:])],
+    }
+
+
+def rf_footer(a: Analysis) -> list[str]:
+    s = rf_summary(a)
+    nd = len(a.input_shape) - 1
+    lines = [f"Final RF: {fmt_axes(s['rf'])} input px, jump {fmt_axes(s['jump'])}"
+             + (f" (at {s['rf_at']}, the last layer before {s['global_at']})" if s["global_at"] else
+                f" (at {s['rf_at']})")]
+    if any(s["exceeds_input"]):
+        size = "×".join(map(str, a.input_shape[1:]))
+        lines.append(f"The RF exceeds the {size} input ({AXES[nd]}): units near the border see padding.")
+    if s["global_at"]:
+        lines.append(f"From {s['global_at']} on, every unit sees the whole input (global; its RF is shown as "
+                     "the union of the windows, not clipped).")
+    lines += [f"note: {n}" for n in a.notes]
+    lines.append(RF_RULE)
+    return lines
+
+
+def fmt_axes(v) -> str:
+    return "×".join(fmt_num(x) for x in v) if isinstance(v, list) else fmt_num(v)
+
+
+# --------------------------------------------------------------------------- rf
+
+
+def rf_table(a: Analysis) -> TableData:
+    cols = [Column("layer", "Layer", numeric=False)] + [
+        Column(k, h) for k, h in (
+            ("n_in", "n_in"), ("r_in", "r_in"), ("j_in", "j_in"), ("k", "k"), ("s", "s"), ("p", "p"),
+            ("d", "d"), ("n_out", "n_out"), ("r_out", "RF (input px)"), ("j_out", "Jump"))]
+    t = TableData(title=f"{a.spec.name}: receptive field per layer (input {shape_str(a.input_shape)})",
+                  columns=cols, footer=rf_footer(a))
+    for name, r in zip(display_names(a.rows), a.rows):
+        if r.kind == "block":
+            t.rows.append({"layer": name, **{key: "" for key in RF_KEYS}})
+            t.styles.append("bold")
+        else:
+            t.rows.append({"layer": name, **rf_values(r)})
+            t.styles.append(None)
+    return t
+
+
+def rf_json(a: Analysis) -> dict:
+    layers = [{"name": r.path, "type": r.type, **rf_values(r),
+               "global": any(x.glob for x in r.rf_out)} for r in a.layers]
+    return jsonable({"spec": a.spec.file, "name": a.spec.name, "input": list(a.input_shape), "layers": layers,
+                     **rf_summary(a), "notes": a.notes})
+
+
+def explain(a: Analysis) -> list[str]:
+    """Each step's arithmetic, for students: `r_out = r_in + (k_eff-1)*j_in = 5 + (3-1)*2 = 9`."""
+    nd = len(a.input_shape) - 1
+    axis_names = AXES[nd].split("×")
+    lines = [f"{a.spec.name}: input {shape_str(a.input_shape)}; start with r = 1, j = 1 on every axis"]
+    for r in a.layers:
+        lines.append("")
+        lines.append(f"{r.path}  ({describe(r)})  → {shape_str(r.out_shape)}")
+        ops = r.ops or [IDENTITY] * nd
+        per_axis = [op.explain(x, y) if r.ops else [] for op, x, y in zip(ops, r.rf_in, r.rf_out)]
+        if not r.ops:
+            lines.append("  pointwise: n, RF and jump unchanged")
+            continue
+        if all(p == per_axis[0] for p in per_axis):
+            lines += [f"  {line}" for line in per_axis[0]]
+        else:
+            for name, steps in zip(axis_names, per_axis):
+                lines += [f"  {name}: {line}" for line in steps]
+    lines.append("")
+    lines += rf_footer(a)
+    return lines
+
+
+# --------------------------------------------------------------------------- params
+
+
+def params_table(a: Analysis, totals: dict) -> TableData:
+    cols = [Column("layer", "Layer", numeric=False), Column("type", "Type", numeric=False),
+            Column("shape", "Output shape", numeric=False), Column("params", "Params"), Column("macs", "MACs")]
+    t = TableData(title=f"{a.spec.name}: parameters and MACs (input {shape_str(a.input_shape)}, per sample)",
+                  columns=cols, footer=totals_footer(totals))
+    for name, r in zip(display_names(a.rows), a.rows):
+        t.rows.append({"layer": name, "type": describe(r), "shape": shape_str(r.out_shape),
+                       "params": f"({r.params:,})" if r.kind == "block" else (r.params or None),
+                       "macs": (f"({r.macs:,})" if r.macs else None) if r.kind == "block" else r.macs})
+        t.styles.append("dim" if r.kind == "block" else None)
+    return t
+
+
+def human(n: float, unit: str = "") -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {suffix}{unit}"
+    return f"{n:.0f} {unit}".rstrip()
+
+
+def totals_footer(t: dict) -> list[str]:
+    return [
+        f"Total params: {t['total']:,}   Trainable: {t['trainable']:,}   Non-trainable: "
+        f"{t['total'] - t['trainable']:,}",
+        f"MACs per sample: {t['macs']:,} ({human(t['macs'], 'MACs')})   "
+        f"Params size: {t['size_mb']:.2f} MB (float32)",
+        "(n) on a block row: subtotal of the rows below it, not added again.",
+        MACS_RULE,
+        PARAMS_RULE,
+    ]
+
+
+def params_json(a: Analysis, totals: dict) -> dict:
+    layers = [{"name": r.path, "type": r.type, "output_shape": list(r.out_shape), "params": r.params,
+               "macs": r.macs} for r in a.layers]
+    return jsonable({"spec": a.spec.file, "name": a.spec.name, "input": list(a.input_shape), **totals,
+                     "layers": layers})
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def inspect_table(a: Analysis, totals: dict) -> TableData:
+    cols = [Column("layer", "Layer", numeric=False), Column("type", "Type", numeric=False),
+            Column("shape", "Output shape", numeric=False), Column("params", "Params"), Column("macs", "MACs"),
+            Column("rf", "RF (input px)"), Column("jump", "Jump")]
+    t = TableData(title=f"{a.spec.name}: {shape_str(a.input_shape)} → {shape_str(a.output_shape)}",
+                  columns=cols, footer=totals_footer(totals)[:2] + rf_footer(a)[:-1] + totals_footer(totals)[2:]
+                  + [RF_RULE])
+    p = params_table(a, totals)
+    for row, style, r in zip(p.rows, p.styles, a.rows):
+        row = dict(row)
+        if r.rf_out:
+            row["rf"] = per_axis_value([x.r for x in r.rf_out])
+            row["jump"] = per_axis_value([x.j for x in r.rf_out])
+        t.rows.append(row)
+        t.styles.append(style)
+    return t
+
+
+def inspect_json(a: Analysis, totals: dict) -> dict:
+    doc = params_json(a, totals)
+    by_path = {r.path: r for r in a.layers}
+    for layer in doc["layers"]:
+        r = by_path[layer["name"]]
+        layer["rf"] = jsonable(per_axis_value([x.r for x in r.rf_out]))
+        layer["jump"] = jsonable(per_axis_value([x.j for x in r.rf_out]))
+    doc.update(jsonable(rf_summary(a)))
+    doc["output_shape"] = list(a.output_shape)
+    doc["notes"] = a.notes
+    return doc
