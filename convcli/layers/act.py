@@ -31,6 +31,7 @@ def _activation(act_name: str, extra: tuple[Param, ...] = ()):
         name = act_name
         params = extra
         doc = f"{act_name} activation"
+        examples = (((8, 5, 5), {}), ((6,), {}))
 
         def build(self, a, shape):
             return make_act(self.name, a.get("slope", 0.01))
@@ -48,6 +49,7 @@ _activation("leaky_relu", (Param("slope", "float", 0.01, aliases=("negative_slop
 class Identity(_Pointwise):
     name = "identity"
     doc = "passes its input through"
+    examples = (((4, 6, 6), {}),)
 
     def build(self, a, shape):
         import torch.nn as nn
@@ -61,6 +63,7 @@ class Dropout(_Pointwise):
     positional = "p"
     params = (Param("p", "float", 0.5, minimum=0.0, help="drop probability"),)
     doc = "element-wise dropout (inactive in eval mode)"
+    examples = (((4, 6, 6), {"p": 0.2}),)
 
     def infer(self, a, shape, where):
         if a["p"] >= 1:
@@ -85,9 +88,11 @@ class _Softmax(_Pointwise):
 @register
 class Softmax(_Softmax):
     name = "softmax"
+    examples = (((10,), {}), ((4, 3, 3), {}))
 
 
 @register
 class LogSoftmax(_Softmax):
     name = "log_softmax"
+    examples = (((10,), {}),)
     aliases = ("logsoftmax",)

@@ -19,6 +19,7 @@ class Seq(LayerType):
     positional = "layers"
     params = (Param("layers", "layers", required=True),)
     doc = "a group of layers shown as one block (label it with `name: C1`)"
+    examples = (((3, 8, 8), {"layers": [{"conv": {"out": 4}}, {"relu": None}]}),)
 
     def expand(self, a, shape, where):
         return list(a["layers"])
@@ -32,6 +33,7 @@ class Repeat(LayerType):
     params = (Param("times", "int", required=True, aliases=("n",), minimum=1),
               Param("layers", "layers", required=True))
     doc = "repeats its layers `times` times (each copy has its own weights)"
+    examples = (((3, 8, 8), {"times": 3, "layers": [{"conv": {"out": 4, "k": 3, "p": 0}}]}),)
 
     def expand(self, a, shape, where):
         return list(a["layers"]) * a["times"]
@@ -83,6 +85,7 @@ class Concat(_Join):
     params = _BRANCH_KEYS
     join_op = "concat"
     doc = "parallel branches concatenated along channels (Inception); an empty branch is the identity"
+    examples = (((4, 9, 9), {"branches": [[{"conv": {"out": 2, "k": 1}}], [{"conv": {"out": 3, "k": 5}}], []]}),)
 
     def branches(self, a, shape, where):
         return list(a["branches"])
@@ -95,6 +98,7 @@ class AddBranches(_Join):
     positional = "branches"
     params = _BRANCH_KEYS
     doc = "parallel branches summed element-wise; an empty branch is the identity"
+    examples = (((4, 9, 9), {"branches": [[{"conv": {"out": 4, "k": 3}}], []], "act": "relu"}),)
 
     def branches(self, a, shape, where):
         return list(a["branches"])
@@ -113,6 +117,7 @@ class Residual(_Join):
               help="activation after the add (ResNet: relu)"),
     )
     doc = "y = act(body(x) + shortcut(x)) (He et al., 2016)"
+    examples = (((4, 8, 8), {"layers": [{"conv": {"out": 4}}]}), ((4, 8, 8), {"layers": [{"conv": {"out": 8, "s": 2}}], "act": "relu"}), ((2, 16), {"layers": [{"conv": {"out": 2, "k": 3, "d": 4}}]}))
 
     def branch_names(self, n):
         return ["body", "shortcut"]

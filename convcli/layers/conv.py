@@ -142,6 +142,7 @@ class _ConvBase(LayerType):
 @register
 class Conv(_ConvBase):
     name = "conv"
+    examples = (((3, 9, 9), {"out": 4, "k": 3, "s": 2, "p": 0}), ((2, 17), {"out": 3, "k": 5, "d": 2}), ((2, 5, 6, 7), {"out": 3, "k": [3, 1, 3], "bn": True, "act": "relu"}), ((3, 8, 8), {"out": 4, "k": 4, "p": "same"}))
     aliases = ("conv1d", "conv2d", "conv3d")
     params = conv_keys()
 
@@ -153,6 +154,7 @@ class Grouped(_ConvBase):
     params = tuple(Param("g", "int", aliases=("groups",), required=True, minimum=1, help="groups")
                    if p.name == "g" else p for p in conv_keys())
     doc = "grouped convolution: each of g groups sees in_channels/g inputs"
+    examples = (((4, 8, 8), {"out": 6, "g": 2}),)
 
 
 @register
@@ -165,6 +167,7 @@ class Pointwise(_ConvBase):
         Param("g", "int", 1, aliases=("groups",), minimum=1),
     ) + block_keys()
     doc = "1x1 convolution: mixes channels, RF unchanged"
+    examples = (((4, 8, 8), {"out": 6, "bn": True}),)
 
     def infer(self, a, shape, where):
         return super().infer({**a, "k": 1, "p": 0, "d": 1}, shape, where)
@@ -186,6 +189,7 @@ class Depthwise(_ConvBase):
               help="output channels per input channel"),
     ) + block_keys()
     doc = "depthwise convolution: groups = in_channels, one filter per channel"
+    examples = (((4, 8, 8), {"k": 3, "m": 2}),)
 
     def channels(self, a, cin, where):
         return cin * a["m"], cin
@@ -206,6 +210,7 @@ class ConvTranspose(LayerType):
         Param("g", "int", 1, aliases=("groups",), minimum=1),
     ) + block_keys()
     doc = "transposed convolution (fractional stride 1/s); MACs scale with input positions"
+    examples = (((3, 2, 2), {"out": 1, "k": 2, "s": 2}), ((4, 5, 5), {"out": 2, "k": 4, "s": 2, "p": 1}), ((2, 7), {"out": 2, "k": 3, "s": 2, "output_padding": 1}))
 
     def geometry(self, a, shape, where):
         nd = feature_map_rank(self, shape, where)
@@ -256,6 +261,7 @@ class DeformConv(_ConvBase):
     params = conv_keys() + (Param("offset_groups", "int", 1, minimum=1),)
     doc = ("deformable conv (torchvision.ops.DeformConv2d) with its offset-predicting conv; "
            "the RF shown is the nominal kernel grid: real sampling positions move with the input")
+    examples = (((3, 9, 9), {"out": 4, "k": 3}),)
 
     def infer(self, a, shape, where):
         feature_map_rank(self, shape, where, ranks=(2,))
@@ -309,6 +315,7 @@ class DepthwiseSeparable(LayerType):
         Param("m", "int", 1, aliases=("multiplier",), minimum=1),
     ) + UNSET_TAIL
     doc = "depthwise-separable conv: depthwise kxk (groups = in) then pointwise 1x1 (Xception, MobileNet)"
+    examples = (((4, 8, 8), {"out": 8, "s": 2, "p": 1}),)
 
     def expand(self, a, shape, where):
         tail = given(a, "bias", "bn", "act")
@@ -333,6 +340,7 @@ class SpatiallySeparable(LayerType):
         Param("mid", "int", None, minimum=1, help="channels between the two convs (default: out)"),
     ) + UNSET_TAIL
     doc = "spatially separable conv: kx1 then 1xk (Inception v3), 2-D"
+    examples = (((3, 9, 9), {"out": 4, "k": 3}),)
 
     def expand(self, a, shape, where):
         feature_map_rank(self, shape, where, ranks=(2,))

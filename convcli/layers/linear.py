@@ -14,6 +14,7 @@ class Flatten(LayerType):
     name = "flatten"
     family = "shape"
     doc = "flattens (C, *spatial) to a vector; each later unit sees every position (RF: global)"
+    examples = (((3, 4, 4), {}),)
 
     def infer(self, a, shape, where):
         return Facts(out_shape=(prod(shape),), ops=[Global()] * (len(shape) - 1), info={"op": "flatten"})
@@ -33,6 +34,7 @@ class Linear(LayerType):
         Param("out", "int", aliases=("out_features", "units"), required=True, minimum=1),
     ) + tuple(Param("bias", "bool", True) if p.name == "bias" else p for p in block_keys())
     doc = "fully connected layer on a flat vector (put gap or flatten before it)"
+    examples = (((12,), {"out": 5}), ((12,), {"out": 5, "bn": True, "act": "relu"}))
 
     def infer(self, a, shape, where):
         a = resolve_bias(a)

@@ -18,6 +18,7 @@ class BatchNorm(_Norm):
     aliases = ("bn", "batchnorm1d", "batchnorm2d", "batchnorm3d")
     params = (Param("eps", "float", 1e-5, minimum=0.0), Param("momentum", "float", 0.1, minimum=0.0))
     doc = "batch normalisation over the channel axis"
+    examples = (((3, 4, 4), {}), ((6,), {}))
 
     def build(self, a, shape):
         import torch.nn as nn
@@ -32,6 +33,7 @@ class LayerNorm(_Norm):
     aliases = ("ln",)
     params = (Param("eps", "float", 1e-5, minimum=0.0),)
     doc = "layer norm over channels at each position (ConvNeXt's LayerNorm2d); over features for vectors"
+    examples = (((3, 4, 4), {}), ((6,), {}))
 
     def build(self, a, shape):
         import torch.nn as nn
@@ -48,6 +50,7 @@ class GroupNorm(_Norm):
     positional = "groups"
     params = (Param("groups", "int", 32, aliases=("g",), minimum=1), Param("eps", "float", 1e-5, minimum=0.0))
     doc = "group normalisation"
+    examples = (((4, 4, 4), {"groups": 2}),)
 
     def infer(self, a, shape, where):
         if shape[0] % a["groups"]:

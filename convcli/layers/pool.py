@@ -46,6 +46,7 @@ class MaxPool(_Pool):
     aliases = ("max_pool", "maxpool1d", "maxpool2d", "maxpool3d")
     params = _Pool.params + (Param("d", "ints", 1, aliases=("dilation",), minimum=1),)
     doc = "max pooling (default k=2, s=k)"
+    examples = (((3, 9, 9), {"k": 3, "s": 2, "ceil": True}), ((2, 10), {"k": 2}))
 
     def build(self, a, shape):
         import torch.nn as nn
@@ -60,6 +61,7 @@ class AvgPool(_Pool):
     aliases = ("avg_pool", "avgpool1d", "avgpool2d", "avgpool3d")
     params = _Pool.params + (Param("count_include_pad", "bool", True),)
     doc = "average pooling (default k=2, s=k)"
+    examples = (((3, 8, 8), {"k": 3, "s": 1, "p": 1}), ((2, 4, 6, 6), {"k": 2}))
 
     def build(self, a, shape):
         import torch.nn as nn
@@ -76,6 +78,7 @@ class GlobalAvgPool(LayerType):
     family = "pool"
     params = (Param("keepdim", "bool", False, help="keep (C, 1, 1) instead of a flat (C,) vector"),)
     doc = "global average pooling: one value per channel; its unit sees the whole input"
+    examples = (((5, 7, 7), {}), ((5, 7, 7), {"keepdim": True}), ((3, 11), {}))
 
     def infer(self, a, shape, where):
         nd = feature_map_rank(self, shape, where)
@@ -98,6 +101,7 @@ class AdaptiveAvgPool(LayerType):
     positional = "size"
     params = (Param("size", "ints", required=True, aliases=("output_size",), minimum=1),)
     doc = "adaptive average pooling to a fixed output size"
+    examples = (((3, 12, 12), {"size": [6, 6]}), ((3, 7, 7), {"size": 3}))
 
     def infer(self, a, shape, where):
         nd = feature_map_rank(self, shape, where)

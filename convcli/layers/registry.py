@@ -94,6 +94,8 @@ class LayerType:
     params: ClassVar[tuple[Param, ...]] = ()
     positional: ClassVar[str | None] = None  # the key a bare (non-mapping) YAML value fills
     doc: ClassVar[str] = ""
+    # (input shape, options) pairs: documentation, and the registry-wide tests check each one against torch
+    examples: ClassVar[tuple] = ()
 
     # leaf API
     def infer(self, a: dict, shape: tuple[int, ...], where: Where) -> Facts:

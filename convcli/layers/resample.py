@@ -19,6 +19,7 @@ class Upsample(LayerType):
         Param("mode", "str", "nearest", choices=("nearest", "linear", "bilinear", "trilinear")),
     )
     doc = "upsampling by an integer factor; interpolation reads 2 neighbours per axis (RF +1 jump)"
+    examples = (((3, 4, 4), {"scale": 2}), ((3, 4, 4), {"scale": 2, "mode": "bilinear"}), ((2, 5), {"scale": 3, "mode": "linear"}))
 
     def infer(self, a, shape, where):
         nd = feature_map_rank(self, shape, where)
@@ -44,6 +45,7 @@ class PixelShuffle(LayerType):
     positional = "r"
     params = (Param("r", "int", 2, aliases=("upscale_factor", "factor"), minimum=1),)
     doc = "pixel shuffle (sub-pixel conv): (C*r^2, H, W) -> (C, H*r, W*r), 2-D"
+    examples = (((8, 3, 3), {"r": 2}),)
 
     def infer(self, a, shape, where):
         feature_map_rank(self, shape, where, ranks=(2,))
