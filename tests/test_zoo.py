@@ -51,12 +51,14 @@ class Reference:
 @lru_cache(maxsize=None)
 def torchvision_reference(name: str) -> Reference:
     """Parameter count and per-layer output shapes of torchvision's model (batch 1, 224x224, eval)."""
-    torch.manual_seed(0)
     model = TORCHVISION[name]().eval()
     params = sum(p.numel() for p in model.parameters())
     seen: list[tuple[str, tuple[int, ...]]] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o, kind=TORCH_KIND[type(m)]: seen.append((kind, tuple(o.shape[1:]))))
-             for m in model.modules() if type(m) in TORCH_KIND]
+
+    def record(kind):
+        return lambda module, inputs, output: seen.append((kind, tuple(output.shape[1:])))
+
+    hooks = [m.register_forward_hook(record(TORCH_KIND[type(m)])) for m in model.modules() if type(m) in TORCH_KIND]
     with torch.no_grad():
         out = model(torch.zeros(1, 3, 224, 224))
     for h in hooks:

@@ -1,0 +1,141 @@
+"""Finding rule sets: `--rules NAME|PATH`, or the spec's `rules:` (a profile name, a path, or inline rules).
+
+Profiles are the files `architectures/rules/NAME.yaml`. A profile name is looked up in
+  1. `architectures/rules/` in the spec file's directory and each of its parents,
+  2. the same from the current directory upwards,
+  3. the `architectures/rules/` of the source checkout convcli runs from (editable installs).
+A value is a path rather than a name when it contains a `/` or ends in `.yaml`/`.yml`; a path in a
+spec is relative to the spec file, a `--rules` path to the current directory. `--rules none` turns
+the checks off for that run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from convcli.errors import SpecError, did_you_mean
+from convcli.rules.engine import parse_ruleset
+from convcli.rules.model import RuleSet
+from convcli.yamlio import load_yaml
+
+PROFILE_DIR = Path("architectures") / "rules"
+_CACHE: dict[tuple[str, float], RuleSet] = {}
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """Read and validate a rules YAML file (errors: SpecError with file:line)."""
+    path = Path(path)
+    file = str(path)
+    try:
+        stamp = path.stat().st_mtime
+    except FileNotFoundError:
+        raise SpecError("no such rules file", file=file) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc}", file=file) from None
+    key = (str(path.resolve()), stamp)
+    if key in _CACHE:
+        return _CACHE[key]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise SpecError("is a directory, not a rules file", file=file) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read: {exc}", file=file) from None
+    data = load_yaml(text, file)
+    if data is None:
+        raise SpecError("the rules file is empty", file=file, line=1,
+                        expected="name: ..., rules: [- max_params: {lt: 1000000}, ...]")
+    ruleset = parse_ruleset(data, file, default_name=path.stem)
+    _CACHE[key] = ruleset
+    return ruleset
+
+
+def profile_dirs(spec_file: str | Path | None = None) -> list[Path]:
+    """Where profile names are looked up, in order (existing directories only, no duplicates)."""
+    starts = []
+    if spec_file:
+        starts.append(Path(spec_file).resolve().parent)
+    starts.append(Path.cwd().resolve())
+    dirs = []
+    for start in starts:
+        for anc in (start, *start.parents):
+            dirs.append(anc / PROFILE_DIR)
+    dirs.append(Path(__file__).resolve().parents[2] / PROFILE_DIR)
+    out = []
+    for d in dirs:
+        if d.is_dir() and d not in out:
+            out.append(d)
+    return out
+
+
+def list_profiles(spec_file: str | Path | None = None) -> list[str]:
+    names = []
+    for d in profile_dirs(spec_file):
+        for f in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
+            if f.stem not in names:
+                names.append(f.stem)
+    return names
+
+
+def find_profile(name: str, spec_file: str | Path | None = None) -> Path | None:
+    for d in profile_dirs(spec_file):
+        for ext in (".yaml", ".yml"):
+            if (d / f"{name}{ext}").is_file():
+                return d / f"{name}{ext}"
+    return None
+
+
+def _looks_like_path(ref: str) -> bool:
+    return "/" in ref or "\\" in ref or ref.endswith((".yaml", ".yml"))
+
+
+def load_ref(ref: str, *, base: Path, spec_file: str | Path | None, file: str | None = None,
+             line: int | None = None) -> RuleSet:
+    """A rule set from a profile name or a path (relative to `base`); errors point at file:line."""
+    if _looks_like_path(ref):
+        path = Path(ref).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise SpecError(f"no such rules file '{ref}'", file=file, line=line, path="rules",
+                            expected=f"a rules YAML file (looked for {path})")
+        return load_rules(path)
+    found = find_profile(ref, spec_file)
+    if found is None:
+        names = list_profiles(spec_file)
+        raise SpecError(f"unknown rules profile '{ref}'", file=file, line=line, path="rules",
+                        expected=("one of " + ", ".join(names) if names else "a profile")
+                        + f" (files in {PROFILE_DIR}/), or a path to a rules YAML file",
+                        suggestion=did_you_mean(ref, names))
+    return load_rules(found)
+
+
+def resolve_rules(spec, override: str | None = None) -> RuleSet | None:
+    """The rule set for a spec: `override` (the `--rules NAME|PATH` option; "none" = no rules) wins over
+    the spec's own `rules:`; None when neither names one."""
+    spec_file = getattr(spec, "file", None)
+    if override is not None:
+        ref = str(override).strip()
+        if ref.lower() == "none":
+            return None
+        if Path(ref).is_file():
+            return load_rules(ref)
+        return load_ref(ref, base=Path.cwd(), spec_file=spec_file, file="--rules")
+    value = getattr(spec, "rules", None)
+    if value is None:
+        return None
+    raw = getattr(spec, "raw", None)
+    line = raw.line_of("rules") if hasattr(raw, "line_of") else None
+    if isinstance(value, str):
+        if value.strip().lower() == "none":
+            return None
+        base = Path(spec_file).parent if spec_file else Path.cwd()
+        return load_ref(value.strip(), base=base, spec_file=spec_file, file=spec_file, line=line)
+    if isinstance(value, (dict, list)):
+        return parse_ruleset(value, spec_file, line=line, default_name=f"{getattr(spec, 'name', 'spec')} (inline)",
+                             path="rules")
+    raise SpecError("rules must be a profile name, a path to a rules file, or inline rules", file=spec_file,
+                    line=line, path="rules", expected="rules: s7, rules: ../my-rules.yaml, or rules: {rules: [...]}",
+                    got=value)
+
+
+__all__ = ["resolve_rules", "load_rules", "load_ref", "find_profile", "list_profiles", "profile_dirs"]

@@ -1,0 +1,94 @@
+"""The training device: `--device` resolution, the autocast context and a timer that waits for the device."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+
+import torch
+
+from convcli.errors import ConvcliError, did_you_mean
+
+DEVICE_CHOICES = ("auto", "cuda", "cuda:N", "cpu", "mps")
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto → cuda, else mps, else cpu. Asking for a device this machine lacks is a user error (exit 2)."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if m:
+        if not torch.cuda.is_available():
+            why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
+            raise ConvcliError(f"--device {name}: CUDA is not available on this machine: {why}; "
+                               "use --device cpu (or auto)")
+        index = int(m.group(1) or 0)
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise ConvcliError(f"--device {name}: there {'is' if count == 1 else 'are'} only {count} CUDA "
+                               f"device{'s' if count != 1 else ''} (cuda:0..cuda:{count - 1})")
+        return torch.device("cuda", index)
+    if name == "mps":
+        if not _mps_available():
+            raise ConvcliError("--device mps: Apple MPS is not available on this machine; use --device cpu (or auto)")
+        return torch.device("mps")
+    hint = did_you_mean(name, ("auto", "cuda", "cpu", "mps"))
+    raise ConvcliError(f"--device {name}: unknown device; expected one of {', '.join(DEVICE_CHOICES)}"
+                       + (f" (did you mean {hint}?)" if hint else ""))
+
+
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when amp is on, else a no-op (nanoGPT's one-liner)."""
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def amp_active(device: torch.device, amp: bool) -> bool:
+    return bool(amp and device.type == "cuda")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class Timer:
+    """Wall-clock seconds that include the device's queued work: `with timer: ...` adds to `timer.seconds`."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self._start = device, 0.0, None
+
+    def __enter__(self):
+        synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - self._start
+        self._start = None
+        return False
+
+    def now(self) -> float:
+        """Seconds so far inside the current `with` block (without syncing: for progress displays)."""
+        return self.seconds + (time.perf_counter() - self._start if self._start is not None else 0.0)
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)

@@ -1,0 +1,122 @@
+"""The analytic RF against the model PyTorch actually built: the gradient-support check.
+
+Recipe (receptive-field notes, §5): float64, constant positive weights and zero biases, max-pool
+swapped for an average pool of the same geometry (max routes gradient to one input), eval mode
+(BN becomes a positive affine map, dropout the identity). Backprop 1 from the centre unit of the
+last spatial layer; the input pixels with non-zero gradient are its RF, clipped to the input.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import analyze_layers, build
+
+from convcli.analysis import analyze_file
+from convcli.build import build_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+ACTIVATIONS = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.GELU, torch.nn.SiLU,
+               torch.nn.LeakyReLU)
+
+
+def structural(model):
+    for name, mod in list(model.named_modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, ACTIVATIONS):
+                setattr(mod, child_name, torch.nn.Identity())
+            if isinstance(child, torch.nn.MaxPool1d | torch.nn.MaxPool2d | torch.nn.MaxPool3d):
+                nd = {torch.nn.MaxPool1d: 1, torch.nn.MaxPool2d: 2, torch.nn.MaxPool3d: 3}[type(child)]
+                pool = [torch.nn.AvgPool1d, torch.nn.AvgPool2d, torch.nn.AvgPool3d][nd - 1]
+                setattr(mod, child_name, pool(child.kernel_size, child.stride, child.padding,
+                                              ceil_mode=child.ceil_mode))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.fill_(0.0 if name.endswith("bias") else 0.1)
+    return model.double().eval()
+
+
+def measured_rf(analysis):
+    """Per axis: how many input pixels the centre unit of the last spatial layer depends on."""
+    model = structural(build_model(analysis))
+    row = analysis.last_spatial_row()
+    captured = {}
+    # Hook the module of that row (swapped pools keep their place in `paths` via their parent).
+    target = model.paths[row.path]
+    if isinstance(target, torch.nn.MaxPool1d | torch.nn.MaxPool2d | torch.nn.MaxPool3d):
+        pytest.skip("last spatial layer is a pool that was swapped")
+    target.register_forward_hook(lambda m, i, o: captured.__setitem__("y", o))
+    x = torch.ones(1, *analysis.input_shape, dtype=torch.float64, requires_grad=True)
+    model(x)
+    y = captured["y"]
+    centre = tuple(n // 2 for n in y.shape[2:])
+    y[(0, slice(None), *centre)].sum().backward()
+    support = x.grad[0].abs().sum(0) > 0  # collapse channels
+    sizes = []
+    for ax in range(support.dim()):
+        others = tuple(i for i in range(support.dim()) if i != ax)
+        line = support.any(dim=others) if others else support
+        idx = line.nonzero().flatten()
+        sizes.append(int(idx.max() - idx.min() + 1))
+    return sizes, centre, row
+
+
+def expected_rf(row, centre, input_shape):
+    """The analytic region of the centre unit, clipped to the input: centre = start + u*j, ± r/2."""
+    out = []
+    for a, u, n in zip(row.rf_out, centre, input_shape[1:]):
+        c = a.start + u * a.j
+        lo, hi = c - a.r / 2, c + a.r / 2  # continuous extent; pixel i spans [i, i+1)
+        lo_px, hi_px = max(0, int(lo)), min(n - 1, int(hi) - 1 if hi == int(hi) else int(hi))
+        out.append(hi_px - lo_px + 1)
+    return out
+
+
+SMALL = {
+    "course table": ([1, 32, 32], [{"conv": {"out": 2, "k": 3, "s": s, "p": p}}
+                                   for s, p in [(1, 1), (2, 0), (1, 0), (2, 1), (1, 1), (2, 0), (1, 0)]]),
+    "dilated 1-D": ([1, 64], [{"conv": {"out": 2, "k": 3, "d": d, "p": 0}} for d in (1, 2, 4, 8)]),
+    "3-D": ([1, 12, 16, 16], [{"conv": {"out": 2, "k": 3, "p": 0}}, {"maxpool": {"k": 2}},
+                              {"conv": {"out": 2, "k": [1, 3, 3], "p": 0}}]),
+    "spatially separable": ([1, 24, 24], [{"spatial_sep": {"out": 2, "k": 5, "p": 0}},
+                                          {"conv": {"out": 2, "k": 3, "s": 2, "p": 0}}]),
+    "even kernel, same": ([1, 20, 20], [{"conv": {"out": 2, "k": 4, "p": "same"}},
+                                        {"conv": {"out": 2, "k": 2, "s": 2, "p": 0}}]),
+    "residual": ([2, 16, 16], [{"residual": [{"conv": {"out": 2}}, {"conv": {"out": 2}}]},
+                               {"residual": {"layers": [{"conv": {"out": 4, "s": 2}}, {"conv": {"out": 4}}]}}]),
+    "dws + pools": ([3, 32, 32], [{"conv": {"out": 4, "bn": True, "act": "relu"}}, {"maxpool": {"k": 2}},
+                                  {"dwsconv": {"out": 8, "bn": True, "act": "relu"}}, {"avgpool": {"k": 3, "s": 2}},
+                                  {"conv": {"out": 8, "d": 2, "p": 2}}]),
+}
+
+
+@pytest.mark.parametrize("case", list(SMALL))
+def test_gradient_support_equals_analytic_rf(case):
+    shape, layers = SMALL[case]
+    a = analyze_layers(shape, layers)
+    sizes, centre, row = measured_rf(a)
+    assert sizes == expected_rf(row, centre, a.input_shape)
+
+
+def test_unclipped_case_matches_exactly():
+    # A big enough input: the measured support is the analytic RF itself (course table: 45 > 32,
+    # so use 7 layers on a 64 input instead, RF 45 fits).
+    a = analyze_layers([1, 96, 96], SMALL["course table"][1])
+    sizes, centre, row = measured_rf(a)
+    assert sizes == [45, 45] == [int(x.r) for x in row.rf_out]
+
+
+SEQUENTIAL_EXAMPLES = ["s7.yaml", "course_rf_table.yaml", "lenet5.yaml", "vgg16.yaml", "tcn1d.yaml", "resnet18.yaml",
+                       "conv3d_small.yaml"]
+
+
+@pytest.mark.parametrize("name", SEQUENTIAL_EXAMPLES)
+def test_examples_gradient_support(name):
+    path = ROOT / "architectures" / name
+    if not path.exists():
+        pytest.fail(f"example {name} is missing")
+    a = analyze_file(path)
+    sizes, centre, row = measured_rf(a)
+    assert sizes == expected_rf(row, centre, a.input_shape)
