@@ -33,9 +33,10 @@ app.command("eval", rich_help_panel=TRAIN)(eval_cmd.evaluate)
 
 
 def main() -> None:
-    """Entry point: user errors print one message to stderr and exit 2 (CONVCLI_DEBUG=1 re-raises)."""
+    """Entry point: user errors print one message to stderr and exit 2 (CONVCLI_DEBUG=1 re-raises).
+    Typer itself reports usage errors (exit 2) and handles --help."""
     try:
-        app(standalone_mode=False)
+        app()
     except ConvcliError as exc:
         if os.environ.get("CONVCLI_DEBUG"):
             raise
@@ -44,16 +45,5 @@ def main() -> None:
 
         Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise

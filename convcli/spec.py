@@ -114,7 +114,9 @@ def load_spec(path: str | Path) -> Spec:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError("no such file", file=file) from None
+        siblings = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
+        hint = did_you_mean(path.name, siblings)
+        raise SpecError("no such file", file=file, suggestion=hint and hint.replace("'", "")) from None
     except IsADirectoryError:
         raise SpecError("is a directory, not a spec file", file=file) from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -80,7 +80,7 @@ _BRANCH_KEYS = (Param("branches", "branches", required=True),
 @register
 class Concat(_Join):
     name = "concat"
-    aliases = ("cat", "inception")
+    aliases = ("cat",)
     positional = "branches"
     params = _BRANCH_KEYS
     join_op = "concat"

@@ -59,3 +59,45 @@ class PixelShuffle(LayerType):
         import torch.nn as nn
 
         return nn.PixelShuffle(a["r"])
+
+
+@register
+class Pad(LayerType):
+    name = "pad"
+    family = "resample"
+    params = (
+        Param("before", "ints", 0, aliases=("left",), minimum=0, help="padding before each axis (left/top)"),
+        Param("after", "ints", 0, aliases=("right",), minimum=0, help="padding after each axis (right/bottom)"),
+        Param("mode", "str", "zeros", choices=("zeros", "reflect", "replicate", "circular")),
+    )
+    doc = "explicit, possibly asymmetric padding, e.g. causal: before d*(k-1), after 0"
+    examples = (((2, 10), {"before": 4}), ((3, 5, 6), {"before": [1, 0], "after": [0, 2], "mode": "replicate"}))
+
+    def sides(self, a, nd, where):
+        from convcli.layers.conv import axes_of
+
+        return axes_of(a, "before", nd, where), axes_of(a, "after", nd, where)
+
+    def infer(self, a, shape, where):
+        from convcli.layers.geometry import Window
+
+        nd = feature_map_rank(self, shape, where)
+        before, after = self.sides(a, nd, where)
+        if a["mode"] == "reflect" and any(max(b, c) >= n for b, c, n in zip(before, after, shape[1:])):
+            raise where.error("reflect padding must be smaller than the input", got=f"input {list(shape)}")
+        return Facts(out_shape=(shape[0], *(n + b + c for n, b, c in zip(shape[1:], before, after))),
+                     ops=[Window(1, 1, b, c) for b, c in zip(before, after)], info={"op": "pad"})
+
+    def build(self, a, shape):
+        import torch.nn as nn
+
+        nd = len(shape) - 1
+        before, after = self.sides(a, nd, None)
+        # torch wants (last axis before, last axis after, previous axis before, ...).
+        padding = tuple(x for b, c in reversed(list(zip(before, after))) for x in (b, c))
+        if a["mode"] == "zeros":
+            return [nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d][nd - 1](padding, 0.0)
+        table = {"reflect": (nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d),
+                 "replicate": (nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d),
+                 "circular": (nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d)}
+        return table[a["mode"]][nd - 1](padding)

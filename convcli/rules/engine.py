@@ -197,9 +197,14 @@ def rf_site(analysis, at: str):
     by_path = [r for r in analysis.rows if r.path == at]
     row = (labelled or by_path or [None])[0]
     if row is None:
-        choices = [r.label for r in analysis.rows if r.label] + [r.path for r in analysis.rows]
-        hint = did_you_mean(at, choices)
-        return None, None, f"no block labelled or layer at '{at}'" + (f" (did you mean {hint}?)" if hint else "")
+        labels = [r.label for r in analysis.rows if r.label]
+        hint = did_you_mean(at, labels + [r.path for r in analysis.rows])
+        msg = f"no block labelled or layer at '{at}'"
+        if hint:
+            msg += f" (did you mean {hint}?)"
+        elif labels:
+            msg += " (labels: " + ", ".join(labels) + ")"
+        return None, None, msg
     return row, row.rf_out, "the output of " + ("block " + at if labelled else at)
 
 
@@ -317,7 +322,7 @@ def _need_true(name):
            "dropout, activation, softmax, norm or 1x1 convs on the 1x1 map follow it", "gap_before_classifier: true")
 class GapBeforeClassifier:
     parse = staticmethod(_need_true("gap_before_classifier"))
-    LIMIT = "GAP, then only linear/flatten/dropout/act/softmax/1x1 conv"
+    LIMIT = "GAP, then classifier layers only"
 
     @staticmethod
     def check(analysis, args, accuracy):

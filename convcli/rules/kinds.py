@@ -16,10 +16,10 @@ options of a conv are folded into the conv's own row.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from convcli.errors import did_you_mean
 from convcli.layers.registry import lookup
 
 CONV_OPS = ("conv", "convtranspose", "deformconv")
@@ -281,7 +281,11 @@ def get_kind(name: str) -> Kind | None:
 
 
 def suggest(name: str) -> str | None:
-    return did_you_mean(str(name).lower().replace("-", "_"), list(_ALIASES))
+    """Did-you-mean over kind names and aliases, answered with the canonical names."""
+    key = str(name).lower().replace("-", "_")
+    matches = difflib.get_close_matches(key, sorted(_ALIASES), n=6, cutoff=0.6)
+    names = list(dict.fromkeys(_ALIASES[m] for m in matches))[:3]
+    return " or ".join(f"'{n}'" for n in names) if names else None
 
 
 def find(analysis, name: str) -> list:

@@ -11,6 +11,7 @@ the checks off for that run.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from convcli.errors import SpecError, did_you_mean
@@ -101,7 +102,7 @@ def load_ref(ref: str, *, base: Path, spec_file: str | Path | None, file: str | 
         return load_rules(path)
     found = find_profile(ref, spec_file)
     if found is None:
-        names = list_profiles(spec_file)
+        names = sorted(list_profiles(spec_file))
         raise SpecError(f"unknown rules profile '{ref}'", file=file, line=line, path="rules",
                         expected=("one of " + ", ".join(names) if names else "a profile")
                         + f" (files in {PROFILE_DIR}/), or a path to a rules YAML file",
@@ -138,4 +139,26 @@ def resolve_rules(spec, override: str | None = None) -> RuleSet | None:
                     got=value)
 
 
-__all__ = ["resolve_rules", "load_rules", "load_ref", "find_profile", "list_profiles", "profile_dirs"]
+def accuracy_from_run(run) -> float | None:
+    """The accuracy an `accuracy` rule checks, from a training run: a run directory, its summary.json, or
+    the summary dict `convcli train` returns. Uses `best_acc` (a fraction), else `final_test_acc`."""
+    if isinstance(run, dict):
+        summary = run
+    else:
+        path = Path(run)
+        path = path / "summary.json" if path.is_dir() else path
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SpecError("no summary.json (has this run finished an epoch?)", file=str(path)) from None
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"cannot read the run summary: {exc}", file=str(path)) from None
+    for key in ("best_acc", "final_test_acc"):
+        value = summary.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+__all__ = ["accuracy_from_run", "resolve_rules", "load_rules", "load_ref", "find_profile", "list_profiles",
+           "profile_dirs"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 # Limit keys, one vocabulary for every numeric rule. Strict: lt, gt. Inclusive: le/max, ge/min, eq/exactly.

@@ -1,0 +1,146 @@
+"""Optimizer, learning-rate schedule, and the train/eval epochs.
+
+The per-step work is `train_step(model, optimizer, schedule, x, y, ...)`, which knows nothing of data
+loading or I/O, so a DistributedDataParallel-wrapped model can be passed in unchanged later.
+
+LR schedule: the multiplier of the peak LR is a pure function of (step, total_steps), evaluated before
+each optimizer step. Its whole state is the step counter, so a resumed run rebuilds it from the
+checkpoint; `--epochs` larger on resume rebuilds it for the new total and continues from the saved step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convcli.train.device import Timer
+
+WARMUP = {"onecycle": 0.25, "cosine": 0.05}
+START_FACTOR = 0.1  # warm-up starts at a tenth of the peak LR
+MOMENTUM = 0.9
+
+
+# --- optimizer and schedule ----------------------------------------------------------------------
+
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Weight decay on weights (conv kernels, linear matrices) only, not on biases and norm parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if name == "sgd":
+        opt = torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM, nesterov=True)
+    elif name == "adam":
+        opt = torch.optim.Adam(groups, lr=lr)
+    elif name == "adamw":
+        opt = torch.optim.AdamW(groups, lr=lr)
+    else:  # the config is validated before this point
+        raise ValueError(f"unknown optimizer {name!r}")
+    for g in opt.param_groups:
+        g["peak_lr"] = lr
+    return opt
+
+
+def lr_factor(kind: str, step: int, total: int) -> float:
+    """Multiplier of the peak LR at `step` (0-based) of `total` steps."""
+    t = step / max(total, 1)
+    if kind == "step":  # ×0.1 at 50 % and again at 75 % of training
+        return 1.0 if t < 0.5 else 0.1 if t < 0.75 else 0.01
+    warm = WARMUP[kind]
+    if t < warm:
+        return START_FACTOR + (1 - START_FACTOR) * t / warm
+    rest = (t - warm) / (1 - warm)
+    if kind == "onecycle":  # linear up, then linear down to 0 (Page / airbench's triangle)
+        return max(0.0, 1 - rest)
+    return 0.5 * (1 + math.cos(math.pi * min(rest, 1.0)))  # cosine
+
+
+class Schedule:
+    """Sets each param group's lr to peak_lr × lr_factor(step) before every optimizer step."""
+
+    def __init__(self, kind: str, total_steps: int, step: int = 0):
+        self.kind, self.total_steps, self.step = kind, total_steps, step
+
+    def factor(self) -> float:
+        return lr_factor(self.kind, self.step, self.total_steps)
+
+    def apply(self, optimizer: torch.optim.Optimizer) -> float:
+        f = self.factor()
+        for g in optimizer.param_groups:
+            g["lr"] = g["peak_lr"] * f
+        return optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "total_steps": self.total_steps, "step": self.step}
+
+
+# --- steps and epochs ----------------------------------------------------------------------------
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, x: torch.Tensor,
+               y: torch.Tensor, loss_fn: Callable, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step; returns (summed loss, correct count) as device tensors, without syncing."""
+    schedule.apply(optimizer)
+    with autocast:
+        logits = model(x)
+        loss = loss_fn(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step += 1
+    return loss.detach() * y.shape[0], (logits.detach().argmax(1) == y).sum()
+
+
+def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast, timer: Timer,
+                on_progress: Callable[[int, dict], None] | None = None, updates: int = 20) -> dict:
+    """One pass over the training loader. `on_progress(step, stats)` is called about `updates` times
+    (each call syncs the device once to read the running loss/accuracy)."""
+    model.train()
+    device = loader.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    steps = len(loader)
+    every = max(1, steps // updates)
+    lr = optimizer.param_groups[0]["lr"]
+    with timer:
+        for i, (x, y) in enumerate(loader, 1):
+            loss, ok = train_step(model, optimizer, schedule, x, y, loss_fn, autocast)
+            lr = optimizer.param_groups[0]["lr"]  # the LR this step used
+            loss_sum += loss
+            correct += ok
+            seen += y.shape[0]
+            if on_progress and (i % every == 0 or i == steps):
+                on_progress(i, {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "lr": lr,
+                                "img_s": seen / max(timer.now(), 1e-9)})
+    return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
+            "lr": lr, "images": seen}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, autocast, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits as float32, labels) for the whole loader in eval mode; `tta` averages with the mirror image."""
+    was_training = model.training
+    model.eval()
+    outs, labels = [], []
+    try:
+        for x, y in loader:
+            with autocast:
+                logits = model(x).float()
+                if tta:
+                    logits = (logits + model(x.flip(-1)).float()) / 2
+            outs.append(logits)
+            labels.append(y)
+    finally:
+        model.train(was_training)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def eval_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Plain cross-entropy (no label smoothing) and accuracy."""
+    return {"loss": F.cross_entropy(logits, labels).item(),
+            "acc": int((logits.argmax(1) == labels).sum()) / max(labels.numel(), 1)}

@@ -1,0 +1,376 @@
+"""`convcli train`: resolve the spec, config, device and data; train; write the run directory.
+
+A fresh run and a resumed one share `Session` (model, loaders, optimizer, schedule, generator) and
+`fit()` (the epoch loop). Resuming restores model, optimizer, schedule step, best accuracy and the RNG
+states (the global torch RNG and the shuffle/augmentation generator) from `last.pt`, so on the CPU the
+remaining epochs compute exactly what an uninterrupted run computes.
+
+Extending a run (`--resume DIR --epochs M`, M larger than the saved total): the LR schedule is rebuilt for
+M epochs and continues at the saved step, i.e. the LR jumps to the value the M-epoch schedule has at that
+point (for onecycle, at epoch e of M: a warm restart up the longer cycle's decay line); it is not a
+new warm-up, and the steps already taken are not replayed.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from convcli.errors import ConvcliError
+from convcli.train.config import FIELDS, RESUME_OPTIONS, TrainConfig, build_config, coerce, resolve_spec_path
+from convcli.train.data import ImageData, load_data
+from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device
+from convcli.train.loader import EVAL_BATCH, DeviceLoader, channel_stats, match_channels, stratified_subset
+from convcli.train.loop import Schedule, eval_metrics, make_optimizer, predict, train_epoch
+from convcli.train.runs import RunWriter, load_checkpoint, new_run_dir
+
+CHECKPOINT_FORMAT = "convcli-train-v1"
+TEST_SUBSET_SEED = 0  # the test subset does not depend on --seed, so `eval` can select the same images
+
+
+@dataclass
+class Session:
+    cfg: TrainConfig
+    spec_file: str  # the spec the model is built from (the run's copy when resuming)
+    analysis: object
+    device: torch.device
+    model: torch.nn.Module  # the module whose state is saved
+    step_model: torch.nn.Module  # what runs the steps: the model, or torch.compile(model)
+    train_loader: DeviceLoader
+    test_loader: DeviceLoader
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    generator: torch.Generator
+    data: ImageData
+    mean: list
+    std: list
+    params: int
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+def check_spec_for_training(analysis, data: ImageData | None = None) -> None:
+    spec, out = analysis.spec, tuple(analysis.output_shape)
+    if len(out) != 1:
+        raise ConvcliError(f"{spec.file}: the model's output is {list(out)}; training needs one score per "
+                           "class (end the spec with e.g. `gap` and `linear: {out: CLASSES}`)")
+    if data is None:
+        return
+    if out[0] != len(data.classes):
+        raise ConvcliError(f"{spec.file}: the model outputs {out[0]} scores but the data ({data.source}) has "
+                           f"{len(data.classes)} classes")
+    if len(spec.input) != 3 or tuple(spec.input[1:]) != tuple(data.image_shape[1:]):
+        raise ConvcliError(f"{spec.file}: input {list(spec.input)} does not match the data's "
+                           f"{data.image_shape[0]}x{data.image_shape[1]}x{data.image_shape[2]} images ({data.source})")
+
+
+def place_split(images: torch.Tensor, labels: torch.Tensor, channels: int, device, where: str):
+    images = match_channels(images, channels, where)
+    return images.to(device), labels.to(device)
+
+
+def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.device, data: ImageData,
+                 mean=None, std=None) -> Session:
+    from convcli.build import build_model, count_params
+
+    torch.manual_seed(cfg.seed)  # the model's initial weights depend on the seed only
+    model = build_model(analysis).to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    channels = analysis.spec.input[0]
+
+    train_idx = torch.arange(len(data.train_y))
+    if cfg.subset is not None:
+        if cfg.subset > len(train_idx):
+            raise ConvcliError(f"--subset {cfg.subset}: the training set has only {len(train_idx)} images")
+        train_idx = stratified_subset(data.train_y, cfg.subset, cfg.seed)
+    test_idx = torch.arange(len(data.test_y))
+    if cfg.test_subset is not None and cfg.test_subset < len(test_idx):
+        test_idx = stratified_subset(data.test_y, cfg.test_subset, TEST_SUBSET_SEED)
+    if mean is None:  # statistics of the whole training split (stored in the checkpoint for `eval`)
+        mean, std = channel_stats(match_channels(data.train_x, channels, data.source))
+
+    train_x, train_y = place_split(data.train_x[train_idx], data.train_y[train_idx], channels, device, data.source)
+    test_x, test_y = place_split(data.test_x[test_idx], data.test_y[test_idx], channels, device, data.source)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    train_loader = DeviceLoader(train_x, train_y, mean, std, cfg.batch_size, train=True, generator=generator,
+                                translate=cfg.translate, flip=cfg.flip, cutout=cfg.cutout,
+                                channels_last=channels_last)
+    test_loader = DeviceLoader(test_x, test_y, mean, std, EVAL_BATCH, channels_last=channels_last)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+    schedule = Schedule(cfg.schedule, cfg.epochs * len(train_loader))
+    step_model = torch.compile(model) if cfg.compile else model
+    return Session(cfg, spec_file, analysis, device, model, step_model, train_loader, test_loader, optimizer,
+                   schedule, generator, data, list(mean), list(std), count_params(model)[0])
+
+
+def configure_backend(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+def rng_state(s: Session) -> dict:
+    state = {"torch": torch.get_rng_state(), "data": s.generator.get_state()}
+    if s.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(s: Session, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    s.generator.set_state(state["data"])
+    if s.device.type == "cuda" and state.get("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_state(s: Session, epoch: int, best: dict, meta: dict) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": s.model.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.schedule.state_dict(),
+        "epoch": epoch,
+        "rng": rng_state(s),
+        "config": s.cfg.to_dict(),
+        "best_acc": best["acc"],
+        "best_epoch": best["epoch"],
+        "classes": list(s.data.classes),
+        "mean": s.mean,
+        "std": s.std,
+        "input": list(s.analysis.spec.input),
+        "spec_name": s.analysis.spec.name,
+        **meta,
+    }
+
+
+# --- the epoch loop ------------------------------------------------------------------------------
+
+def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best: dict, meta: dict,
+        stop_after: int | None = None) -> dict:
+    """Train epochs start_epoch+1 .. cfg.epochs; returns the summary (also written to summary.json)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cfg, device = s.cfg, s.device
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    ctx = autocast(device, cfg.amp)
+    wall0 = time.perf_counter()
+    last = {}
+    reason = None
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            timer = Timer(device)
+            with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console,
+                          transient=True) as progress:
+                task = progress.add_task("train", total=len(s.train_loader), stats="",
+                                         epoch=f"{epoch}/{cfg.epochs}")
+
+                def show(step, st, task=task, progress=progress):
+                    progress.update(task, completed=step, stats=f"loss {st['loss']:.3f} acc {100 * st['acc']:.1f}% "
+                                    f"lr {st['lr']:.4g} {st['img_s']:,.0f} img/s")
+
+                tr = train_epoch(s.step_model, s.train_loader, s.optimizer, s.schedule, loss_fn, ctx, timer, show)
+            te = eval_metrics(*predict(s.step_model, s.test_loader, ctx))
+            row = {"epoch": epoch, "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
+                   "test_loss": te["loss"], "test_acc": te["acc"], "lr": tr["lr"], "seconds": round(timer.seconds, 3)}
+            meta["train_seconds"] = meta.get("train_seconds", 0.0) + timer.seconds
+            improved = te["acc"] > best["acc"]
+            if improved:
+                best.update(acc=te["acc"], epoch=epoch)
+            writer.log_epoch(row)
+            elapsed = meta.get("total_seconds", 0.0) + time.perf_counter() - wall0
+            state = checkpoint_state(s, epoch, best, {**meta, "total_seconds": elapsed})
+            writer.checkpoint("last.pt", state)
+            if improved:
+                writer.checkpoint("best.pt", state)
+            console.print(
+                f"epoch {epoch:>{len(str(cfg.epochs))}}/{cfg.epochs}  "
+                f"train loss {tr['train_loss']:.4f} acc {100 * tr['train_acc']:5.2f}%  "
+                f"test loss {te['loss']:.4f} acc {100 * te['acc']:5.2f}%  lr {tr['lr']:.4g}  "
+                f"{tr['images'] / max(timer.seconds, 1e-9):,.0f} img/s  {timer.seconds:.1f}s"
+                + ("  [bold green]best[/]" if improved else ""), highlight=False)
+            last = row
+            if cfg.target_acc is not None and te["acc"] >= cfg.target_acc:
+                reason = f"reached the target accuracy {100 * cfg.target_acc:.2f}%"
+                break
+            if stop_after is not None and epoch >= stop_after and epoch < cfg.epochs:
+                reason = f"stopped after epoch {epoch} (--stop-after)"
+                break
+        else:
+            reason = f"completed {cfg.epochs} epochs"
+    except KeyboardInterrupt:
+        reason = "interrupted"
+        console.print(f"interrupted; continue with: convcli train --resume {writer.dir}")
+        raise
+    finally:
+        meta["total_seconds"] = meta.get("total_seconds", 0.0) + time.perf_counter() - wall0
+        summary = make_summary(s, writer, best, meta, epochs_done=epoch if last else start_epoch, last=last,
+                               reason=reason)
+        writer.summary(summary)
+        if writer.read_metrics():
+            writer.curves()
+    return summary
+
+
+def is_finished(cfg: TrainConfig, epochs_done: int, best_acc: float) -> bool:
+    return epochs_done >= cfg.epochs or (cfg.target_acc is not None and best_acc >= cfg.target_acc)
+
+
+def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_done: int, last: dict,
+                 reason: str | None) -> dict:
+    rows = writer.read_metrics()
+    final = rows[-1] if rows else {}
+    return {
+        "spec": meta.get("spec_file"),
+        "name": s.analysis.spec.name,
+        "run_dir": str(writer.dir),
+        "best_acc": best["acc"] if best["epoch"] else None,
+        "best_epoch": best["epoch"] or None,
+        "final_test_acc": float(final["test_acc"]) if final else None,
+        "final_test_loss": float(final["test_loss"]) if final else None,
+        "epochs_done": epochs_done,
+        "epochs": s.cfg.epochs,
+        "finished": is_finished(s.cfg, epochs_done, best["acc"]),
+        "stop_reason": reason,
+        "params": s.params,
+        "train_seconds": round(meta.get("train_seconds", 0.0), 3),
+        "total_seconds": round(meta.get("total_seconds", 0.0), 3),
+        "device": describe(s.device),
+        "amp": amp_active(s.device, s.cfg.amp),
+        "compile": s.cfg.compile,
+        "data": s.data.source,
+        "n_train": len(s.train_loader.labels),
+        "n_test": len(s.test_loader.labels),
+        "classes": list(s.data.classes),
+        "seed": s.cfg.seed,
+        "torch": str(torch.__version__),
+    }
+
+
+# --- entry points --------------------------------------------------------------------------------
+
+def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int | None = None) -> None:
+    cfg = s.cfg
+    console.print(f"spec: {s.spec_file} ({s.analysis.spec.name}, {s.params:,} params)", highlight=False)
+    console.print(f"run: {run_dir}" + (f" (resuming after epoch {resumed_from})" if resumed_from else ""),
+                  highlight=False)
+    console.print(f"data: {s.data.source}: {len(s.train_loader.labels):,} train / {len(s.test_loader.labels):,} "
+                  f"test images, {len(s.data.classes)} classes; device {describe(s.device)}"
+                  f"{', bf16 autocast' if amp_active(s.device, cfg.amp) else ''}"
+                  f"{', compiled' if cfg.compile else ''}", highlight=False)
+    console.print(f"{cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g} {cfg.schedule}, batch {cfg.batch_size}, "
+                  f"{cfg.epochs} epochs ({len(s.train_loader)} steps each), label smoothing {cfg.label_smoothing:g}, "
+                  f"seed {cfg.seed}", highlight=False)
+
+
+def _print_end(console: Console, summary: dict, spec_file: str, run_dir: Path) -> None:
+    best = (f"best test accuracy {100 * summary['best_acc']:.2f}% at epoch {summary['best_epoch']}"
+            if summary["best_acc"] is not None else "no epoch completed")
+    console.print(f"{summary['stop_reason'] or 'stopped'}: {best}; {summary['train_seconds']:.1f}s training "
+                  f"({summary['total_seconds']:.1f}s in all)", highlight=False)
+    console.print(f"spec: {spec_file}", highlight=False)
+    console.print(f"run: {run_dir}", highlight=False)
+
+
+def train(spec: str | None, options: dict, recipe: str | None = None, out: str | None = None,
+          resume: str | None = None, stop_after: int | None = None, console: Console | None = None) -> dict:
+    """The `convcli train` command. `options` holds the command-line values (None: not given)."""
+    console = console or Console(highlight=False)
+    if resume:
+        return _resume(resume, spec, options, recipe, out, stop_after, console)
+    from convcli.analysis import analyze_file
+
+    spec_file = resolve_spec_path(spec)
+    analysis = analyze_file(spec_file)
+    cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe)
+    check_spec_for_training(analysis)
+    device = resolve_device(cfg.device)  # before the data, so a bad --device fails at once
+    configure_backend(device)
+    data = load_data(cfg.data)
+    check_spec_for_training(analysis, data)
+    s = make_session(cfg, spec_file, analysis, device, data)
+    run_dir = new_run_dir(out)
+    writer = RunWriter(run_dir)
+    args = {"spec": str(spec_file), **cfg.to_dict(), "run_dir": str(run_dir), "device_resolved": str(device),
+            "params": s.params, "n_train": len(s.train_loader.labels), "n_test": len(s.test_loader.labels),
+            "classes": list(data.classes), "torch": str(torch.__version__), "python": platform.python_version(),
+            "command": " ".join(sys.argv)}
+    spec_copy = writer.start(spec_file, analysis.spec.text, args)
+    meta = {"spec_file": str(spec_file), "spec_copy": spec_copy, "data_n_train": len(data.train_y),
+            "data_n_test": len(data.test_y), "train_seconds": 0.0, "total_seconds": 0.0}
+    _print_start(console, s, run_dir)
+    summary = fit(s, writer, console, 0, {"acc": -1.0, "epoch": 0}, meta, stop_after)
+    _print_end(console, summary, spec_file, run_dir)
+    return summary
+
+
+def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: str | None,
+            stop_after: int | None, console: Console) -> dict:
+    from convcli.analysis import analyze_file
+
+    run_dir = Path(run)
+    if not (run_dir / "last.pt").is_file():
+        raise ConvcliError(f"--resume {run}: no last.pt there (expected a run directory written by convcli train)")
+    given = sorted(k for k, v in options.items() if v is not None and k not in RESUME_OPTIONS)
+    if given or recipe or out:
+        names = [f"--{k.replace('_', '-')}" for k in given] + (["--recipe"] if recipe else []) + (
+            ["--out"] if out else [])
+        raise ConvcliError(f"--resume continues the run's saved config; {', '.join(names)} cannot change it "
+                           f"(only {', '.join('--' + k.replace('_', '-') for k in RESUME_OPTIONS)} can)")
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ConvcliError(f"{run_dir / 'last.pt'}: not a resumable convcli training checkpoint")
+    saved = {k: v for k, v in ckpt["config"].items() if k in FIELDS}
+    for k in RESUME_OPTIONS:
+        if options.get(k) is not None:
+            saved[k] = coerce(k, options[k])
+    cfg = TrainConfig(**saved)
+    epochs_done, best = int(ckpt["epoch"]), {"acc": float(ckpt["best_acc"]), "epoch": int(ckpt["best_epoch"])}
+    spec_file = str(run_dir / ckpt["spec_copy"])
+    if spec:
+        console.print(f"note: resuming uses the run's own spec copy {spec_file}; ignoring {spec}", highlight=False)
+    if is_finished(cfg, epochs_done, best["acc"]):
+        console.print(f"run {run_dir} is already finished ({epochs_done}/{cfg.epochs} epochs, best test accuracy "
+                      f"{100 * best['acc']:.2f}% at epoch {best['epoch']}); nothing to train. "
+                      f"Pass --epochs N (more than {epochs_done}) to extend it.", highlight=False)
+        return {"finished": True, "trained": False, "epochs_done": epochs_done, "run_dir": str(run_dir)}
+
+    analysis = analyze_file(spec_file)
+    device = resolve_device(cfg.device)
+    configure_backend(device)
+    data = load_data(cfg.data)
+    check_spec_for_training(analysis, data)
+    if (len(data.train_y), len(data.test_y), list(data.classes)) != (
+            ckpt.get("data_n_train"), ckpt.get("data_n_test"), list(ckpt["classes"])):
+        raise ConvcliError(f"--resume {run}: the data {cfg.data} is not the data this run was trained on")
+    s = make_session(cfg, spec_file, analysis, device, data, ckpt["mean"], ckpt["std"])
+    s.model.load_state_dict(ckpt["model"])
+    s.optimizer.load_state_dict(ckpt["optimizer"])
+    s.schedule.step = int(ckpt["scheduler"]["step"])  # total_steps is rebuilt for cfg.epochs (see module doc)
+    restore_rng(s, ckpt["rng"])
+    writer = RunWriter(run_dir)
+    writer.truncate_metrics(epochs_done)
+    meta = {k: ckpt[k] for k in ("spec_file", "spec_copy", "data_n_train", "data_n_test", "train_seconds",
+                                  "total_seconds") if k in ckpt}
+    if cfg.epochs != ckpt["config"]["epochs"]:
+        import yaml
+
+        args = yaml.safe_load((run_dir / "args.yaml").read_text()) if (run_dir / "args.yaml").is_file() else {}
+        writer.write_args({**args, "epochs": cfg.epochs})
+        console.print(f"extending the run from {ckpt['config']['epochs']} to {cfg.epochs} epochs; the LR schedule "
+                      f"is rebuilt for {cfg.epochs} epochs and continues at step {s.schedule.step}", highlight=False)
+    _print_start(console, s, run_dir, resumed_from=epochs_done)
+    summary = fit(s, writer, console, epochs_done, best, meta, stop_after)
+    _print_end(console, summary, spec_file, run_dir)
+    return summary

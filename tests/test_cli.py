@@ -1,0 +1,158 @@
+"""The CLI as users meet it: exit codes, actionable errors, output formats, start-up without torch."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+S7 = str(ROOT / "architectures" / "s7.yaml")
+
+
+def run(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "convcli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def write(tmp_path, text, name="bad.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["rf", S7], ["rf", "--help"], ["train", "--help"]])
+def test_torch_not_imported(argv):
+    code = ("import sys; from convcli.cli import main; sys.argv = ['convcli', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT)
+    assert r.stderr.strip().endswith("NO-TORCH"), r.stderr
+
+
+# --------------------------------------------------------------------------- errors: exit 2, file:line, no traceback
+
+
+def assert_user_error(r, *fragments):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    for f in fragments:
+        assert f in r.stderr, (f, r.stderr)
+
+
+def test_unknown_layer_type_suggests(tmp_path):
+    f = write(tmp_path, "input: [3, 32, 32]\nlayers:\n  - conv: {out: 8}\n  - maxpol: {k: 2}\n")
+    assert_user_error(run("rf", f), f"{f}:4", "layers[1]", "unknown layer type 'maxpol'", "did you mean 'maxpool'")
+
+
+def test_unknown_key_suggests(tmp_path):
+    f = write(tmp_path, "input: [3, 32, 32]\nlayers:\n  - conv: {out: 8, kernal: 3}\n")
+    assert_user_error(run("rf", f), f"{f}:3", "layers[0].conv", "unknown key 'kernal'", "'kernel'")
+
+
+def test_wrong_type(tmp_path):
+    f = write(tmp_path, "input: [3, 32, 32]\nlayers:\n  - conv: {out: many}\n")
+    assert_user_error(run("rf", f), f"{f}:3", "'out' has the wrong type", "expected: an integer")
+
+
+def test_yaml_syntax_error(tmp_path):
+    f = write(tmp_path, "input: [3, 32, 32]\nlayers:\n  - conv: {out: 8\n  - gap: {}\n")
+    assert_user_error(run("rf", f), f"{f}:", "YAML syntax error")
+
+
+def test_kernel_larger_than_padded_input(tmp_path):
+    f = write(tmp_path, "input: [1, 4, 4]\nlayers:\n  - conv: {out: 2, k: 3, p: 0}\n  - conv: {out: 2, k: 3, p: 0}\n")
+    assert_user_error(run("rf", f), f"{f}:4", "layers[1].conv", "kernel does not fit", "k_eff = 3 <= n_in")
+
+
+def test_channel_mismatch_at_residual_add(tmp_path):
+    f = write(tmp_path, "input: [8, 8, 8]\nlayers:\n  - residual: {layers: [{conv: {out: 16}}], shortcut: identity}\n")
+    assert_user_error(run("rf", f), f"{f}:3", "layers[0].residual.join", "equal shapes", "[16, 8, 8] vs [8, 8, 8]")
+
+
+def test_spatial_mismatch_at_concat(tmp_path):
+    f = write(tmp_path, "input: [4, 8, 8]\nlayers:\n  - concat: [[{conv: {out: 4}}], [{conv: {out: 4, p: 0}}]]\n")
+    assert_user_error(run("rf", f), "layers[0].concat.join", "equal spatial sizes")
+
+
+def test_linear_on_a_feature_map(tmp_path):
+    f = write(tmp_path, "input: [4, 8, 8]\nlayers:\n  - linear: {out: 10}\n")
+    assert_user_error(run("rf", f), "needs a flat vector", "flatten")
+
+
+def test_unknown_block_variable(tmp_path):
+    f = write(tmp_path, "input: [4, 8, 8]\nblocks:\n  b: [{conv: {out: $out}}]\nlayers:\n  - b: {out: 4, outt: 2}\n")
+    assert_user_error(run("rf", f), "unknown key 'outt'", "'out'")
+
+
+def test_empty_and_missing_files(tmp_path):
+    assert_user_error(run("rf", "/dev/null"), "empty")
+    assert_user_error(run("rf", str(tmp_path / "nope.yaml")), "no such file")
+
+
+def test_usage_error_exits_2():
+    r = run("rf", S7, "--format", "xml")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- output formats
+
+
+def test_rf_json_has_documented_keys():
+    r = run("rf", S7, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert {"spec", "input", "layers", "rf", "jump"} <= set(doc)
+    for layer in doc["layers"]:
+        assert {"name", "type", "n_in", "r_in", "j_in", "k", "s", "p", "d", "n_out", "r_out", "j_out"} <= set(layer)
+    assert doc["input"] == [3, 32, 32]
+    # s7: 3x3 convs, one dilated (spans 5), three 2x2 pools; the RF before GAP, by hand:
+    # 1 +2 +2 (C1) +1 (pool, j=2) +4 +8 (dws, dilated) +2 (pool, j=4) +8 +8 (C3) +4 (pool, j=8) +16 +16 (C4) = 72
+    assert doc["rf"] == 72 and doc["jump"] == 8
+
+
+def test_params_json_and_several_specs(tmp_path):
+    f = write(tmp_path, "name: tiny\ninput: [1, 5]\nlayers:\n  - conv: {out: 2, k: 3}\n", "tiny.yaml")
+    r = run("params", S7, f, "--json")
+    assert r.returncode == 0, r.stderr
+    docs = json.loads(r.stdout)
+    assert isinstance(docs, list) and len(docs) == 2
+    tiny = docs[1]
+    assert {"spec", "total", "trainable", "macs", "size_mb", "layers"} <= set(tiny)
+    # conv 1->2, k=3, bias: 2*1*3 + 2 = 8 params; 5 positions * 2 * 1 * 3 = 30 MACs
+    assert tiny["total"] == 8 and tiny["macs"] == 30
+    assert set(tiny["layers"][0]) >= {"name", "type", "output_shape", "params", "macs"}
+
+
+def test_directory_and_glob_arguments(tmp_path):
+    for n in ("a", "b"):
+        write(tmp_path, f"name: {n}\ninput: [1, 5]\nlayers:\n  - conv: {{out: 2, k: 3}}\n", f"{n}.yaml")
+    by_dir = json.loads(run("rf", str(tmp_path), "--json").stdout)
+    by_glob = json.loads(run("rf", str(tmp_path / "*.yaml"), "--json").stdout)
+    assert [d["name"] for d in by_dir] == [d["name"] for d in by_glob] == ["a", "b"]
+
+
+def test_csv_and_markdown():
+    r = run("params", S7, "--format", "csv")
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == ["Layer", "Type", "Output shape", "Params", "MACs"]
+    md = run("rf", S7, "--format", "markdown").stdout
+    assert "| Layer |" in md and "RF (input px)" in md
+
+
+def test_piped_table_is_plain_text():
+    r = run("inspect", S7)
+    assert r.returncode in (0, 1), r.stderr
+    assert "\x1b[" not in r.stdout
+    assert "179,146" in r.stdout  # thousands separators; total from torch
+
+
+def test_explain_shows_arithmetic():
+    out = run("rf", S7, "--explain").stdout
+    assert "r_out = r_in + (k_eff-1)*j_in = 6 + (3-1)*2 = 10" in out
+    assert "k_eff = d*(k-1)+1 = 2*(3-1)+1 = 5" in out
