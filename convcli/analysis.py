@@ -119,8 +119,10 @@ def merge_paths(paths: list[list[AxisRF]], shape: tuple[int, ...]) -> tuple[list
     for ax, axis in enumerate(zip(*paths)):
         best = max(axis, key=lambda a: (a.r, a.glob))
         if len({a.j for a in axis}) > 1:
-            notes.append("branches have different jumps: not aligned, so the RF is not shift-invariant; "
-                         "the largest over the paths is shown")
+            notes.append(
+                "branches have different jumps: not aligned, so the RF is not shift-invariant; "
+                "the largest over the paths is shown"
+            )
         elif len({a.start for a in axis}) > 1:
             notes.append("branch RF centres differ: paths not aligned (Distill 2019); the largest RF is shown")
         n = spatial[ax] if ax < len(spatial) else best.n
@@ -148,8 +150,16 @@ class _Walker:
         return shape, rf, nodes
 
     def node(self, entry, type_name, args, label, shape, rf, depth, where: Where) -> Node:
-        row = Row(path=where.path, type=type_name, kind="layer", depth=depth, line=where.line,
-                  in_shape=tuple(shape), rf_in=list(rf), label=label)
+        row = Row(
+            path=where.path,
+            type=type_name,
+            kind="layer",
+            depth=depth,
+            line=where.line,
+            in_shape=tuple(shape),
+            rf_in=list(rf),
+            label=label,
+        )
         if entry.kind == "leaf":
             facts = entry.infer(args, tuple(shape), where)
             self._fill(row, facts, step_axes(rf, facts))
@@ -161,15 +171,15 @@ class _Walker:
         first = len(self.rows)
         node = Node(entry, args, row)
         if entry.kind == "seq":
-            out, rf_out, node.children = self.seq(entry.expand(args, tuple(shape), where), where.path,
-                                                  shape, rf, depth + 1, where.line)
+            out, rf_out, node.children = self.seq(
+                entry.expand(args, tuple(shape), where), where.path, shape, rf, depth + 1, where.line
+            )
         else:
             out, rf_out = self._parallel(node, shape, rf, depth, where)
         inner = [r for r in self.rows[first:] if r.is_leaf]
         row.out_shape, row.rf_out = tuple(out), list(rf_out)
         row.params = sum(r.params for r in inner)
-        row.macs = sum(r.macs for r in inner if r.macs is not None) if any(r.macs is not None for r in inner) \
-            else None
+        row.macs = sum(r.macs for r in inner if r.macs is not None) if any(r.macs is not None for r in inner) else None
         return node
 
     def _parallel(self, node: Node, shape, rf, depth, where: Where):
@@ -189,8 +199,15 @@ class _Walker:
         facts = entry.join(args, outs, join_where)
         merged, notes = merge_paths(paths, facts.out_shape)
         facts.notes.extend(notes)
-        join = Row(path=join_where.path, type=entry.join_op, kind="join", depth=depth + 1, line=where.line,
-                   in_shape=outs[0], rf_in=merged)
+        join = Row(
+            path=join_where.path,
+            type=entry.join_op,
+            kind="join",
+            depth=depth + 1,
+            line=where.line,
+            in_shape=outs[0],
+            rf_in=merged,
+        )
         self._fill(join, facts, merged)
         join.info["branch_shapes"] = outs
         self.rows.append(join)

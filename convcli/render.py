@@ -75,16 +75,16 @@ def console(stderr: bool = False):
     stream = sys.stderr if stderr else sys.stdout
     tty = stream.isatty()
     # Piped output: no colour, and wide enough that no column is folded or cut.
-    return Console(file=stream, highlight=False, width=None if tty else 400, soft_wrap=not tty,
-                   no_color=not tty)
+    return Console(file=stream, highlight=False, width=None if tty else 400, soft_wrap=not tty, no_color=not tty)
 
 
 def to_rich(t: TableData):
     from rich import box
     from rich.table import Table
 
-    table = Table(title=t.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-                  show_edge=False, header_style="bold")
+    table = Table(
+        title=t.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold"
+    )
     for c in t.columns:
         table.add_column(c.header, justify="right" if c.numeric else "left", no_wrap=True)
     for row, style in zip(t.rows, t.styles or [None] * len(t.rows)):
@@ -100,8 +100,12 @@ def print_table(t: TableData, fmt: str = "table", out=None) -> None:
             w.writerow([jsonable_cell(row.get(c.key)) for c in t.columns])
         return
     if fmt == "markdown":
-        lines = [f"**{t.title}**", "", "| " + " | ".join(c.header for c in t.columns) + " |",
-                 "|" + "|".join("---:" if c.numeric else ":---" for c in t.columns) + "|"]
+        lines = [
+            f"**{t.title}**",
+            "",
+            "| " + " | ".join(c.header for c in t.columns) + " |",
+            "|" + "|".join("---:" if c.numeric else ":---" for c in t.columns) + "|",
+        ]
         for row in t.rows:
             lines.append("| " + " | ".join(cell(row.get(c.key)).replace("|", "\\|") for c in t.columns) + " |")
         lines += [""] + [f"{line}  " for line in t.footer]

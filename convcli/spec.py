@@ -63,8 +63,8 @@ class BlockType(LayerType):
         self.name, self.body, self.spec_vars, self.line = name, body, spec_vars, line
         used = sorted(set(_vars_in(body)) - set(spec_vars))
         self.params = tuple(
-            Param(v, "any", declared.get(v), required=declared.get(v) is None) for v in dict.fromkeys(
-                list(declared) + used)
+            Param(v, "any", declared.get(v), required=declared.get(v) is None)
+            for v in dict.fromkeys(list(declared) + used)
         )
         self.doc = f"block defined in the spec (line {line})"
 
@@ -92,9 +92,11 @@ def substitute(node, values: dict, where: Where):
         if not m:
             return node
         if m.group(1) not in values:
-            raise where.error(f"unknown variable '{node}'", expected="one of " + ", ".join(f"${v}" for v in values)
-                              if values else "no variables here",
-                              suggestion=did_you_mean(m.group(1), values))
+            raise where.error(
+                f"unknown variable '{node}'",
+                expected="one of " + ", ".join(f"${v}" for v in values) if values else "no variables here",
+                suggestion=did_you_mean(m.group(1), values),
+            )
         return values[m.group(1)]
     if isinstance(node, dict):
         for k in list(node):
@@ -127,26 +129,42 @@ def load_spec(path: str | Path) -> Spec:
 def parse_spec(text: str, file: str = "<spec>") -> Spec:
     raw = load_yaml(text, file)
     if raw is None:
-        raise SpecError("the spec is empty", file=file, line=1,
-                        expected="a mapping with at least `input: [C, H, W]` and `layers: [...]`")
+        raise SpecError(
+            "the spec is empty",
+            file=file,
+            line=1,
+            expected="a mapping with at least `input: [C, H, W]` and `layers: [...]`",
+        )
     if not isinstance(raw, dict):
-        raise SpecError("a spec must be a mapping", file=file, line=getattr(raw, "line", 1),
-                        expected="keys " + ", ".join(TOP_KEYS), got=type(raw).__name__)
+        raise SpecError(
+            "a spec must be a mapping",
+            file=file,
+            line=getattr(raw, "line", 1),
+            expected="keys " + ", ".join(TOP_KEYS),
+            got=type(raw).__name__,
+        )
 
     def err(msg, key=None, **kw):
         return SpecError(msg, file=file, line=raw.line_of(key) if key else raw.line, **kw)
 
     for key in raw:
         if key not in TOP_KEYS:
-            raise err(f"unknown top-level key '{key}'", key, expected="one of " + ", ".join(TOP_KEYS),
-                      suggestion=did_you_mean(key, TOP_KEYS))
+            raise err(
+                f"unknown top-level key '{key}'",
+                key,
+                expected="one of " + ", ".join(TOP_KEYS),
+                suggestion=did_you_mean(key, TOP_KEYS),
+            )
     for key in ("input", "layers"):
         if key not in raw:
             raise err(f"missing '{key}'", expected="input: [C, H, W] and layers: [...]")
 
     shape = raw["input"]
-    if (not isinstance(shape, list) or not 2 <= len(shape) <= 4
-            or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in shape)):
+    if (
+        not isinstance(shape, list)
+        or not 2 <= len(shape) <= 4
+        or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in shape)
+    ):
         raise err("input must be [C, L], [C, H, W] or [C, D, H, W] with positive integers", "input", got=shape)
     layers = raw["layers"]
     if not isinstance(layers, list) or not layers:
@@ -156,9 +174,18 @@ def parse_spec(text: str, file: str = "<spec>") -> Spec:
         raise err("classes must be a positive integer", "classes", got=classes)
     name = raw.get("name", Path(file).stem)
 
-    spec = Spec(file=file, name=str(name), input=tuple(shape), layers=layers, classes=classes,
-                description=str(raw.get("description", "")), rules=raw.get("rules"),
-                train=raw.get("train"), raw=raw, text=text)
+    spec = Spec(
+        file=file,
+        name=str(name),
+        input=tuple(shape),
+        layers=layers,
+        classes=classes,
+        description=str(raw.get("description", "")),
+        rules=raw.get("rules"),
+        train=raw.get("train"),
+        raw=raw,
+        text=text,
+    )
     spec.defaults = _parse_defaults(raw, file, err)
     spec.blocks = _parse_blocks(raw, spec, err)
     if spec.train is not None and not isinstance(spec.train, dict):
@@ -175,17 +202,27 @@ def _parse_defaults(raw: LineDict, file: str, err) -> dict:
         line = defaults.line_of(key) if isinstance(defaults, LineDict) else None
         targets = [e for e in entries() if key in (e.name, e.family)] or ([lookup(key)] if lookup(key) else [])
         if not targets:
-            raise SpecError(f"defaults for unknown layer type or family '{key}'", file=file, line=line, path=f"defaults.{key}",
-                            suggestion=did_you_mean(key, all_names() + sorted(families)))
+            raise SpecError(
+                f"defaults for unknown layer type or family '{key}'",
+                file=file,
+                line=line,
+                path=f"defaults.{key}",
+                suggestion=did_you_mean(key, all_names() + sorted(families)),
+            )
         if not isinstance(opts, dict):
-            raise SpecError("defaults must be a mapping of options", file=file, line=line,
-                            path=f"defaults.{key}", got=opts)
+            raise SpecError(
+                "defaults must be a mapping of options", file=file, line=line, path=f"defaults.{key}", got=opts
+            )
         accepted = {k for e in targets for p in e.params for k in (p.name, *p.aliases)}
         for opt in opts:
             if opt not in accepted:
-                raise SpecError(f"'{key}' layers take no option '{opt}'", file=file,
-                                line=opts.line_of(opt) if isinstance(opts, LineDict) else line,
-                                path=f"defaults.{key}", suggestion=did_you_mean(opt, accepted))
+                raise SpecError(
+                    f"'{key}' layers take no option '{opt}'",
+                    file=file,
+                    line=opts.line_of(opt) if isinstance(opts, LineDict) else line,
+                    path=f"defaults.{key}",
+                    suggestion=did_you_mean(opt, accepted),
+                )
     return {(lookup(k).name if lookup(k) and k not in families else k): v for k, v in defaults.items()}
 
 
@@ -197,18 +234,33 @@ def _parse_blocks(raw: LineDict, spec: Spec, err) -> dict[str, BlockType]:
     for name, body in blocks.items():
         line = blocks.line_of(name) if isinstance(blocks, LineDict) else raw.line
         if lookup(name):
-            raise SpecError(f"block name '{name}' is already a layer type", file=spec.file, line=line,
-                            path=f"blocks.{name}", expected="another name")
+            raise SpecError(
+                f"block name '{name}' is already a layer type",
+                file=spec.file,
+                line=line,
+                path=f"blocks.{name}",
+                expected="another name",
+            )
         declared = {}
         if isinstance(body, dict):
             declared = body.get("params") or {}
             if not isinstance(declared, dict):
-                raise SpecError("block params must be a mapping of name: default (null = required)",
-                                file=spec.file, line=line, path=f"blocks.{name}.params", got=declared)
+                raise SpecError(
+                    "block params must be a mapping of name: default (null = required)",
+                    file=spec.file,
+                    line=line,
+                    path=f"blocks.{name}.params",
+                    got=declared,
+                )
             body = body.get("layers")
         if not isinstance(body, list) or not body:
-            raise SpecError("a block is a list of layers, or {params: {...}, layers: [...]}", file=spec.file,
-                            line=line, path=f"blocks.{name}", got=body)
+            raise SpecError(
+                "a block is a list of layers, or {params: {...}, layers: [...]}",
+                file=spec.file,
+                line=line,
+                path=f"blocks.{name}",
+                got=body,
+            )
         out[name] = BlockType(name, body, dict(declared), spec.variables(), line)
     return out
 
@@ -221,12 +273,16 @@ def entry_parts(item, where: Where, spec: Spec):
         type_name, options = next(iter(item.items()))
     else:
         got = list(item) if isinstance(item, dict) else item
-        raise where.error("a layer is a mapping with one key, its type", expected="e.g. `- conv: {out: 32, k: 3}`",
-                          got=got)
+        raise where.error(
+            "a layer is a mapping with one key, its type", expected="e.g. `- conv: {out: 32, k: 3}`", got=got
+        )
     entry = spec.entry(str(type_name))
     if entry is None:
-        raise where.error(f"unknown layer type '{type_name}'", expected="a registered type (see `convcli layers`)"
-                          " or a block from `blocks:`", suggestion=did_you_mean(str(type_name), spec.type_names()))
+        raise where.error(
+            f"unknown layer type '{type_name}'",
+            expected="a registered type (see `convcli layers`) or a block from `blocks:`",
+            suggestion=did_you_mean(str(type_name), spec.type_names()),
+        )
     return entry, str(type_name), options
 
 

@@ -7,11 +7,15 @@ from convcli.layers.geometry import IDENTITY, fmt_num
 from convcli.render import Column, TableData, jsonable, per_axis_value
 
 AXES = {1: "L", 2: "H×W", 3: "D×H×W"}
-MACS_RULE = ("MACs: multiply-accumulates of conv, transposed-conv and linear weights, per sample (batch 1), "
-             "bias excluded; '-' = not a weight layer.")
+MACS_RULE = (
+    "MACs: multiply-accumulates of conv, transposed-conv and linear weights, per sample (batch 1), "
+    "bias excluded; '-' = not a weight layer."
+)
 PARAMS_RULE = "Params: weights + bias + BN affine. Totals come from torch's de-duplicated model.parameters()."
-RF_RULE = ("RF (input px): receptive-field size in input pixels; Jump: input pixels between adjacent units "
-           "(r_out = r_in + (k_eff-1)*j_in, j_out = j_in*s, k_eff = d*(k-1)+1).")
+RF_RULE = (
+    "RF (input px): receptive-field size in input pixels; Jump: input pixels between adjacent units "
+    "(r_out = r_in + (k_eff-1)*j_in, j_out = j_in*s, k_eff = d*(k-1)+1)."
+)
 
 
 def shape_str(shape) -> str:
@@ -23,9 +27,9 @@ def display_names(rows: list[Row]) -> list[str]:
     stack: list[str] = []
     names = []
     for r in rows:
-        del stack[r.depth:]
+        del stack[r.depth :]
         parent = stack[-1] if stack else ""
-        tail = r.path[len(parent):] if parent and r.path.startswith(parent) else r.path
+        tail = r.path[len(parent) :] if parent and r.path.startswith(parent) else r.path
         tail = tail.lstrip(".")
         names.append("  " * r.depth + tail + (f" ({r.label})" if r.label else ""))
         if r.kind == "block":
@@ -61,8 +65,19 @@ def axis_columns(r: Row) -> list[dict]:
     out = []
     ops = r.ops or [IDENTITY] * len(r.rf_in)
     for op, a, b in zip(ops, r.rf_in, r.rf_out):
-        out.append({"n_in": a.n, "r_in": a.r, "j_in": a.j, **op.columns(a),
-                    "n_out": b.n, "r_out": b.r, "j_out": b.j, "start": b.start, "global": b.glob})
+        out.append(
+            {
+                "n_in": a.n,
+                "r_in": a.r,
+                "j_in": a.j,
+                **op.columns(a),
+                "n_out": b.n,
+                "r_out": b.r,
+                "j_out": b.j,
+                "start": b.start,
+                "global": b.glob,
+            }
+        )
     return out
 
 
@@ -91,15 +106,18 @@ def rf_summary(a: Analysis) -> dict:
 def rf_footer(a: Analysis) -> list[str]:
     s = rf_summary(a)
     nd = len(a.input_shape) - 1
-    lines = [f"Final RF: {fmt_axes(s['rf'])} input px, jump {fmt_axes(s['jump'])}"
-             + (f" (at {s['rf_at']}, the last layer before {s['global_at']})" if s["global_at"] else
-                f" (at {s['rf_at']})")]
+    lines = [
+        f"Final RF: {fmt_axes(s['rf'])} input px, jump {fmt_axes(s['jump'])}"
+        + (f" (at {s['rf_at']}, the last layer before {s['global_at']})" if s["global_at"] else f" (at {s['rf_at']})")
+    ]
     if any(s["exceeds_input"]):
         size = "×".join(map(str, a.input_shape[1:]))
         lines.append(f"The RF exceeds the {size} input ({AXES[nd]}): units near the border see padding.")
     if s["global_at"]:
-        lines.append(f"From {s['global_at']} on, every unit sees the whole input (global; its RF is shown as "
-                     "the union of the windows, not clipped).")
+        lines.append(
+            f"From {s['global_at']} on, every unit sees the whole input (global; its RF is shown as "
+            "the union of the windows, not clipped)."
+        )
     lines += [f"note: {n}" for n in a.notes]
     lines.append(RF_RULE)
     return lines
@@ -114,11 +132,25 @@ def fmt_axes(v) -> str:
 
 def rf_table(a: Analysis) -> TableData:
     cols = [Column("layer", "Layer", numeric=False)] + [
-        Column(k, h) for k, h in (
-            ("n_in", "n_in"), ("r_in", "r_in"), ("j_in", "j_in"), ("k", "k"), ("s", "s"), ("p", "p"),
-            ("d", "d"), ("n_out", "n_out"), ("r_out", "RF (input px)"), ("j_out", "Jump"))]
-    t = TableData(title=f"{a.spec.name}: receptive field per layer (input {shape_str(a.input_shape)})",
-                  columns=cols, footer=rf_footer(a))
+        Column(k, h)
+        for k, h in (
+            ("n_in", "n_in"),
+            ("r_in", "r_in"),
+            ("j_in", "j_in"),
+            ("k", "k"),
+            ("s", "s"),
+            ("p", "p"),
+            ("d", "d"),
+            ("n_out", "n_out"),
+            ("r_out", "RF (input px)"),
+            ("j_out", "Jump"),
+        )
+    ]
+    t = TableData(
+        title=f"{a.spec.name}: receptive field per layer (input {shape_str(a.input_shape)})",
+        columns=cols,
+        footer=rf_footer(a),
+    )
     for name, r in zip(display_names(a.rows), a.rows):
         if r.kind == "block":
             t.rows.append({"layer": name, **{key: "" for key in RF_KEYS}})
@@ -130,10 +162,19 @@ def rf_table(a: Analysis) -> TableData:
 
 
 def rf_json(a: Analysis) -> dict:
-    layers = [{"name": r.path, "type": r.type, **rf_values(r),
-               "global": any(x.glob for x in r.rf_out)} for r in a.layers]
-    return jsonable({"spec": a.spec.file, "name": a.spec.name, "input": list(a.input_shape), "layers": layers,
-                     **rf_summary(a), "notes": a.notes})
+    layers = [
+        {"name": r.path, "type": r.type, **rf_values(r), "global": any(x.glob for x in r.rf_out)} for r in a.layers
+    ]
+    return jsonable(
+        {
+            "spec": a.spec.file,
+            "name": a.spec.name,
+            "input": list(a.input_shape),
+            "layers": layers,
+            **rf_summary(a),
+            "notes": a.notes,
+        }
+    )
 
 
 def explain(a: Analysis) -> list[str]:
@@ -163,14 +204,28 @@ def explain(a: Analysis) -> list[str]:
 
 
 def params_table(a: Analysis, totals: dict) -> TableData:
-    cols = [Column("layer", "Layer", numeric=False), Column("type", "Type", numeric=False),
-            Column("shape", "Output shape", numeric=False), Column("params", "Params"), Column("macs", "MACs")]
-    t = TableData(title=f"{a.spec.name}: parameters and MACs (input {shape_str(a.input_shape)}, per sample)",
-                  columns=cols, footer=totals_footer(totals))
+    cols = [
+        Column("layer", "Layer", numeric=False),
+        Column("type", "Type", numeric=False),
+        Column("shape", "Output shape", numeric=False),
+        Column("params", "Params"),
+        Column("macs", "MACs"),
+    ]
+    t = TableData(
+        title=f"{a.spec.name}: parameters and MACs (input {shape_str(a.input_shape)}, per sample)",
+        columns=cols,
+        footer=totals_footer(totals),
+    )
     for name, r in zip(display_names(a.rows), a.rows):
-        t.rows.append({"layer": name, "type": describe(r), "shape": shape_str(r.out_shape),
-                       "params": f"({r.params:,})" if r.kind == "block" else (r.params or None),
-                       "macs": (f"({r.macs:,})" if r.macs else None) if r.kind == "block" else r.macs})
+        t.rows.append(
+            {
+                "layer": name,
+                "type": describe(r),
+                "shape": shape_str(r.out_shape),
+                "params": f"({r.params:,})" if r.kind == "block" else (r.params or None),
+                "macs": (f"({r.macs:,})" if r.macs else None) if r.kind == "block" else r.macs,
+            }
+        )
         t.styles.append("dim" if r.kind == "block" else None)
     return t
 
@@ -186,8 +241,7 @@ def totals_footer(t: dict) -> list[str]:
     return [
         f"Total params: {t['total']:,}   Trainable: {t['trainable']:,}   Non-trainable: "
         f"{t['total'] - t['trainable']:,}",
-        f"MACs per sample: {t['macs']:,} ({human(t['macs'], 'MACs')})   "
-        f"Params size: {t['size_mb']:.2f} MB (float32)",
+        f"MACs per sample: {t['macs']:,} ({human(t['macs'], 'MACs')})   Params size: {t['size_mb']:.2f} MB (float32)",
         "(n) on a block row: subtotal of the rows below it, not added again.",
         MACS_RULE,
         PARAMS_RULE,
@@ -195,22 +249,33 @@ def totals_footer(t: dict) -> list[str]:
 
 
 def params_json(a: Analysis, totals: dict) -> dict:
-    layers = [{"name": r.path, "type": r.type, "output_shape": list(r.out_shape), "params": r.params,
-               "macs": r.macs} for r in a.layers]
-    return jsonable({"spec": a.spec.file, "name": a.spec.name, "input": list(a.input_shape), **totals,
-                     "layers": layers})
+    layers = [
+        {"name": r.path, "type": r.type, "output_shape": list(r.out_shape), "params": r.params, "macs": r.macs}
+        for r in a.layers
+    ]
+    return jsonable(
+        {"spec": a.spec.file, "name": a.spec.name, "input": list(a.input_shape), **totals, "layers": layers}
+    )
 
 
 # --------------------------------------------------------------------------- inspect
 
 
 def inspect_table(a: Analysis, totals: dict) -> TableData:
-    cols = [Column("layer", "Layer", numeric=False), Column("type", "Type", numeric=False),
-            Column("shape", "Output shape", numeric=False), Column("params", "Params"), Column("macs", "MACs"),
-            Column("rf", "RF (input px)"), Column("jump", "Jump")]
-    t = TableData(title=f"{a.spec.name}: {shape_str(a.input_shape)} → {shape_str(a.output_shape)}",
-                  columns=cols, footer=totals_footer(totals)[:2] + rf_footer(a)[:-1] + totals_footer(totals)[2:]
-                  + [RF_RULE])
+    cols = [
+        Column("layer", "Layer", numeric=False),
+        Column("type", "Type", numeric=False),
+        Column("shape", "Output shape", numeric=False),
+        Column("params", "Params"),
+        Column("macs", "MACs"),
+        Column("rf", "RF (input px)"),
+        Column("jump", "Jump"),
+    ]
+    t = TableData(
+        title=f"{a.spec.name}: {shape_str(a.input_shape)} → {shape_str(a.output_shape)}",
+        columns=cols,
+        footer=totals_footer(totals)[:2] + rf_footer(a)[:-1] + totals_footer(totals)[2:] + [RF_RULE],
+    )
     p = params_table(a, totals)
     for row, style, r in zip(p.rows, p.styles, a.rows):
         row = dict(row)

@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from convcli.build import count_params, forward_shapes
 from convcli.layers.registry import entries
 
+
 def analyze_example(name, shape, opts):
     """A one-layer spec; vector inputs (C,) come from a flatten of a (C, 1) map."""
     if len(shape) == 1:

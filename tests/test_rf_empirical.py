@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import analyze_layers, build
+from helpers import analyze_layers
 
 from convcli.analysis import analyze_file
 from convcli.build import build_model

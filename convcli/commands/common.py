@@ -54,7 +54,9 @@ def torch_totals(analysis) -> dict:
     model = build_model(analysis)
     total, trainable = count_params(model)
     if total != analysis.params:
-        raise ConvcliError(f"{analysis.spec.file}: internal check failed: torch counts {total:,} parameters, "
-                           f"the analysis {analysis.params:,}; please report this spec")
+        raise ConvcliError(
+            f"{analysis.spec.file}: internal check failed: torch counts {total:,} parameters, "
+            f"the analysis {analysis.params:,}; please report this spec"
+        )
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     return {"total": total, "trainable": trainable, "macs": analysis.macs, "size_mb": size / 1e6}

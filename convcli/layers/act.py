@@ -10,8 +10,13 @@ def make_act(name: str | None, slope: float = 0.01):
     import torch.nn as nn
 
     table = {
-        "relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU,
-        "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "identity": nn.Identity,
+        "relu": nn.ReLU,
+        "relu6": nn.ReLU6,
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+        "sigmoid": nn.Sigmoid,
+        "tanh": nn.Tanh,
+        "identity": nn.Identity,
     }
     if name == "leaky_relu":
         return nn.LeakyReLU(slope)

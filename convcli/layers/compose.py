@@ -6,7 +6,6 @@ paths. The join (add, concat) is itself a row with k=1, so the table shows every
 
 from __future__ import annotations
 
-
 from convcli.layers.registry import Facts, LayerType, Param, register
 
 
@@ -30,8 +29,7 @@ class Repeat(LayerType):
     name = "repeat"
     family = "compose"
     kind = "seq"
-    params = (Param("times", "int", required=True, aliases=("n",), minimum=1),
-              Param("layers", "layers", required=True))
+    params = (Param("times", "int", required=True, aliases=("n",), minimum=1), Param("layers", "layers", required=True))
     doc = "repeats its layers `times` times (each copy has its own weights)"
     examples = (((3, 8, 8), {"times": 3, "layers": [{"conv": {"out": 4, "k": 3, "p": 0}}]}),)
 
@@ -52,14 +50,17 @@ class _Join(LayerType):
     def join(self, a, shapes, where):
         if self.join_op == "add":
             if any(s != shapes[0] for s in shapes):
-                raise where.error("branches joined by add must have equal shapes",
-                                  got=" vs ".join(str(list(s)) for s in shapes))
+                raise where.error(
+                    "branches joined by add must have equal shapes", got=" vs ".join(str(list(s)) for s in shapes)
+                )
             out = shapes[0]
         else:
             spatial = {tuple(s[1:]) for s in shapes}
             if len(spatial) != 1 or any(len(s) != len(shapes[0]) for s in shapes):
-                raise where.error("branches joined by concat must have equal spatial sizes",
-                                  got=" vs ".join(str(list(s)) for s in shapes))
+                raise where.error(
+                    "branches joined by concat must have equal spatial sizes",
+                    got=" vs ".join(str(list(s)) for s in shapes),
+                )
             out = (sum(s[0] for s in shapes), *shapes[0][1:])
         act = a.get("act")
         return Facts(out_shape=out, info={"op": self.join_op, "act": act})
@@ -71,10 +72,17 @@ class _Join(LayerType):
         return (Add if self.join_op == "add" else Concat)(make_act(a["act"]) if a.get("act") else None)
 
 
-_BRANCH_KEYS = (Param("branches", "branches", required=True),
-                Param("act", "act", None, aliases=("activation",), choices=(
-                    "relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "identity"),
-                    help="activation after the join"))
+_BRANCH_KEYS = (
+    Param("branches", "branches", required=True),
+    Param(
+        "act",
+        "act",
+        None,
+        aliases=("activation",),
+        choices=("relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "identity"),
+        help="activation after the join",
+    ),
+)
 
 
 @register
@@ -111,13 +119,27 @@ class Residual(_Join):
     positional = "layers"
     params = (
         Param("layers", "layers", required=True),
-        Param("shortcut", "any", "auto",
-              help="auto (identity, or a 1x1 strided projection when shapes differ), identity, or layers"),
-        Param("act", "act", None, aliases=("activation",), choices=_BRANCH_KEYS[1].choices,
-              help="activation after the add (ResNet: relu)"),
+        Param(
+            "shortcut",
+            "any",
+            "auto",
+            help="auto (identity, or a 1x1 strided projection when shapes differ), identity, or layers",
+        ),
+        Param(
+            "act",
+            "act",
+            None,
+            aliases=("activation",),
+            choices=_BRANCH_KEYS[1].choices,
+            help="activation after the add (ResNet: relu)",
+        ),
     )
     doc = "y = act(body(x) + shortcut(x)) (He et al., 2016)"
-    examples = (((4, 8, 8), {"layers": [{"conv": {"out": 4}}]}), ((4, 8, 8), {"layers": [{"conv": {"out": 8, "s": 2}}], "act": "relu"}), ((2, 16), {"layers": [{"conv": {"out": 2, "k": 3, "d": 4}}]}))
+    examples = (
+        ((4, 8, 8), {"layers": [{"conv": {"out": 4}}]}),
+        ((4, 8, 8), {"layers": [{"conv": {"out": 8, "s": 2}}], "act": "relu"}),
+        ((2, 16), {"layers": [{"conv": {"out": 2, "k": 3, "d": 4}}]}),
+    )
 
     def branch_names(self, n):
         return ["body", "shortcut"]
@@ -135,12 +157,12 @@ class Residual(_Join):
             if tuple(body_out) == tuple(shape):
                 return []
             if len(body_out) != len(shape) or any(n % m for n, m in zip(shape[1:], body_out[1:])):
-                raise where.error("cannot make a projection shortcut: the body's output size does not divide "
-                                  "the input size", got=f"{list(shape)} -> {list(body_out)}")
+                raise where.error(
+                    "cannot make a projection shortcut: the body's output size does not divide the input size",
+                    got=f"{list(shape)} -> {list(body_out)}",
+                )
             stride = [n // m for n, m in zip(shape[1:], body_out[1:])]
             # A projection, not a block: no activation or dropout from the spec's defaults.
             return [{"conv": {"out": body_out[0], "k": 1, "p": 0, "s": stride, "act": False, "dropout": 0.0}}]
 
         return [list(a["layers"]), auto]
-
-

@@ -21,8 +21,10 @@ def feature_map_rank(entry: LayerType, shape, where, ranks=(1, 2, 3)) -> int:
     nd = len(shape) - 1
     if nd not in ranks:
         if nd == 0:
-            raise where.error(f"'{entry.name}' needs a feature map, but its input is a flat vector of {shape[0]}",
-                              expected="(C, L), (C, H, W) or (C, D, H, W); put it before gap/flatten")
+            raise where.error(
+                f"'{entry.name}' needs a feature map, but its input is a flat vector of {shape[0]}",
+                expected="(C, L), (C, H, W) or (C, D, H, W); put it before gap/flatten",
+            )
         raise where.error(f"'{entry.name}' does not support {nd}-D inputs", expected=f"{ranks} spatial axes")
     return nd
 
@@ -43,8 +45,11 @@ def paddings(a: dict, k_eff: tuple, s: tuple, nd: int, where) -> tuple[tuple[int
         return (0,) * nd, (0,) * nd
     if p == "same":
         if any(x != 1 for x in s):
-            raise where.error("p: same needs stride 1 (PyTorch rejects padding='same' for strided convs)",
-                              expected="an explicit padding for a strided layer", got=f"s: {list(s)}")
+            raise where.error(
+                "p: same needs stride 1 (PyTorch rejects padding='same' for strided convs)",
+                expected="an explicit padding for a strided layer",
+                got=f"s: {list(s)}",
+            )
         lr = [same_padding(ke) for ke in k_eff]
         return tuple(x[0] for x in lr), tuple(x[1] for x in lr)
     pp = axes_of(a, "p", nd, where)
@@ -123,9 +128,19 @@ class _ConvBase(LayerType):
             params=weights + tail_params(a, out),
             macs=prod(n_out) * weights,
             ops=[Window(k[i], s[i], pl[i], pr[i], d[i]) for i in range(nd)],
-            info={"op": "conv", "in": cin, "out": out, "groups": g, "k": k, "s": s, "d": d,
-                  "depthwise": g == cin and g > 1, "pointwise": all(x == 1 for x in k),
-                  "bn": a["bn"], "act": a["act"]},
+            info={
+                "op": "conv",
+                "in": cin,
+                "out": out,
+                "groups": g,
+                "k": k,
+                "s": s,
+                "d": d,
+                "depthwise": g == cin and g > 1,
+                "pointwise": all(x == 1 for x in k),
+                "bn": a["bn"],
+                "act": a["act"],
+            },
         )
 
     def build(self, a, shape):
@@ -142,7 +157,12 @@ class _ConvBase(LayerType):
 @register
 class Conv(_ConvBase):
     name = "conv"
-    examples = (((3, 9, 9), {"out": 4, "k": 3, "s": 2, "p": 0}), ((2, 17), {"out": 3, "k": 5, "d": 2}), ((2, 5, 6, 7), {"out": 3, "k": [3, 1, 3], "bn": True, "act": "relu"}), ((3, 8, 8), {"out": 4, "k": 4, "p": "same"}))
+    examples = (
+        ((3, 9, 9), {"out": 4, "k": 3, "s": 2, "p": 0}),
+        ((2, 17), {"out": 3, "k": 5, "d": 2}),
+        ((2, 5, 6, 7), {"out": 3, "k": [3, 1, 3], "bn": True, "act": "relu"}),
+        ((3, 8, 8), {"out": 4, "k": 4, "p": "same"}),
+    )
     aliases = ("conv1d", "conv2d", "conv3d")
     params = conv_keys()
 
@@ -151,8 +171,10 @@ class Conv(_ConvBase):
 class Grouped(_ConvBase):
     name = "grouped"
     aliases = ("grouped_conv", "groupconv")
-    params = tuple(Param("g", "int", aliases=("groups",), required=True, minimum=1, help="groups")
-                   if p.name == "g" else p for p in conv_keys())
+    params = tuple(
+        Param("g", "int", aliases=("groups",), required=True, minimum=1, help="groups") if p.name == "g" else p
+        for p in conv_keys()
+    )
     doc = "grouped convolution: each of g groups sees in_channels/g inputs"
     examples = (((4, 8, 8), {"out": 6, "g": 2}),)
 
@@ -185,8 +207,14 @@ class Depthwise(_ConvBase):
         Param("s", "ints", 1, aliases=("stride",), minimum=1),
         Param("p", "pad", None, aliases=("padding",)),
         Param("d", "ints", 1, aliases=("dilation",), minimum=1),
-        Param("m", "int", 1, aliases=("multiplier", "depth_multiplier"), minimum=1,
-              help="output channels per input channel"),
+        Param(
+            "m",
+            "int",
+            1,
+            aliases=("multiplier", "depth_multiplier"),
+            minimum=1,
+            help="output channels per input channel",
+        ),
     ) + block_keys()
     doc = "depthwise convolution: groups = in_channels, one filter per channel"
     examples = (((4, 8, 8), {"k": 3, "m": 2}),)
@@ -210,7 +238,11 @@ class ConvTranspose(LayerType):
         Param("g", "int", 1, aliases=("groups",), minimum=1),
     ) + block_keys()
     doc = "transposed convolution (fractional stride 1/s); MACs scale with input positions"
-    examples = (((3, 2, 2), {"out": 1, "k": 2, "s": 2}), ((4, 5, 5), {"out": 2, "k": 4, "s": 2, "p": 1}), ((2, 7), {"out": 2, "k": 3, "s": 2, "output_padding": 1}))
+    examples = (
+        ((3, 2, 2), {"out": 1, "k": 2, "s": 2}),
+        ((4, 5, 5), {"out": 2, "k": 4, "s": 2, "p": 1}),
+        ((2, 7), {"out": 2, "k": 3, "s": 2, "output_padding": 1}),
+    )
 
     def geometry(self, a, shape, where):
         nd = feature_map_rank(self, shape, where)
@@ -233,8 +265,10 @@ class ConvTranspose(LayerType):
         weights = cin * (out // g) * prod(k)
         notes = []
         if any(eff_kernel(k[i], d[i]) % s[i] for i in range(nd)):
-            notes.append("transposed conv: s does not divide k_eff, so the RF size alternates between "
-                         "output positions; the largest is shown and the jump is the average")
+            notes.append(
+                "transposed conv: s does not divide k_eff, so the RF size alternates between "
+                "output positions; the largest is shown and the jump is the average"
+            )
         return Facts(
             out_shape=(out, *n_out),
             params=weights + tail_params(a, out),
@@ -259,8 +293,10 @@ class DeformConv(_ConvBase):
     name = "deformconv"
     aliases = ("deform_conv", "deformable")
     params = conv_keys() + (Param("offset_groups", "int", 1, minimum=1),)
-    doc = ("deformable conv (torchvision.ops.DeformConv2d) with its offset-predicting conv; "
-           "the RF shown is the nominal kernel grid: real sampling positions move with the input")
+    doc = (
+        "deformable conv (torchvision.ops.DeformConv2d) with its offset-predicting conv; "
+        "the RF shown is the nominal kernel grid: real sampling positions move with the input"
+    )
     examples = (((3, 9, 9), {"out": 4, "k": 3}),)
 
     def infer(self, a, shape, where):
@@ -275,8 +311,10 @@ class DeformConv(_ConvBase):
         facts.params += offset_weights + 2 * og * kk
         facts.macs += prod(facts.out_shape[1:]) * offset_weights
         facts.info["op"] = "deformconv"
-        facts.notes.append("deformable conv: sampling positions move with the input, so the true RF is "
-                           "data-dependent; the RF shown is that of the nominal kernel grid")
+        facts.notes.append(
+            "deformable conv: sampling positions move with the input, so the true RF is "
+            "data-dependent; the RF shown is that of the nominal kernel grid"
+        )
         return facts
 
     def build(self, a, shape):
@@ -296,8 +334,9 @@ def given(a: dict, *keys: str) -> dict:
     return {k: a[k] for k in keys if a.get(k) is not None}
 
 
-UNSET_TAIL = tuple(Param(p.name, p.kind, None, p.aliases, choices=p.choices, minimum=p.minimum, help=p.help)
-                   for p in block_keys())
+UNSET_TAIL = tuple(
+    Param(p.name, p.kind, None, p.aliases, choices=p.choices, minimum=p.minimum, help=p.help) for p in block_keys()
+)
 
 
 @register
@@ -349,8 +388,15 @@ class SpatiallySeparable(LayerType):
         tail = given(a, "bias", "bn", "act")
         return [
             {"conv": {"out": a["mid"] or a["out"], "k": [k, 1], "s": [s, 1], "p": [p, 0], "d": [d, 1], **tail}},
-            {"conv": {"out": a["out"], "k": [1, k], "s": [1, s], "p": [0, p], "d": [1, d], **tail,
-                      **given(a, "dropout")}},
+            {
+                "conv": {
+                    "out": a["out"],
+                    "k": [1, k],
+                    "s": [1, s],
+                    "p": [0, p],
+                    "d": [1, d],
+                    **tail,
+                    **given(a, "dropout"),
+                }
+            },
         ]
-
-

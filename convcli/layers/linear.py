@@ -30,20 +30,26 @@ class Linear(LayerType):
     name = "linear"
     aliases = ("fc", "dense")
     family = "linear"
-    params = (
-        Param("out", "int", aliases=("out_features", "units"), required=True, minimum=1),
-    ) + tuple(Param("bias", "bool", True) if p.name == "bias" else p for p in block_keys())
+    params = (Param("out", "int", aliases=("out_features", "units"), required=True, minimum=1),) + tuple(
+        Param("bias", "bool", True) if p.name == "bias" else p for p in block_keys()
+    )
     doc = "fully connected layer on a flat vector (put gap or flatten before it)"
     examples = (((12,), {"out": 5}), ((12,), {"out": 5, "bn": True, "act": "relu"}))
 
     def infer(self, a, shape, where):
         a = resolve_bias(a)
         if len(shape) != 1:
-            raise where.error(f"'linear' needs a flat vector, but its input is {list(shape)}",
-                              expected="a (features,) input: add `- flatten` or `- gap` before it")
+            raise where.error(
+                f"'linear' needs a flat vector, but its input is {list(shape)}",
+                expected="a (features,) input: add `- flatten` or `- gap` before it",
+            )
         weights = shape[0] * a["out"]
-        return Facts(out_shape=(a["out"],), params=weights + tail_params(a, a["out"]), macs=weights,
-                     info={"op": "linear", "in": shape[0], "out": a["out"]})
+        return Facts(
+            out_shape=(a["out"],),
+            params=weights + tail_params(a, a["out"]),
+            macs=weights,
+            info={"op": "linear", "in": shape[0], "out": a["out"]},
+        )
 
     def build(self, a, shape):
         import torch.nn as nn

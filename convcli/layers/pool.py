@@ -26,8 +26,9 @@ class _Pool(LayerType):
         d = axes_of(a, "d", nd, where) if "d" in a else (1,) * nd
         for kk, pp in zip(k, p):
             if pp * 2 > kk:
-                raise where.error("pool padding must be at most half the kernel (PyTorch's rule)",
-                                  got=f"k={kk}, p={pp}")
+                raise where.error(
+                    "pool padding must be at most half the kernel (PyTorch's rule)", got=f"k={kk}, p={pp}"
+                )
         return nd, k, s, p, d
 
     def infer(self, a, shape, where):

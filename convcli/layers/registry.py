@@ -51,12 +51,18 @@ class Param:
 # Shared key sets, so conv-like entries spell their keys the same way.
 def conv_keys(k: int | None = 3, out_required: bool = True) -> tuple[Param, ...]:
     return (
-        Param("out", "int", aliases=("out_channels", "filters"), required=out_required, minimum=1,
-              help="output channels"),
+        Param(
+            "out", "int", aliases=("out_channels", "filters"), required=out_required, minimum=1, help="output channels"
+        ),
         Param("k", "ints", k, aliases=("kernel", "kernel_size"), minimum=1, help="kernel size, per axis allowed"),
         Param("s", "ints", 1, aliases=("stride",), minimum=1, help="stride"),
-        Param("p", "pad", None, aliases=("padding",),
-              help="padding: int, per-axis list, or 'same'; default d*(k-1)//2 (keeps size at stride 1)"),
+        Param(
+            "p",
+            "pad",
+            None,
+            aliases=("padding",),
+            help="padding: int, per-axis list, or 'same'; default d*(k-1)//2 (keeps size at stride 1)",
+        ),
         Param("d", "ints", 1, aliases=("dilation",), minimum=1, help="dilation"),
         Param("g", "int", 1, aliases=("groups",), minimum=1, help="groups"),
     ) + block_keys()
@@ -181,8 +187,12 @@ def _check_value(p: Param, v, where: Where):
     if p.kind in ("ints", "pad"):
         if p.kind == "pad" and isinstance(v, str):
             if v not in ("same", "valid"):
-                raise where.error("unknown padding", expected="an integer, a per-axis list, 'same' or 'valid'",
-                                  got=v, suggestion=did_you_mean(v, ("same", "valid")))
+                raise where.error(
+                    "unknown padding",
+                    expected="an integer, a per-axis list, 'same' or 'valid'",
+                    got=v,
+                    suggestion=did_you_mean(v, ("same", "valid")),
+                )
             return v
         if isinstance(v, list):
             if not v:
@@ -205,8 +215,11 @@ def _check_value(p: Param, v, where: Where):
         if not isinstance(v, str):
             raise bad("one of " + ", ".join(map(str, p.choices)) if p.choices else "a string")
         if p.choices and v not in p.choices:
-            raise where.error(f"unknown {p.name} '{v}'", expected="one of " + ", ".join(p.choices),
-                              suggestion=did_you_mean(v, p.choices))
+            raise where.error(
+                f"unknown {p.name} '{v}'",
+                expected="one of " + ", ".join(p.choices),
+                suggestion=did_you_mean(v, p.choices),
+            )
         return v
     if p.kind == "layers":
         if not isinstance(v, list):

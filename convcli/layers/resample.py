@@ -19,17 +19,23 @@ class Upsample(LayerType):
         Param("mode", "str", "nearest", choices=("nearest", "linear", "bilinear", "trilinear")),
     )
     doc = "upsampling by an integer factor; interpolation reads 2 neighbours per axis (RF +1 jump)"
-    examples = (((3, 4, 4), {"scale": 2}), ((3, 4, 4), {"scale": 2, "mode": "bilinear"}), ((2, 5), {"scale": 3, "mode": "linear"}))
+    examples = (
+        ((3, 4, 4), {"scale": 2}),
+        ((3, 4, 4), {"scale": 2, "mode": "bilinear"}),
+        ((2, 5), {"scale": 3, "mode": "linear"}),
+    )
 
     def infer(self, a, shape, where):
         nd = feature_map_rank(self, shape, where)
         if a["mode"] != "nearest" and a["mode"] != LINEAR_MODES[nd]:
-            raise where.error(f"mode '{a['mode']}' does not fit a {nd}-D input",
-                              expected=f"'nearest' or '{LINEAR_MODES[nd]}'")
+            raise where.error(
+                f"mode '{a['mode']}' does not fit a {nd}-D input", expected=f"'nearest' or '{LINEAR_MODES[nd]}'"
+            )
         f = a["scale"]
         support = 1 if a["mode"] == "nearest" else 2
-        return Facts(out_shape=(shape[0], *(n * f for n in shape[1:])), ops=[Rescale(f, support)] * nd,
-                     info={"op": "upsample"})
+        return Facts(
+            out_shape=(shape[0], *(n * f for n in shape[1:])), ops=[Rescale(f, support)] * nd, info={"op": "upsample"}
+        )
 
     def build(self, a, shape):
         import torch.nn as nn
@@ -52,8 +58,11 @@ class PixelShuffle(LayerType):
         r = a["r"]
         if shape[0] % (r * r):
             raise where.error(f"pixel shuffle by {r} needs channels divisible by {r * r}", got=shape[0])
-        return Facts(out_shape=(shape[0] // (r * r), shape[1] * r, shape[2] * r), ops=[Rescale(r)] * 2,
-                     info={"op": "pixelshuffle"})
+        return Facts(
+            out_shape=(shape[0] // (r * r), shape[1] * r, shape[2] * r),
+            ops=[Rescale(r)] * 2,
+            info={"op": "pixelshuffle"},
+        )
 
     def build(self, a, shape):
         import torch.nn as nn
@@ -85,8 +94,11 @@ class Pad(LayerType):
         before, after = self.sides(a, nd, where)
         if a["mode"] == "reflect" and any(max(b, c) >= n for b, c, n in zip(before, after, shape[1:])):
             raise where.error("reflect padding must be smaller than the input", got=f"input {list(shape)}")
-        return Facts(out_shape=(shape[0], *(n + b + c for n, b, c in zip(shape[1:], before, after))),
-                     ops=[Window(1, 1, b, c) for b, c in zip(before, after)], info={"op": "pad"})
+        return Facts(
+            out_shape=(shape[0], *(n + b + c for n, b, c in zip(shape[1:], before, after))),
+            ops=[Window(1, 1, b, c) for b, c in zip(before, after)],
+            info={"op": "pad"},
+        )
 
     def build(self, a, shape):
         import torch.nn as nn
@@ -97,7 +109,9 @@ class Pad(LayerType):
         padding = tuple(x for b, c in reversed(list(zip(before, after))) for x in (b, c))
         if a["mode"] == "zeros":
             return [nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d][nd - 1](padding, 0.0)
-        table = {"reflect": (nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d),
-                 "replicate": (nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d),
-                 "circular": (nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d)}
+        table = {
+            "reflect": (nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d),
+            "replicate": (nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d),
+            "circular": (nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d),
+        }
         return table[a["mode"]][nd - 1](padding)

@@ -172,7 +172,7 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             timer = Timer(device)
             with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console,
-                          transient=True) as progress:
+                          transient=True, disable=not console.is_terminal) as progress:
                 task = progress.add_task("train", total=len(s.train_loader), stats="",
                                          epoch=f"{epoch}/{cfg.epochs}")
 
@@ -286,7 +286,7 @@ def _print_end(console: Console, summary: dict, spec_file: str, run_dir: Path) -
 def train(spec: str | None, options: dict, recipe: str | None = None, out: str | None = None,
           resume: str | None = None, stop_after: int | None = None, console: Console | None = None) -> dict:
     """The `convcli train` command. `options` holds the command-line values (None: not given)."""
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     if resume:
         return _resume(resume, spec, options, recipe, out, stop_after, console)
     from convcli.analysis import analyze_file

@@ -1,0 +1,124 @@
+"""`convcli eval`: test accuracy and loss, per-class accuracy, confusion matrix, misclassified gallery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from convcli.errors import ConvcliError
+from convcli.train.config import coerce, resolve_spec_path
+from convcli.train.data import load_data
+from convcli.train.device import autocast, resolve_device
+from convcli.train.loader import EVAL_BATCH, DeviceLoader, channel_stats, match_channels, stratified_subset
+from convcli.train.loop import eval_metrics, predict
+from convcli.train.runs import increment_path, load_checkpoint
+from convcli.train.trainer import TEST_SUBSET_SEED, check_spec_for_training, configure_backend
+
+GALLERY = 32  # misclassified images shown, the most confident mistakes first
+
+
+def spec_for_weights(spec: str | None, weights: Path, ckpt: dict) -> str:
+    """SPEC if given; else the spec copy saved beside the weights by `convcli train`; else the default spec."""
+    if spec:
+        return spec
+    copy = ckpt.get("spec_copy")
+    if copy and (weights.parent / copy).is_file():
+        return str(weights.parent / copy)
+    return resolve_spec_path(None)
+
+
+def check_weights_match(model: torch.nn.Module, state: dict, spec_file: str, weights: Path) -> None:
+    """A clear error when the checkpoint was trained from a different architecture."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {list(state[k].shape)} vs spec {list(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        details = []
+        if shapes:
+            details.append("shape mismatch: " + "; ".join(shapes[:3]) + (" ..." if len(shapes) > 3 else ""))
+        if missing:
+            details.append(f"{len(missing)} tensors missing from the checkpoint (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} tensors not in the spec's model (e.g. {unexpected[0]})")
+        raise ConvcliError(f"{weights} does not match {spec_file}: " + "; ".join(details)
+                           + ". Pass the spec the weights were trained from.")
+
+
+def evaluate(spec: str | None, weights: str, data: str | None = None, device: str | None = None,
+             tta: bool = False, amp: bool | None = None, test_subset: int | None = None,
+             out: str | None = None) -> dict:
+    """Evaluate; returns the result dict (the --json document) and writes confusion.png, misclassified.png."""
+    from convcli.analysis import analyze_file
+    from convcli.build import build_model
+    from convcli.train.plots import plot_confusion, plot_misclassified
+
+    weights_path = Path(weights)
+    ckpt = load_checkpoint(weights_path)
+    cfg = ckpt.get("config", {})
+    spec_file = spec_for_weights(spec, weights_path, ckpt)
+    analysis = analyze_file(spec_file)
+    check_spec_for_training(analysis)
+    if "input" in ckpt and list(ckpt["input"]) != list(analysis.spec.input):
+        raise ConvcliError(f"{weights} was trained for input {list(ckpt['input'])}, but {spec_file} takes "
+                           f"{list(analysis.spec.input)}")
+    model = build_model(analysis)
+    check_weights_match(model, ckpt["model"], spec_file, weights_path)
+    model.load_state_dict(ckpt["model"])
+
+    dev = resolve_device(device or cfg.get("device") if device else "auto")
+    configure_backend(dev)
+    source = data or cfg.get("data") or "cifar10"
+    images = load_data(source)
+    check_spec_for_training(analysis, images)
+    if "classes" in ckpt and list(ckpt["classes"]) != list(images.classes):
+        raise ConvcliError(f"{weights} was trained on classes {', '.join(ckpt['classes'])}; {source} has "
+                           f"{', '.join(images.classes)}")
+    channels = analysis.spec.input[0]
+    mean, std = ckpt.get("mean"), ckpt.get("std")
+    if mean is None:  # a bare state_dict: normalise with this data's training statistics
+        mean, std = channel_stats(match_channels(images.train_x, channels, source))
+    n_sub = coerce("test_subset", test_subset) if test_subset is not None else cfg.get("test_subset")
+    idx = torch.arange(len(images.test_y))
+    if n_sub is not None and n_sub < len(idx):
+        idx = stratified_subset(images.test_y, n_sub, TEST_SUBSET_SEED)
+    raw = match_channels(images.test_x[idx], channels, source)
+    labels = images.test_y[idx]
+    channels_last = dev.type == "cuda"
+    model = model.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loader = DeviceLoader(raw.to(dev), labels.to(dev), mean, std, EVAL_BATCH, channels_last=channels_last)
+    use_amp = cfg.get("amp", False) if amp is None else amp
+    logits, y = predict(model, loader, autocast(dev, use_amp), tta=tta)
+    metrics = eval_metrics(logits, y)
+
+    k = len(images.classes)
+    pred = logits.argmax(1)
+    confusion = torch.bincount(y * k + pred, minlength=k * k).view(k, k).cpu()
+    per_class = {c: (confusion[i, i].item() / max(int(confusion[i].sum()), 1)) for i, c in enumerate(images.classes)}
+
+    out_dir = Path(out) if out else increment_path(Path("runs") / "eval")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wrong = (pred != y).nonzero().flatten()
+    confidence = logits.softmax(1).max(1).values
+    worst = wrong[confidence[wrong].argsort(descending=True)][:GALLERY].cpu()
+    plot_confusion(confusion.tolist(), images.classes, out_dir / "confusion.png")
+    plot_misclassified(raw[worst], y[worst.to(dev)].tolist(), pred[worst.to(dev)].tolist(), images.classes,
+                       out_dir / "misclassified.png")
+    return {
+        "spec": str(spec_file),
+        "weights": str(weights_path),
+        "data": source,
+        "accuracy": metrics["acc"],
+        "loss": metrics["loss"],
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+        "classes": list(images.classes),
+        "tta": bool(tta),
+        "n": int(len(y)),
+        "device": str(dev),
+        "out": str(out_dir),
+    }
