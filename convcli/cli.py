@@ -12,7 +12,7 @@ import sys
 import typer
 
 from convcli.commands import eval as eval_cmd
-from convcli.commands import inspect, params, rf, train
+from convcli.commands import inspect, layers, params, rf, train
 from convcli.errors import ConvcliError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ ANALYSE, TRAIN = "Analyse", "Train"
 app.command("inspect", rich_help_panel=ANALYSE)(inspect.inspect)
 app.command("rf", rich_help_panel=ANALYSE)(rf.rf)
 app.command("params", rich_help_panel=ANALYSE)(params.params)
+app.command("layers", rich_help_panel=ANALYSE)(layers.layers)
 app.command("train", rich_help_panel=TRAIN)(train.train)
 app.command("eval", rich_help_panel=TRAIN)(eval_cmd.evaluate)
 

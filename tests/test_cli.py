@@ -156,3 +156,38 @@ def test_explain_shows_arithmetic():
     out = run("rf", S7, "--explain").stdout
     assert "r_out = r_in + (k_eff-1)*j_in = 6 + (3-1)*2 = 10" in out
     assert "k_eff = d*(k-1)+1 = 2*(3-1)+1 = 5" in out
+
+
+# --------------------------------------------------------------------------- inspect + rules
+
+
+def test_inspect_s7_passes_its_rules():
+    r = run("inspect", S7, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True and doc["rules"] == "s7"
+    assert all(set(c) == {"rule", "ok", "value", "limit", "message"} for c in doc["checks"])
+
+
+def test_inspect_failing_rule_exits_1_and_names_it(tmp_path):
+    text = Path(S7).read_text().replace("- conv: {out: 64, k: 3, p: 2, d: 2}", "- conv: {out: 64, k: 3, p: 1}")
+    f = write(tmp_path, text, "no_dilation.yaml")
+    r = run("inspect", f)
+    assert r.returncode == 1
+    assert "FAIL" in r.stdout and "count(dilated)>=1" in r.stdout
+
+
+def test_batch_summary_and_junit(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    text = Path(S7).read_text()
+    write(tmp_path, text, "alice.yaml")
+    write(tmp_path, text.replace("- maxpool: {k: 2}                         # 4x4", "- avgpool: {k: 2}"), "bob.yaml")
+    write(tmp_path, "input: [3, 32, 32]\nlayers:\n  - conv: {out: 8, kk: 3}\n", "carol.yaml")
+    report = tmp_path / "report.xml"
+    r = run("inspect", str(tmp_path), "--junit", str(report))
+    assert r.returncode == 2  # carol's spec cannot be read: reported, and the others still graded
+    assert "alice.yaml" in r.stdout and "bob.yaml" in r.stdout and "ERROR" in r.stdout
+    suites = ET.parse(report).getroot().iter("testsuite")
+    names = sorted(s.get("name") for s in suites)
+    assert len(names) == 3

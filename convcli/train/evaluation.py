@@ -68,7 +68,7 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
     check_weights_match(model, ckpt["model"], spec_file, weights_path)
     model.load_state_dict(ckpt["model"])
 
-    dev = resolve_device(device or cfg.get("device") if device else "auto")
+    dev = resolve_device(device or "auto")
     configure_backend(dev)
     source = data or cfg.get("data") or "cifar10"
     images = load_data(source)

@@ -26,7 +26,10 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     ax_acc.plot(epochs, [100 * a for a in col["train_acc"]], "o-", label="train")
     ax_acc.plot(epochs, [100 * a for a in col["test_acc"]], "o-", label="test")
     ax_acc.set(title="accuracy (%)", xlabel="epoch")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -1,0 +1,49 @@
+"""`convcli layers`: the layer registry as a reference (types, aliases, keys with defaults)."""
+
+from __future__ import annotations
+
+import typer
+
+from convcli.commands.common import FORMAT_OPT, JSON_OPT, Format, output_format
+
+
+def key_text(p) -> str:
+    names = "/".join((p.name, *p.aliases[:1]))
+    if p.required:
+        return f"{names}*"
+    return f"{names}={p.default}" if p.default not in (None, (), "") else names
+
+
+def layers(
+    name: str = typer.Argument(None, help="Show one type (or alias) only."),
+    fmt: Format = FORMAT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List the layer types a spec can use, with their keys (* = required) and defaults."""
+    from convcli.errors import ConvcliError, did_you_mean
+    from convcli.layers.registry import all_names, entries, lookup
+    from convcli.render import Column, TableData, print_json, print_table
+
+    chosen = entries()
+    if name:
+        entry = lookup(name)
+        if entry is None:
+            hint = did_you_mean(name, all_names())
+            raise ConvcliError(f"unknown layer type '{name}'" + (f"; did you mean {hint}?" if hint else ""))
+        chosen = [entry]
+    if output_format(fmt, as_json) == "json":
+        print_json([{"type": e.name, "aliases": list(e.aliases), "family": e.family, "kind": e.kind, "doc": e.doc,
+                     "keys": [{"name": p.name, "aliases": list(p.aliases), "kind": p.kind, "default": p.default,
+                               "required": p.required, "help": p.help} for p in e.params]} for e in chosen])
+        return
+    t = TableData(
+        title="Layer types (keys: * = required, =x default; short/long names both work)",
+        columns=[Column("type", "Type", False), Column("aliases", "Aliases", False), Column("keys", "Keys", False),
+                 Column("doc", "What it is", False)],
+        footer=["Every conv-family layer also takes bias, bn, act, dropout. `name:` labels any layer or block."],
+    )
+    for e in chosen:
+        keys = [key_text(p) for p in e.params if p.name not in ("bias", "bn", "act", "dropout")]
+        t.rows.append({"type": e.name, "aliases": ", ".join(e.aliases) or None, "keys": ", ".join(keys) or None,
+                       "doc": e.doc})
+    print_table(t, output_format(fmt, as_json))
