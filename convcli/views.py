@@ -280,7 +280,8 @@ def inspect_table(a: Analysis, totals: dict) -> TableData:
     for row, style, r in zip(p.rows, p.styles, a.rows):
         row = dict(row)
         if r.rf_out:
-            row["rf"] = per_axis_value([x.r for x in r.rf_out])
+            rf = per_axis_value([x.r for x in r.rf_out])
+            row["rf"] = f"{fmt_axes(rf)} (global)" if any(x.glob for x in r.rf_out) else rf
             row["jump"] = per_axis_value([x.j for x in r.rf_out])
         t.rows.append(row)
         t.styles.append(style)

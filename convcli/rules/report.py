@@ -11,6 +11,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -28,7 +29,7 @@ def verdict_rows(checks: list[Check]) -> list[list[str]]:
 
 def render_checks(checks: list[Check], title: str | None = "Rules") -> Table:
     """Rule, measured, limit, pass/FAIL/not checked, and what was found (layer paths, labels)."""
-    table = Table(title=title, title_justify="left", show_lines=False)
+    table = Table(title=title, title_justify="left", show_lines=False, box=box.SIMPLE_HEAD, header_style="bold")
     table.add_column("Rule", no_wrap=True)
     table.add_column("Measured", justify="right")
     table.add_column("Limit")
@@ -96,7 +97,7 @@ def batch_rows(results) -> tuple[list[str], list[list[str]]]:
 
 def render_batch(results, title: str | None = "Rules: summary") -> Table:
     header, rows = batch_rows(results)
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
     for i, h in enumerate(header):
         right = h in ("Params", "RF")
         table.add_column(h, justify="right" if right else "left", no_wrap=(i == 0))
