@@ -233,7 +233,7 @@ def _parse_blocks(raw: LineDict, spec: Spec, err) -> dict[str, BlockType]:
     out = {}
     for name, body in blocks.items():
         line = blocks.line_of(name) if isinstance(blocks, LineDict) else raw.line
-        if lookup(name):
+        if lookup(name) and lookup(name).name == name:  # a block may shadow an alias, not a type name
             raise SpecError(
                 f"block name '{name}' is already a layer type",
                 file=spec.file,

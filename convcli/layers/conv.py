@@ -342,7 +342,7 @@ UNSET_TAIL = tuple(
 @register
 class DepthwiseSeparable(LayerType):
     name = "dwsconv"
-    aliases = ("depthwise_separable", "separable_conv", "dws")
+    aliases = ("depthwise_separable", "separable_conv")
     family = "conv"
     kind = "seq"
     params = (
