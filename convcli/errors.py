@@ -45,7 +45,10 @@ class SpecError(ConvcliError):
         return "\n".join(parts)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    """Close matches rendered as `'kernel'` or `'relu' or 'relu6'` (difflib, as Typer does)."""
-    matches = difflib.get_close_matches(str(word), sorted(set(choices)), n=3, cutoff=0.6)
-    return " or ".join(f"'{m}'" for m in matches) or None
+def did_you_mean(word: str, choices: Iterable[str], canonical=None) -> str | None:
+    """Close matches rendered as `'kernel'` or `'relu' or 'relu6'` (difflib, as Typer does).
+    `canonical` maps an alias to its main name, so a suggestion names each thing once."""
+    matches = difflib.get_close_matches(str(word), sorted(set(choices)), n=5, cutoff=0.6)
+    if canonical is not None:
+        matches = list(dict.fromkeys(canonical(m) for m in matches))
+    return " or ".join(f"'{m}'" for m in matches[:3]) or None

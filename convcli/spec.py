@@ -281,7 +281,9 @@ def entry_parts(item, where: Where, spec: Spec):
         raise where.error(
             f"unknown layer type '{type_name}'",
             expected="a registered type (see `convcli layers`) or a block from `blocks:`",
-            suggestion=did_you_mean(str(type_name), spec.type_names()),
+            suggestion=did_you_mean(
+                str(type_name), spec.type_names(), canonical=lambda m: m if m in spec.blocks else lookup(m).name
+            ),
         )
     return entry, str(type_name), options
 

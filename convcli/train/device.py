@@ -43,7 +43,7 @@ def resolve_device(name: str) -> torch.device:
         if not _mps_available():
             raise ConvcliError("--device mps: Apple MPS is not available on this machine; use --device cpu (or auto)")
         return torch.device("mps")
-    hint = did_you_mean(name, ("auto", "cuda", "cpu", "mps"))
+    hint = "'cuda'" if name == "gpu" else did_you_mean(name, ("auto", "cuda", "cpu", "mps"))
     raise ConvcliError(f"--device {name}: unknown device; expected one of {', '.join(DEVICE_CHOICES)}"
                        + (f" (did you mean {hint}?)" if hint else ""))
 

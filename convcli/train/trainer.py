@@ -208,7 +208,7 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
                 reason = f"stopped after epoch {epoch} (--stop-after)"
                 break
         else:
-            reason = f"completed {cfg.epochs} epochs"
+            reason = f"completed {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     except KeyboardInterrupt:
         reason = "interrupted"
         console.print(f"interrupted; continue with: convcli train --resume {writer.dir}")
@@ -270,7 +270,7 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
                   f"{', bf16 autocast' if amp_active(s.device, cfg.amp) else ''}"
                   f"{', compiled' if cfg.compile else ''}", highlight=False)
     console.print(f"{cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g} {cfg.schedule}, batch {cfg.batch_size}, "
-                  f"{cfg.epochs} epochs ({len(s.train_loader)} steps each), label smoothing {cfg.label_smoothing:g}, "
+                  f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} ({len(s.train_loader)} steps each), label smoothing {cfg.label_smoothing:g}, "
                   f"seed {cfg.seed}", highlight=False)
 
 
