@@ -11,7 +11,7 @@ from __future__ import annotations
 from math import prod
 
 from convcli.layers.geometry import Transposed, Window, eff_kernel, per_axis, same_padding, window_out
-from convcli.layers.registry import Facts, LayerType, Param, block_keys, conv_keys, register
+from convcli.layers.registry import Facts, LayerType, Param, block_keys, conv_keys, keys, register
 
 AXIS_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
 
@@ -171,10 +171,7 @@ class Conv(_ConvBase):
 class Grouped(_ConvBase):
     name = "grouped"
     aliases = ("grouped_conv", "groupconv")
-    params = tuple(
-        Param("g", "int", aliases=("groups",), required=True, minimum=1, help="groups") if p.name == "g" else p
-        for p in conv_keys()
-    )
+    params = keys("out", "k", "s", "p", "d", "g", g={"required": True, "default": None}) + block_keys()
     doc = "grouped convolution: each of g groups sees in_channels/g inputs"
     examples = (((4, 8, 8), {"out": 6, "g": 2}),)
 
@@ -183,11 +180,7 @@ class Grouped(_ConvBase):
 class Pointwise(_ConvBase):
     name = "pointwise"
     aliases = ("conv1x1",)
-    params = (
-        Param("out", "int", aliases=("out_channels", "filters"), required=True, minimum=1),
-        Param("s", "ints", 1, aliases=("stride",), minimum=1),
-        Param("g", "int", 1, aliases=("groups",), minimum=1),
-    ) + block_keys()
+    params = keys("out", "s", "g") + block_keys()
     doc = "1x1 convolution: mixes channels, RF unchanged"
     examples = (((4, 8, 8), {"out": 6, "bn": True}),)
 
@@ -203,19 +196,19 @@ class Depthwise(_ConvBase):
     name = "depthwise"
     aliases = ("dwconv", "depthwise_conv")
     params = (
-        Param("k", "ints", 3, aliases=("kernel", "kernel_size"), minimum=1),
-        Param("s", "ints", 1, aliases=("stride",), minimum=1),
-        Param("p", "pad", None, aliases=("padding",)),
-        Param("d", "ints", 1, aliases=("dilation",), minimum=1),
-        Param(
-            "m",
-            "int",
-            1,
-            aliases=("multiplier", "depth_multiplier"),
-            minimum=1,
-            help="output channels per input channel",
-        ),
-    ) + block_keys()
+        keys("k", "s", "p", "d")
+        + (
+            Param(
+                "m",
+                "int",
+                1,
+                aliases=("multiplier", "depth_multiplier"),
+                minimum=1,
+                help="output channels per input channel",
+            ),
+        )
+        + block_keys()
+    )
     doc = "depthwise convolution: groups = in_channels, one filter per channel"
     examples = (((4, 8, 8), {"k": 3, "m": 2}),)
 
@@ -229,14 +222,18 @@ class ConvTranspose(LayerType):
     aliases = ("deconv", "conv_transpose", "transposed_conv", "upconv")
     family = "conv"
     params = (
-        Param("out", "int", aliases=("out_channels", "filters"), required=True, minimum=1),
-        Param("k", "ints", aliases=("kernel", "kernel_size"), required=True, minimum=1),
-        Param("s", "ints", 1, aliases=("stride",), minimum=1),
-        Param("p", "ints", 0, aliases=("padding",), minimum=0),
-        Param("output_padding", "ints", 0, aliases=("op",), minimum=0),
-        Param("d", "ints", 1, aliases=("dilation",), minimum=1),
-        Param("g", "int", 1, aliases=("groups",), minimum=1),
-    ) + block_keys()
+        keys(
+            "out",
+            "k",
+            "s",
+            "p",
+            k={"required": True, "default": None},
+            p={"kind": "ints", "default": 0, "minimum": 0, "help": "padding (crops the output)"},
+        )
+        + (Param("output_padding", "ints", 0, aliases=("op",), minimum=0),)
+        + keys("d", "g")
+        + block_keys()
+    )
     doc = "transposed convolution (fractional stride 1/s); MACs scale with input positions"
     examples = (
         ((3, 2, 2), {"out": 1, "k": 2, "s": 2}),
@@ -346,13 +343,10 @@ class DepthwiseSeparable(LayerType):
     family = "conv"
     kind = "seq"
     params = (
-        Param("out", "int", aliases=("out_channels", "filters"), required=True, minimum=1),
-        Param("k", "ints", 3, aliases=("kernel", "kernel_size"), minimum=1),
-        Param("s", "ints", 1, aliases=("stride",), minimum=1),
-        Param("p", "pad", None, aliases=("padding",)),
-        Param("d", "ints", 1, aliases=("dilation",), minimum=1),
-        Param("m", "int", 1, aliases=("multiplier",), minimum=1),
-    ) + UNSET_TAIL
+        keys("out", "k", "s", "p", "d")
+        + (Param("m", "int", 1, aliases=("multiplier",), minimum=1, help="depthwise channel multiplier"),)
+        + UNSET_TAIL
+    )
     doc = "depthwise-separable conv: depthwise kxk (groups = in) then pointwise 1x1 (Xception, MobileNet)"
     examples = (((4, 8, 8), {"out": 8, "s": 2, "p": 1}),)
 
@@ -371,13 +365,20 @@ class SpatiallySeparable(LayerType):
     family = "conv"
     kind = "seq"
     params = (
-        Param("out", "int", aliases=("out_channels", "filters"), required=True, minimum=1),
-        Param("k", "int", 3, aliases=("kernel", "kernel_size"), minimum=1),
-        Param("s", "int", 1, aliases=("stride",), minimum=1),
-        Param("p", "int", None, aliases=("padding",), minimum=0),
-        Param("d", "int", 1, aliases=("dilation",), minimum=1),
-        Param("mid", "int", None, minimum=1, help="channels between the two convs (default: out)"),
-    ) + UNSET_TAIL
+        keys(
+            "out",
+            "k",
+            "s",
+            "p",
+            "d",
+            k={"kind": "int"},
+            s={"kind": "int"},
+            d={"kind": "int"},
+            p={"kind": "int", "minimum": 0, "help": "padding on the kernel's long side; default d*(k-1)//2"},
+        )
+        + (Param("mid", "int", None, minimum=1, help="channels between the two convs (default: out)"),)
+        + UNSET_TAIL
+    )
     doc = "spatially separable conv: kx1 then 1xk (Inception v3), 2-D"
     examples = (((3, 9, 9), {"out": 4, "k": 3}),)
 

@@ -6,14 +6,12 @@ from fractions import Fraction
 
 from convcli.layers.conv import axes_of, feature_map_rank, window_outputs
 from convcli.layers.geometry import Global, Window
-from convcli.layers.registry import Facts, LayerType, Param, register
+from convcli.layers.registry import Facts, LayerType, Param, keys, register
 
 
 class _Pool(LayerType):
     family = "pool"
-    params = (
-        Param("k", "ints", 2, aliases=("kernel", "kernel_size"), minimum=1),
-        Param("s", "ints", None, aliases=("stride",), minimum=1, help="default: k"),
+    params = keys("k", "s", k={"default": 2}, s={"default": None, "help": "default: k"}) + (
         Param("p", "ints", 0, aliases=("padding",), minimum=0),
         Param("ceil", "bool", False, aliases=("ceil_mode",), help="round the output size up"),
     )
@@ -45,7 +43,7 @@ class _Pool(LayerType):
 class MaxPool(_Pool):
     name = "maxpool"
     aliases = ("max_pool", "maxpool1d", "maxpool2d", "maxpool3d")
-    params = _Pool.params + (Param("d", "ints", 1, aliases=("dilation",), minimum=1),)
+    params = _Pool.params + keys("d")
     doc = "max pooling (default k=2, s=k)"
     examples = (((3, 9, 9), {"k": 3, "s": 2, "ceil": True}), ((2, 10), {"k": 2}))
 

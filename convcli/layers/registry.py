@@ -10,7 +10,7 @@ Entries are torch-free at import; `build` imports torch inside, so `convcli rf` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from convcli.errors import SpecError, did_you_mean
@@ -48,13 +48,12 @@ class Param:
     help: str = ""
 
 
-# Shared key sets, so conv-like entries spell their keys the same way.
-def conv_keys(k: int | None = 3, out_required: bool = True) -> tuple[Param, ...]:
-    return (
-        Param(
-            "out", "int", aliases=("out_channels", "filters"), required=out_required, minimum=1, help="output channels"
-        ),
-        Param("k", "ints", k, aliases=("kernel", "kernel_size"), minimum=1, help="kernel size, per axis allowed"),
+# The keys conv-like entries share, defined once so every entry spells them the same way.
+SHARED_KEYS = {
+    p.name: p
+    for p in (
+        Param("out", "int", aliases=("out_channels", "filters"), required=True, minimum=1, help="output channels"),
+        Param("k", "ints", 3, aliases=("kernel", "kernel_size"), minimum=1, help="kernel size, per axis allowed"),
         Param("s", "ints", 1, aliases=("stride",), minimum=1, help="stride"),
         Param(
             "p",
@@ -65,7 +64,17 @@ def conv_keys(k: int | None = 3, out_required: bool = True) -> tuple[Param, ...]
         ),
         Param("d", "ints", 1, aliases=("dilation",), minimum=1, help="dilation"),
         Param("g", "int", 1, aliases=("groups",), minimum=1, help="groups"),
-    ) + block_keys()
+    )
+}
+
+
+def keys(*names: str, **changes: dict) -> tuple[Param, ...]:
+    """Shared keys by name, e.g. keys("k", "s", k={"default": 2}) for a pool's kernel of default 2."""
+    return tuple(replace(SHARED_KEYS[n], **changes.get(n, {})) for n in names)
+
+
+def conv_keys() -> tuple[Param, ...]:
+    return keys("out", "k", "s", "p", "d", "g") + block_keys()
 
 
 def block_keys() -> tuple[Param, ...]:
