@@ -1,5 +1,6 @@
-"""Shared pieces for the training and evaluation tests: the CIFAR-10 archive, a throw-away data cache, a tiny
-spec, and one short training run that several tests inspect (trained once per session)."""
+"""Fixtures for the training and evaluation tests (a pytest plugin: `pytest_plugins = ("conftest_data",)`):
+the CIFAR-10 archive, a throw-away data cache, a tiny spec, `convcli` runners, and one short training run
+that several tests inspect (trained once per session)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,24 @@ def shared_archive() -> Path:
 
 
 _memo: dict = {}
+
+
+@pytest.fixture(scope="session")
+def short_run():
+    """The options of the short run, and what they imply."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(args=SHORT_RUN, epochs=EPOCHS, subset=2000, test_subset=2000, batch_size=64)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def cli_process():
+    return run_cli
 
 
 @pytest.fixture(scope="session")

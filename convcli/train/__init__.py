@@ -7,5 +7,5 @@
 - `loop`    : optimizer, LR schedule, the per-step function, train/eval epochs.
 - `runs`    : run directories, checkpoints (atomic), metrics.csv, summary.json, resume.
 - `plots`   : curves.png, confusion.png, misclassified.png (matplotlib, Agg).
-- `trainer` : the `train` driver that ties them together; `evaluate` the `eval` driver.
+- `trainer` : the `train` driver that ties them together; `evaluation`: the `eval` driver.
 """

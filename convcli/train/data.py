@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -195,8 +196,10 @@ def _decode(files: dict, read, where: str) -> ImageData:
     unknown = sorted({c for c, _, _ in split_items["test"]} - set(classes))
     if unknown:
         raise ConvcliError(f"{where}: test classes not in train/: {', '.join(unknown)}")
-    train_x, train_y = _to_tensors(split_items["train"], read, classes, where)
-    test_x, test_y = _to_tensors(split_items["test"], read, classes, where)
+    with warnings.catch_warnings():  # torchvision 0.29 warns on every decode that torchcodec will take over
+        warnings.simplefilter("ignore", DeprecationWarning)
+        train_x, train_y = _to_tensors(split_items["train"], read, classes, where)
+        test_x, test_y = _to_tensors(split_items["test"], read, classes, where)
     if train_x.shape[1:] != test_x.shape[1:]:
         raise ConvcliError(f"{where}: train images are {_hw(train_x.shape)} but test images are {_hw(test_x.shape)}")
     return ImageData(train_x, train_y, test_x, test_y, classes, where)

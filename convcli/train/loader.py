@@ -31,19 +31,17 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return perm[order[:n]].sort().values
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 [N, C, H, W] images on the 0-1 scale."""
-    c = images.shape[1]
-    s = torch.zeros(c, dtype=torch.float64)
-    s2 = torch.zeros(c, dtype=torch.float64)
-    for i in range(0, images.shape[0], chunk):
-        x = images[i:i + chunk].to(torch.float64) / 255
-        s += x.sum((0, 2, 3))
-        s2 += (x * x).sum((0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = s / count
-    std = (s2 / count - mean * mean).clamp_min(1e-12).sqrt()
-    return mean.tolist(), std.tolist()
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 [N, C, H, W] images on the 0-1 scale, exactly, from histograms."""
+    values = torch.arange(256, dtype=torch.float64) / 255
+    mean, std = [], []
+    for c in range(images.shape[1]):
+        hist = torch.bincount(images[:, c].reshape(-1), minlength=256).to(torch.float64)
+        m = (hist * values).sum() / hist.sum()
+        var = (hist * (values - m) ** 2).sum() / hist.sum()
+        mean.append(m.item())
+        std.append(max(var.sqrt().item(), 1e-6))
+    return mean, std
 
 
 def match_channels(images: torch.Tensor, channels: int, where: str) -> torch.Tensor:

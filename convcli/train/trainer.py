@@ -6,9 +6,9 @@ states (the global torch RNG and the shuffle/augmentation generator) from `last.
 remaining epochs compute exactly what an uninterrupted run computes.
 
 Extending a run (`--resume DIR --epochs M`, M larger than the saved total): the LR schedule is rebuilt for
-M epochs and continues at the saved step, i.e. the LR jumps to the value the M-epoch schedule has at that
-point (for onecycle, at epoch e of M: a warm restart up the longer cycle's decay line); it is not a
-new warm-up, and the steps already taken are not replayed.
+M epochs and continues at the saved step. The LR therefore jumps to the value the M-epoch schedule has at
+that step (onecycle/cosine: higher than where the shorter run ended, since the decay is now stretched over M
+epochs) and then decays to the new end. There is no new warm-up, and the steps taken are not replayed.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from convcli.train.data import ImageData, load_data
 from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device
 from convcli.train.loader import EVAL_BATCH, DeviceLoader, channel_stats, match_channels, stratified_subset
 from convcli.train.loop import Schedule, eval_metrics, make_optimizer, predict, train_epoch
-from convcli.train.runs import RunWriter, load_checkpoint, new_run_dir
+from convcli.train.runs import RunWriter, create_run_dir, load_checkpoint, plan_run_dir
 
 CHECKPOINT_FORMAT = "convcli-train-v1"
 TEST_SUBSET_SEED = 0  # the test subset does not depend on --seed, so `eval` can select the same images
@@ -120,17 +120,22 @@ def configure_backend(device: torch.device) -> None:
 # --- checkpoints ---------------------------------------------------------------------------------
 
 def rng_state(s: Session) -> dict:
-    state = {"torch": torch.get_rng_state(), "data": s.generator.get_state()}
+    state = {"torch": torch.get_rng_state(), "data": s.generator.get_state(), "device_type": s.device.type}
     if s.device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(s: Session, state: dict) -> None:
+def restore_rng(s: Session, state: dict) -> bool:
+    """Restore the RNG states; False when the run moved to another device type, whose generator differs
+    (training continues correctly, but its shuffles and augmentations no longer match an uninterrupted run)."""
     torch.set_rng_state(state["torch"])
+    if state.get("device_type", s.device.type) != s.device.type:
+        return False
     s.generator.set_state(state["data"])
     if s.device.type == "cuda" and state.get("cuda"):
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all(state["cuda"][:torch.cuda.device_count()])
+    return True
 
 
 def checkpoint_state(s: Session, epoch: int, best: dict, meta: dict) -> dict:
@@ -215,8 +220,8 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
         raise
     finally:
         meta["total_seconds"] = meta.get("total_seconds", 0.0) + time.perf_counter() - wall0
-        summary = make_summary(s, writer, best, meta, epochs_done=epoch if last else start_epoch, last=last,
-                               reason=reason)
+        summary = make_summary(s, writer, best, meta, epochs_done=last["epoch"] if last else start_epoch,
+                               last=last, reason=reason)
         writer.summary(summary)
         if writer.read_metrics():
             writer.curves()
@@ -269,8 +274,9 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
                   f"test images, {len(s.data.classes)} classes; device {describe(s.device)}"
                   f"{', bf16 autocast' if amp_active(s.device, cfg.amp) else ''}"
                   f"{', compiled' if cfg.compile else ''}", highlight=False)
+    epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     console.print(f"{cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g} {cfg.schedule}, batch {cfg.batch_size}, "
-                  f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} ({len(s.train_loader)} steps each), label smoothing {cfg.label_smoothing:g}, "
+                  f"{epochs} ({len(s.train_loader)} steps each), label smoothing {cfg.label_smoothing:g}, "
                   f"seed {cfg.seed}", highlight=False)
 
 
@@ -295,12 +301,13 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
     analysis = analyze_file(spec_file)
     cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe)
     check_spec_for_training(analysis)
+    run_dir = plan_run_dir(out)
     device = resolve_device(cfg.device)  # before the data, so a bad --device fails at once
     configure_backend(device)
     data = load_data(cfg.data)
     check_spec_for_training(analysis, data)
     s = make_session(cfg, spec_file, analysis, device, data)
-    run_dir = new_run_dir(out)
+    run_dir = create_run_dir(run_dir if out else plan_run_dir(None))  # numbered now: another run may have started
     writer = RunWriter(run_dir)
     args = {"spec": str(spec_file), **cfg.to_dict(), "run_dir": str(run_dir), "device_resolved": str(device),
             "params": s.params, "n_train": len(s.train_loader.labels), "n_test": len(s.test_loader.labels),
@@ -358,7 +365,9 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
     s.model.load_state_dict(ckpt["model"])
     s.optimizer.load_state_dict(ckpt["optimizer"])
     s.schedule.step = int(ckpt["scheduler"]["step"])  # total_steps is rebuilt for cfg.epochs (see module doc)
-    restore_rng(s, ckpt["rng"])
+    if not restore_rng(s, ckpt["rng"]):
+        console.print(f"note: the run was trained on {ckpt['rng'].get('device_type')} and continues on "
+                      f"{s.device.type}: the data order and augmentation start a new random stream", highlight=False)
     writer = RunWriter(run_dir)
     writer.truncate_metrics(epochs_done)
     meta = {k: ckpt[k] for k in ("spec_file", "spec_copy", "data_n_train", "data_n_test", "train_seconds",

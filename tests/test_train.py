@@ -1,0 +1,227 @@
+"""`convcli train`: a short CPU run on the shared CIFAR-10 archive, its run directory, exact resume, the
+data cache, option resolution, and the errors a user sees."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tarfile
+import time
+
+import pytest
+import torch
+
+from convcli.errors import ConvcliError, SpecError
+
+pytest_plugins = ("conftest_data",)  # archive, data_cache, tiny_spec, short_run, trained_run, cli, cli_process
+
+CHANCE = 0.10  # ten balanced classes
+# Measured on 2 CPU cores (2,000 test images): 0.405, 0.405, 0.378 for seeds 0, 1, 2. Set with margin.
+MIN_ACCURACY = 0.25
+
+
+def metrics(run) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def without_seconds(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+# --- a short run -------------------------------------------------------------------------------------
+
+def test_short_run_learns_well_above_chance(trained_run, short_run):
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["best_acc"] > MIN_ACCURACY > 2 * CHANCE
+    assert summary["finished"] is True
+    assert summary["epochs_done"] == short_run.epochs
+
+
+def test_run_directory_holds_every_promised_file(trained_run, short_run):
+    for name in ("tiny.yaml", "args.yaml", "metrics.csv", "best.pt", "last.pt", "curves.png", "summary.json"):
+        assert (trained_run / name).stat().st_size > 0, name
+    rows = metrics(trained_run)
+    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
+    assert [int(r["epoch"]) for r in rows] == list(range(1, short_run.epochs + 1))
+    summary = json.loads((trained_run / "summary.json").read_text())
+    for key in ("best_acc", "best_epoch", "params", "total_seconds", "device"):
+        assert key in summary
+    best = max(rows, key=lambda r: float(r["test_acc"]))
+    assert summary["best_acc"] == float(best["test_acc"]) and summary["best_epoch"] == int(best["epoch"])
+
+
+def test_args_yaml_records_the_resolved_config(trained_run, short_run):
+    import yaml
+
+    args = yaml.safe_load((trained_run / "args.yaml").read_text())
+    assert (args["subset"], args["epochs"], args["batch_size"]) == (short_run.subset, short_run.epochs,
+                                                                    short_run.batch_size)
+    assert args["optimizer"] == "sgd" and args["lr"] == 0.1  # the sgd default, filled in
+
+
+def test_checkpoints_load_weights_only_with_everything_needed_to_resume(trained_run, short_run):
+    ckpt = torch.load(trained_run / "last.pt", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "epoch", "rng", "config"):
+        assert key in ckpt
+    assert ckpt["epoch"] == short_run.epochs
+    assert set(ckpt["rng"]) >= {"torch", "data"}
+
+
+def test_eval_of_best_checkpoint_reproduces_the_recorded_best_accuracy(trained_run, short_run, cli, tmp_path):
+    summary = json.loads((trained_run / "summary.json").read_text())
+    result = cli("eval", "--weights", trained_run / "best.pt", "--json", "--device", "cpu", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["accuracy"] == summary["best_acc"]
+    assert report["n"] == short_run.test_subset  # the run's test images
+
+
+# --- resume ------------------------------------------------------------------------------------------
+
+def test_resume_after_an_interruption_gives_the_same_metrics_as_an_uninterrupted_run(
+        trained_run, short_run, tiny_spec, archive, cli, tmp_path):
+    run = tmp_path / "interrupted"
+    first = cli("train", tiny_spec, "--data", archive, *short_run.args, "--out", run, "--stop-after", "1")
+    assert first.exit_code == 0, first.output
+    assert len(metrics(run)) == 1
+    assert json.loads((run / "summary.json").read_text())["finished"] is False
+
+    resumed = cli("train", "--resume", run)
+    assert resumed.exit_code == 0, resumed.output
+    assert without_seconds(metrics(run)) == without_seconds(metrics(trained_run))
+
+
+def test_resuming_a_finished_run_says_so_and_trains_nothing(trained_run, cli):
+    before = (trained_run / "metrics.csv").read_text(), (trained_run / "last.pt").stat().st_mtime_ns
+    result = cli("train", "--resume", trained_run)
+    assert result.exit_code == 0
+    assert "already finished" in result.output
+    assert ((trained_run / "metrics.csv").read_text(), (trained_run / "last.pt").stat().st_mtime_ns) == before
+
+
+def test_more_epochs_on_resume_extend_the_run(trained_run, short_run, cli, tmp_path):
+    run = tmp_path / "extended"
+    shutil.copytree(trained_run, run)
+    epochs = short_run.epochs
+    result = cli("train", "--resume", run, "--epochs", str(epochs + 1))
+    assert result.exit_code == 0, result.output
+    rows = metrics(run)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 2))
+    assert without_seconds(rows[:epochs]) == without_seconds(metrics(trained_run))
+    steps_per_epoch = short_run.subset // short_run.batch_size
+    assert torch.load(run / "last.pt", weights_only=True)["scheduler"]["total_steps"] == (epochs + 1) * steps_per_epoch
+
+
+def test_resume_refuses_options_that_would_change_the_run(trained_run, cli):
+    result = cli("train", "--resume", trained_run, "--lr", "0.5")
+    assert isinstance(result.exception, ConvcliError)
+    assert "--lr" in str(result.exception)
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+def test_second_load_of_the_archive_is_fast_and_identical(data_cache, archive):
+    from convcli.train.data import load_data
+
+    start = time.perf_counter()
+    second = load_data(str(archive))
+    seconds = time.perf_counter() - start
+    first = data_cache["first"]
+    assert seconds < data_cache["first_seconds"] / 5, (seconds, data_cache["first_seconds"])
+    assert (len(first.train_y), len(first.test_y)) == (50_000, 10_000)
+    assert first.classes == second.classes
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(first, name), getattr(second, name)), name
+
+
+def test_archive_with_a_path_outside_its_folder_is_refused(tmp_path):
+    from convcli.train.data import load_data
+
+    evil = tmp_path / "evil.tar.gz"
+    payload = tmp_path / "x.jpg"
+    payload.write_bytes(b"not really a jpeg")
+    with tarfile.open(evil, "w:gz") as tf:
+        tf.add(payload, arcname="data/train/cat/0.jpg")
+        tf.add(payload, arcname="../escape.jpg")
+    with pytest.raises(ConvcliError, match="refusing archive member '../escape.jpg'"):
+        load_data(str(evil))
+
+
+def test_stratified_subset_balances_the_classes():
+    from convcli.train.loader import stratified_subset
+
+    labels = torch.arange(10).repeat_interleave(100)  # 100 images of each of 10 classes
+    idx = stratified_subset(labels, 250, seed=3)
+    assert len(idx) == len(set(idx.tolist())) == 250
+    counts = labels[idx].bincount(minlength=10)
+    assert counts.max() - counts.min() <= 1
+    assert torch.equal(idx, stratified_subset(labels, 250, seed=3))
+    assert not torch.equal(idx, stratified_subset(labels, 250, seed=4))
+
+
+def test_random_translate_returns_shifted_windows_of_the_reflect_padded_image():
+    import torch.nn.functional as F
+
+    from convcli.train.loader import random_translate
+
+    x = torch.randn(16, 3, 8, 8)
+    out = random_translate(x, 2, torch.Generator().manual_seed(0))
+    padded = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(16):
+        windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+# --- options -----------------------------------------------------------------------------------------
+
+def test_command_line_beats_recipe_beats_spec_train_section(tmp_path):
+    from convcli.train.config import build_config
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 0.02\nbatch-size: 32\nweight_decay: 1e-4\n")  # YAML reads 1e-4 as a string
+    cfg = build_config({"batch_size": 16, "epochs": None}, {"epochs": 5, "lr": 0.05, "schedule": "cosine"},
+                       "spec.yaml", str(recipe))
+    assert (cfg.epochs, cfg.schedule) == (5, "cosine")  # from the spec
+    assert (cfg.lr, cfg.weight_decay) == (0.02, 1e-4)  # the recipe over the spec
+    assert cfg.batch_size == 16  # the command line over both
+
+
+def test_unknown_option_in_the_spec_train_section_is_an_error_with_a_suggestion():
+    from convcli.train.config import build_config
+
+    with pytest.raises(SpecError, match="did you mean 'epochs'"):
+        build_config({}, {"epoch": 3}, "spec.yaml", None)
+
+
+def test_default_spec_comes_from_pyproject_then_convcli_yaml(tmp_path):
+    from convcli.train.config import FALLBACK_SPEC, default_spec
+
+    assert default_spec(tmp_path)[0] == FALLBACK_SPEC
+    (tmp_path / "convcli.yaml").write_text("default_spec: nets/b.yaml\n")
+    assert default_spec(tmp_path)[0] == "nets/b.yaml"
+    (tmp_path / "pyproject.toml").write_text('[tool.convcli]\ndefault_spec = "nets/a.yaml"\n')
+    assert default_spec(tmp_path)[0] == "nets/a.yaml"
+
+
+@pytest.mark.parametrize("kind", ["onecycle", "cosine", "step"])
+def test_lr_schedules_start_low_or_at_peak_and_end_low(kind):
+    from convcli.train.loop import lr_factor
+
+    total = 1000
+    factors = [lr_factor(kind, s, total) for s in range(total)]
+    assert max(factors) == pytest.approx(1.0, abs=1e-2)
+    assert factors[-1] < 0.02
+    peak = factors.index(max(factors))
+    assert peak == {"onecycle": 250, "cosine": 50, "step": 0}[kind]
+
+
+# --- errors ------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda_exits_2_with_a_clear_message(tiny_spec, cli_process):
+    result = cli_process("train", tiny_spec, "--device", "cuda")
+    assert result.returncode == 2
+    assert "--device cuda: CUDA is not available" in result.stderr
+    assert "Traceback" not in result.stderr
