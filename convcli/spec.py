@@ -241,26 +241,15 @@ def _parse_blocks(raw: LineDict, spec: Spec, err) -> dict[str, BlockType]:
                 path=f"blocks.{name}",
                 expected="another name",
             )
+        where = Where(spec.file, line, f"blocks.{name}")
         declared = {}
         if isinstance(body, dict):
             declared = body.get("params") or {}
             if not isinstance(declared, dict):
-                raise SpecError(
-                    "block params must be a mapping of name: default (null = required)",
-                    file=spec.file,
-                    line=line,
-                    path=f"blocks.{name}.params",
-                    got=declared,
-                )
+                raise where.error("block params must be a mapping of name: default (null = required)", got=declared)
             body = body.get("layers")
         if not isinstance(body, list) or not body:
-            raise SpecError(
-                "a block is a list of layers, or {params: {...}, layers: [...]}",
-                file=spec.file,
-                line=line,
-                path=f"blocks.{name}",
-                got=body,
-            )
+            raise where.error("a block is a list of layers, or {params: {...}, layers: [...]}", got=body)
         out[name] = BlockType(name, body, dict(declared), spec.variables(), line)
     return out
 

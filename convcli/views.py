@@ -262,18 +262,10 @@ def params_json(a: Analysis, totals: dict) -> dict:
 
 
 def inspect_table(a: Analysis, totals: dict) -> TableData:
-    cols = [
-        Column("layer", "Layer", numeric=False),
-        Column("type", "Type", numeric=False),
-        Column("shape", "Output shape", numeric=False),
-        Column("params", "Params"),
-        Column("macs", "MACs"),
-        Column("rf", "RF (input px)"),
-        Column("jump", "Jump"),
-    ]
+    p = params_table(a, totals)
     t = TableData(
         title=f"{a.spec.name}: {shape_str(a.input_shape)} → {shape_str(a.output_shape)}",
-        columns=cols,
+        columns=p.columns + [Column("rf", "RF (input px)"), Column("jump", "Jump")],
         footer=totals_footer(totals)[:2] + rf_footer(a)[:-1] + totals_footer(totals)[2:] + [RF_RULE],
     )
     p = params_table(a, totals)
