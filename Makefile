@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SPECS  ?= architectures/s7.yaml
+SPECS  ?= architectures/s7.yaml architectures/s7_strided.yaml
 
 .PHONY: install demo test check lint clean
 
