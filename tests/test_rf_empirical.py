@@ -120,3 +120,29 @@ def test_examples_gradient_support(name):
     a = analyze_file(path)
     sizes, centre, row = measured_rf(a)
     assert sizes == expected_rf(row, centre, a.input_shape)
+
+
+@pytest.mark.parametrize("layer", [
+    {"convtranspose": {"out": 1, "k": 4, "s": 2, "p": 1}},  # the usual x2 upsampler: 2 inputs per output
+    {"convtranspose": {"out": 1, "k": 2, "s": 2}},  # 1 input per output
+    {"convtranspose": {"out": 1, "k": 3, "s": 2, "p": 1}},  # alternates between 1 and 2 inputs
+    {"convtranspose": {"out": 1, "k": 5, "s": 3, "p": 2}},
+    {"upsample": {"scale": 2, "mode": "linear"}},
+    {"upsample": {"scale": 3}},
+])
+def test_fractional_stride_layers_against_gradient_support(layer):
+    # Per output unit, the inputs with non-zero gradient: the largest count is the analytic RF, and
+    # their centre for the first interior units follows start + o*j on average (j = 1/s exactly).
+    a = analyze_layers([1, 12], [layer])
+    model = structural(build_model(a))
+    rf = a.layers[0].rf_out[0]
+    sizes, offsets = [], []
+    n_out = a.output_shape[1]
+    for o in range(2, n_out - 2):  # interior units: no clipping at the borders
+        x = torch.ones(1, 1, 12, dtype=torch.float64, requires_grad=True)
+        model(x)[0, 0, o].backward()
+        idx = x.grad[0, 0].nonzero().flatten()
+        sizes.append(int(idx.max() - idx.min() + 1))
+        offsets.append((int(idx.min()) + int(idx.max()) + 1) / 2 - float(rf.start + o * rf.j))
+    assert max(sizes) == rf.r
+    assert abs(sum(offsets) / len(offsets)) <= 0.5 and max(abs(x) for x in offsets) < 1
