@@ -28,8 +28,16 @@ def inspect(
     from convcli.commands.common import torch_totals
     from convcli.errors import ConvcliError
     from convcli.render import console, print_json, print_table
-    from convcli.rules import accuracy_from_run, all_ok, render_batch, render_checks, resolve_rules, run_checks
-    from convcli.rules import summary_line, write_junit
+    from convcli.rules import (
+        accuracy_from_run,
+        all_ok,
+        render_batch,
+        render_checks,
+        resolve_rules,
+        run_checks,
+        summary_line,
+        write_junit,
+    )
     from convcli.views import inspect_json, inspect_table
 
     form = output_format(fmt, as_json)
