@@ -108,9 +108,8 @@ def test_unclipped_case_matches_exactly():
     assert sizes == [45, 45] == [int(x.r) for x in row.rf_out]
 
 
-SEQUENTIAL_EXAMPLES = [
-    "s7.yaml", "s7_strided.yaml", "course_rf_table.yaml", "lenet5.yaml", "vgg16.yaml", "tcn1d.yaml", "resnet18.yaml",
-                       "conv3d_small.yaml"]
+SEQUENTIAL_EXAMPLES = ["s7.yaml", "s7_strided.yaml", "course_rf_table.yaml", "lenet5.yaml", "vgg16.yaml",
+                       "tcn1d.yaml", "resnet18.yaml", "conv3d_small.yaml"]
 
 
 @pytest.mark.parametrize("name", SEQUENTIAL_EXAMPLES)
