@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from convcli.layers.geometry import AxisRF
-from convcli.layers.registry import Facts, LayerType, Where, normalize
+from convcli.layers.registry import MAX_ROWS, Facts, LayerType, Where, normalize
 from convcli.spec import Spec, entry_parts, item_line, load_spec, substitute
 
 
@@ -130,10 +130,16 @@ def merge_paths(paths: list[list[AxisRF]], shape: tuple[int, ...]) -> tuple[list
     return merged, notes
 
 
+# A hand-written spec never comes near these; a hostile or mistaken one (repeat: {times: 10**9}, a block
+# that uses itself) must end with an error, not a hang or a crash.
+MAX_DEPTH = 64
+
+
 class _Walker:
     def __init__(self, spec: Spec):
         self.spec = spec
         self.rows: list[Row] = []
+        self.active_blocks: list[str] = []  # spec blocks being expanded, to catch a block that uses itself
 
     def seq(self, items: list, prefix: str, shape, rf, depth: int, line):
         nodes = []
@@ -170,12 +176,22 @@ class _Walker:
         self.rows.append(row)
         first = len(self.rows)
         node = Node(entry, args, row)
+        if depth >= MAX_DEPTH:
+            raise where.error(f"blocks nest more than {MAX_DEPTH} levels deep")
+        is_spec_block = type_name in self.spec.blocks
+        if is_spec_block and type_name in self.active_blocks:
+            cycle = " → ".join(self.active_blocks[self.active_blocks.index(type_name):] + [type_name])
+            raise where.error(f"block '{type_name}' uses itself ({cycle})", expected="blocks that end")
+        self.active_blocks += [type_name] if is_spec_block else []
         if entry.kind == "seq":
-            out, rf_out, node.children = self.seq(
-                entry.expand(args, tuple(shape), where), where.path, shape, rf, depth + 1, where.line
-            )
+            children = entry.expand(args, tuple(shape), where)
+            if len(self.rows) + len(children) > MAX_ROWS:
+                raise where.error(f"the spec expands to more than {MAX_ROWS:,} layers", got=f"{len(children):,} here")
+            out, rf_out, node.children = self.seq(children, where.path, shape, rf, depth + 1, where.line)
         else:
             out, rf_out = self._parallel(node, shape, rf, depth, where)
+        if is_spec_block:
+            self.active_blocks.pop()
         inner = [r for r in self.rows[first:] if r.is_leaf]
         row.out_shape, row.rf_out = tuple(out), list(rf_out)
         row.params = sum(r.params for r in inner)

@@ -191,3 +191,13 @@ def test_batch_summary_and_junit(tmp_path):
     suites = ET.parse(report).getroot().iter("testsuite")
     names = sorted(s.get("name") for s in suites)
     assert len(names) == 3
+
+
+def test_block_that_uses_itself(tmp_path):
+    f = write(tmp_path, "input: [3, 8, 8]\nblocks:\n  a: [{b: {}}]\n  b: [{a: {}}]\nlayers:\n  - a\n")
+    assert_user_error(run("rf", f), f"{f}:4", "block 'a' uses itself (a → b → a)")
+
+
+def test_runaway_repeat_is_refused_quickly(tmp_path):
+    f = write(tmp_path, "input: [3, 8, 8]\nlayers:\n  - repeat: {times: 100000000, layers: [relu]}\n")
+    assert_user_error(run("rf", f), "layers[0].repeat", "more than 100,000 layers")

@@ -6,7 +6,7 @@ paths. The join (add, concat) is itself a row with k=1, so the table shows every
 
 from __future__ import annotations
 
-from convcli.layers.registry import Facts, LayerType, Param, register
+from convcli.layers.registry import MAX_ROWS, Facts, LayerType, Param, register
 
 
 @register
@@ -34,6 +34,8 @@ class Repeat(LayerType):
     examples = (((3, 8, 8), {"times": 3, "layers": [{"conv": {"out": 4, "k": 3, "p": 0}}]}),)
 
     def expand(self, a, shape, where):
+        if a["times"] * max(len(a["layers"]), 1) > MAX_ROWS:
+            raise where.error(f"repeat expands to more than {MAX_ROWS:,} layers", got=f"times: {a['times']:,}")
         return list(a["layers"]) * a["times"]
 
 
