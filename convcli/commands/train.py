@@ -42,6 +42,9 @@ def train(
     flip: bool = typer.Option(None, "--flip/--no-flip", help="Random horizontal flip (on).", rich_help_panel=OPTIONS),
     cutout: int = typer.Option(None, "--cutout", help="Cutout square side in pixels (0: off).",
                                rich_help_panel=OPTIONS),
+    precise_bn: int = typer.Option(None, "--precise-bn", help="Recompute BN statistics on N training images "
+                                   "before each evaluation (4096; 0: off, keep the moving averages).",
+                                   rich_help_panel=OPTIONS),
     recipe: str = typer.Option(None, "--recipe", help="YAML file of training options (overrides the spec's)."),
     out: str = typer.Option(None, "--out", help="Run directory (default: runs/train, runs/train2, ...)."),
     resume: str = typer.Option(None, "--resume", help="Continue the run in this directory."),
@@ -58,5 +61,6 @@ def train(
     options = {"data": data, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
                "schedule": schedule, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
                "device": device, "seed": seed, "amp": amp, "compile": compile, "target_acc": target_acc,
-               "subset": subset, "test_subset": test_subset, "translate": translate, "flip": flip, "cutout": cutout}
+               "subset": subset, "test_subset": test_subset, "translate": translate, "flip": flip, "cutout": cutout,
+               "precise_bn": precise_bn}
     run_train(spec, options, recipe=recipe, out=out, resume=resume, stop_after=stop_after)

@@ -42,6 +42,7 @@ class TrainConfig:
     translate: int = 2  # random translation in pixels (reflect-padded random crop); 0 turns it off
     flip: bool = True  # random horizontal flip
     cutout: int = 0  # side of a random square set to the mean; 0 turns it off
+    precise_bn: int = 4096  # before each evaluation, recompute BN statistics on this many training images; 0: off
 
     def resolved(self) -> TrainConfig:
         out = dataclasses.replace(self)
@@ -95,7 +96,7 @@ def _check_range(name: str, value, prefix: str):
     bad = None
     if name in ("epochs", "batch_size", "subset", "test_subset") and value < 1:
         bad = "a positive integer"
-    elif name in ("translate", "cutout") and value < 0:
+    elif name in ("translate", "cutout", "precise_bn") and value < 0:
         bad = "0 or more pixels"
     elif name in ("lr",) and not value > 0:
         bad = "a positive number"

@@ -131,6 +131,15 @@ class DeviceLoader:
             x = random_cutout(x, self.cutout, g)
         return x
 
+    def calibration_batches(self, count: int):
+        """`count` training images spread evenly over the set (no shuffling, no augmentation, no use of the
+        generator), normalised, in evaluation-sized batches: the input for recomputing BN statistics."""
+        n = len(self.labels)
+        idx = torch.linspace(0, n - 1, min(count, n), device=self.device).round().long()
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        for chunk in idx.split(EVAL_BATCH):
+            yield self.normalise(self.images[chunk]).contiguous(memory_format=fmt)
+
     def __iter__(self):
         n = len(self.labels)
         if self.train:

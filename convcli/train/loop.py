@@ -121,6 +121,38 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
             "lr": lr, "images": seen}
 
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches, autocast) -> bool:
+    """Precise BN (Wu & Johnson, "Rethinking Batch in BatchNorm", 2021; pycls): replace the BN running
+    statistics by their average over `batches` under the current weights. The exponential moving average
+    lags the weights, badly so in short runs (a 27-step run of s7 tested at 11% with EMA statistics and
+    31% with recomputed ones). BN layers run in train mode, everything else (dropout) in eval mode, so the
+    statistics are those of the network as it is evaluated. Returns False when the model has no BN."""
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
+    if not norms:
+        return False
+    modes = {m: m.training for m in model.modules()}
+    momenta = {m: m.momentum for m in norms}
+    try:
+        model.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+            m.train()
+        for x in batches:
+            with autocast:
+                model(x)
+    finally:
+        for m in norms:
+            m.momentum = momenta[m]
+        for m, mode in modes.items():
+            m.training = mode
+    return True
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader, autocast, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits as float32, labels) for the whole loader in eval mode; `tta` averages with the mirror image."""

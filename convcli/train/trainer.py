@@ -27,7 +27,7 @@ from convcli.train.config import FIELDS, RESUME_OPTIONS, TrainConfig, build_conf
 from convcli.train.data import ImageData, load_data
 from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device
 from convcli.train.loader import EVAL_BATCH, DeviceLoader, channel_stats, match_channels, stratified_subset
-from convcli.train.loop import Schedule, eval_metrics, make_optimizer, predict, train_epoch
+from convcli.train.loop import Schedule, eval_metrics, make_optimizer, predict, recalibrate_bn, train_epoch
 from convcli.train.runs import RunWriter, create_run_dir, load_checkpoint, plan_run_dir
 
 CHECKPOINT_FORMAT = "convcli-train-v1"
@@ -186,6 +186,8 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
                                     f"lr {st['lr']:.4g} {st['img_s']:,.0f} img/s")
 
                 tr = train_epoch(s.step_model, s.train_loader, s.optimizer, s.schedule, loss_fn, ctx, timer, show)
+            if cfg.precise_bn:
+                recalibrate_bn(s.model, s.train_loader.calibration_batches(cfg.precise_bn), ctx)
             te = eval_metrics(*predict(s.step_model, s.test_loader, ctx))
             row = {"epoch": epoch, "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
                    "test_loss": te["loss"], "test_acc": te["acc"], "lr": tr["lr"], "seconds": round(timer.seconds, 3)}
