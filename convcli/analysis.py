@@ -38,6 +38,11 @@ class Row:
     def is_leaf(self) -> bool:
         return self.kind != "block"
 
+    @property
+    def is_global(self) -> bool:
+        """After GAP/flatten: every unit sees the whole input."""
+        return any(a.glob for a in self.rf_out)
+
 
 @dataclass
 class Node:
@@ -83,11 +88,15 @@ class Analysis:
         seen = dict.fromkeys(n for r in self.rows for n in r.notes)
         return list(seen)
 
+    def first_global_row(self) -> Row | None:
+        """The first global op (GAP/flatten), if any."""
+        return next((r for r in self.layers if r.is_global), None)
+
     def last_spatial_row(self) -> Row | None:
         """The last layer before the first global op (GAP/flatten): where the assignment measures RF."""
         last = None
         for r in self.layers:
-            if any(a.glob for a in r.rf_out):
+            if r.is_global:
                 break
             last = r
         return last
@@ -180,7 +189,7 @@ class _Walker:
             raise where.error(f"blocks nest more than {MAX_DEPTH} levels deep")
         is_spec_block = type_name in self.spec.blocks
         if is_spec_block and type_name in self.active_blocks:
-            cycle = " → ".join(self.active_blocks[self.active_blocks.index(type_name):] + [type_name])
+            cycle = " → ".join(self.active_blocks[self.active_blocks.index(type_name) :] + [type_name])
             raise where.error(f"block '{type_name}' uses itself ({cycle})", expected="blocks that end")
         self.active_blocks += [type_name] if is_spec_block else []
         if entry.kind == "seq":

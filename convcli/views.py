@@ -92,7 +92,7 @@ def rf_values(r: Row) -> dict:
 def rf_summary(a: Analysis) -> dict:
     at = a.last_spatial_row()
     rf_axes = at.rf_out if at else a.rf
-    first_global = next((r for r in a.layers if any(x.glob for x in r.rf_out)), None)
+    first_global = a.first_global_row()
     return {
         "rf": per_axis_value([x.r for x in rf_axes]),
         "jump": per_axis_value([x.j for x in rf_axes]),
@@ -162,9 +162,7 @@ def rf_table(a: Analysis) -> TableData:
 
 
 def rf_json(a: Analysis) -> dict:
-    layers = [
-        {"name": r.path, "type": r.type, **rf_values(r), "global": any(x.glob for x in r.rf_out)} for r in a.layers
-    ]
+    layers = [{"name": r.path, "type": r.type, **rf_values(r), "global": r.is_global} for r in a.layers]
     return jsonable(
         {
             "spec": a.spec.file,
@@ -273,7 +271,7 @@ def inspect_table(a: Analysis, totals: dict) -> TableData:
         row = dict(row)
         if r.rf_out:
             rf = per_axis_value([x.r for x in r.rf_out])
-            row["rf"] = f"{fmt_axes(rf)} (global)" if any(x.glob for x in r.rf_out) else rf
+            row["rf"] = f"{fmt_axes(rf)} (global)" if r.is_global else rf
             row["jump"] = per_axis_value([x.j for x in r.rf_out])
         t.rows.append(row)
         t.styles.append(style)

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from convcli.errors import SpecError, did_you_mean
+from convcli.errors import did_you_mean
+from convcli.layers.registry import Where
 from convcli.rules import kinds as K
 from convcli.rules.model import (
     OPS,
@@ -39,22 +40,10 @@ RF_AT = ("before_gap", "output")
 
 
 @dataclass(frozen=True)
-class Here:
-    """Where a rule's YAML lives, for errors."""
-
-    file: str | None
-    line: int | None
-    path: str
-
-    def error(self, message: str, **kw) -> SpecError:
-        return SpecError(message, file=self.file, line=self.line, path=self.path, **kw)
-
-
-@dataclass(frozen=True)
 class RuleKind:
     name: str
     doc: str
-    parse: Callable  # (value, Here) -> (args: dict, default id: str)
+    parse: Callable  # (value, Where) -> (args: dict, default id: str)
     check: Callable  # (analysis, args, accuracy) -> Check (rule id filled in by the engine)
     example: str = ""
 
@@ -85,7 +74,7 @@ def _line(container, key, default):
     return default
 
 
-def parse_bounds(value, here: Here, *, allowed: tuple[str, ...], bare: str | None, extras: tuple[str, ...] = ()):
+def parse_bounds(value, here: Where, *, allowed: tuple[str, ...], bare: str | None, extras: tuple[str, ...] = ()):
     """A number (→ `bare`, e.g. le for max_*) or a mapping of limit keys; returns (bounds, extra values)."""
     if _is_number(value) and bare:
         return [Bound(bare, value)], {}
@@ -96,7 +85,7 @@ def parse_bounds(value, here: Here, *, allowed: tuple[str, ...], bare: str | Non
         raise here.error("wrong limit", expected=expected, got=value)
     bounds, extra = [], {}
     for key, v in value.items():
-        sub = Here(here.file, _line(value, key, here.line), here.path)
+        sub = Where(here.file, _line(value, key, here.line), here.path)
         if key in extras:
             extra[key] = v
             continue
@@ -114,7 +103,7 @@ def parse_bounds(value, here: Here, *, allowed: tuple[str, ...], bare: str | Non
     return bounds, extra
 
 
-def parse_kind(value, here: Here) -> str:
+def parse_kind(value, here: Where) -> str:
     if not isinstance(value, str):
         raise here.error("a layer kind must be a name", expected="one of " + ", ".join(K.KINDS), got=value)
     name = K.canonical(value)
@@ -189,7 +178,7 @@ def rf_site(analysis, at: str):
         row = analysis.last_spatial_row()
         if row is None:
             return None, None, "no layer before the first global op (GAP/flatten)"
-        glob = any(a.glob for r in analysis.layers for a in r.rf_out)
+        glob = analysis.first_global_row() is not None
         return row, row.rf_out, "the last layer before GAP/flatten" if glob else "the last layer (no GAP/flatten)"
     if at == "output":
         return analysis.layers[-1], analysis.rf, "the output"
@@ -268,7 +257,7 @@ class Count:
     def parse(value, here):
         if not isinstance(value, dict) or "kind" not in value:
             raise here.error("count needs a kind and a limit", expected="{kind: maxpool, exactly: 3}", got=value)
-        kind_here = Here(here.file, _line(value, "kind", here.line), here.path)
+        kind_here = Where(here.file, _line(value, "kind", here.line), here.path)
         name = parse_kind(value["kind"], kind_here)
         bounds, _ = parse_bounds(value, here, allowed=tuple(OPS), bare=None, extras=("kind",))
         return {"kind": name, "bounds": bounds}, f"count({name})" + ident_bounds(bounds)
@@ -328,7 +317,7 @@ class GapBeforeClassifier:
     def check(analysis, args, accuracy):
         layers = analysis.layers
         limit = GapBeforeClassifier.LIMIT
-        first = next((i for i, r in enumerate(layers) if any(a.glob for a in r.rf_out)), None)
+        first = next((i for i, r in enumerate(layers) if r.is_global), None)
         if first is None:
             return Check("", False, None, limit, "no global average pool (gap, or adaptiveavgpool to 1)",
                          shown="no GAP")
@@ -428,7 +417,7 @@ class Accuracy:
 # --------------------------------------------------------------------------- rule sets
 
 
-def parse_rule(item, here: Here) -> Rule:
+def parse_rule(item, here: Where) -> Rule:
     if isinstance(item, str):
         item = {item: None}
     if not isinstance(item, dict) or not item:
@@ -437,14 +426,14 @@ def parse_rule(item, here: Here) -> Rule:
     kinds = [k for k in item if k not in ENTRY_KEYS]
     for key in kinds:
         if key not in RULE_KINDS:
-            raise Here(here.file, _line(item, key, here.line), here.path).error(
+            raise Where(here.file, _line(item, key, here.line), here.path).error(
                 f"unknown rule kind '{key}'", expected="one of " + ", ".join(RULE_KINDS),
                 suggestion=did_you_mean(str(key), list(RULE_KINDS) + list(ENTRY_KEYS)))
     if len(kinds) != 1:
         raise here.error("a rule has exactly one rule kind" + (" (plus optional name, description)"),
                          expected="one of " + ", ".join(RULE_KINDS), got=list(item))
     name = kinds[0]
-    sub = Here(here.file, _line(item, name, here.line), f"{here.path}.{name}")
+    sub = Where(here.file, _line(item, name, here.line), f"{here.path}.{name}")
     args, ident = RULE_KINDS[name].parse(item[name], sub)
     if "name" in item:
         if not isinstance(item["name"], (str, int)) or str(item["name"]).strip() == "":
@@ -457,7 +446,7 @@ def parse_rule(item, here: Here) -> Rule:
 def parse_ruleset(value, file: str | None, line: int | None = None, default_name: str = "rules",
                   path: str = "") -> RuleSet:
     """A rule set from YAML data: a mapping {name, description, rules: [...]} or just the list of rules."""
-    here = Here(file, getattr(value, "line", None) or line, path or "rules")
+    here = Where(file, getattr(value, "line", None) or line, path or "rules")
     prefix = f"{path}.rules" if path else "rules"
     if isinstance(value, list):
         value, prefix = {"rules": value}, path or "rules"
@@ -466,17 +455,17 @@ def parse_ruleset(value, file: str | None, line: int | None = None, default_name
                          got=value)
     for key in value:
         if key not in RULESET_KEYS:
-            raise Here(file, _line(value, key, here.line), here.path).error(
+            raise Where(file, _line(value, key, here.line), here.path).error(
                 f"unknown rule-set key '{key}'", expected="one of " + ", ".join(RULESET_KEYS),
                 suggestion=did_you_mean(str(key), RULESET_KEYS))
     items = value.get("rules")
     if not isinstance(items, list) or not items:
-        raise Here(file, _line(value, "rules", here.line), here.path).error(
+        raise Where(file, _line(value, "rules", here.line), here.path).error(
             "a rule set needs a non-empty `rules:` list", expected="rules: [- max_params: {lt: 1000000}, ...]",
             got=items)
     rules, seen = [], {}
     for i, item in enumerate(items):
-        item_here = Here(file, _line(items, i, here.line), f"{prefix}[{i}]")
+        item_here = Where(file, _line(items, i, here.line), f"{prefix}[{i}]")
         rule = parse_rule(item, item_here)
         if rule.id in seen:
             raise item_here.error(f"two rules with the id '{rule.id}' (the first at line {seen[rule.id]})",
