@@ -29,15 +29,16 @@ def test_json_report_is_self_consistent_and_figures_are_written(trained_run, cli
     assert r["accuracy"] == confusion.trace().item() / r["n"]
     for i, name in enumerate(r["classes"]):
         assert r["per_class"][name] == confusion[i, i].item() / confusion[i].sum().item()
-    assert 0 < r["loss"] < 10 and r["tta"] is False
+    assert 0 < r["loss"] < 10
+    assert r["tta"] is True  # by default as the run was evaluated (flip TTA is a training default)
     for name in ("confusion.png", "misclassified.png"):
         assert (tmp_path / name).stat().st_size > 0
 
 
 def test_flip_tta_is_reported_and_changes_the_result(trained_run, cli, tmp_path):
-    plain = eval_json(cli, "--weights", trained_run / "best.pt", "--out", tmp_path)
+    plain = eval_json(cli, "--weights", trained_run / "best.pt", "--out", tmp_path, "--no-tta")
     tta = eval_json(cli, "--weights", trained_run / "best.pt", "--out", tmp_path, "--tta")
-    assert tta["tta"] is True and tta["n"] == plain["n"]
+    assert tta["tta"] is True and plain["tta"] is False and tta["n"] == plain["n"]
     assert tta["loss"] != plain["loss"]
 
 

@@ -225,3 +225,69 @@ def test_device_cuda_without_cuda_exits_2_with_a_clear_message(tiny_spec, cli_pr
     assert result.returncode == 2
     assert "--device cuda: CUDA is not available" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- recipe pieces -----------------------------------------------------------------------------------
+
+def test_alternating_flip_shows_every_image_both_ways_in_two_epochs():
+    from convcli.train.loader import DeviceLoader
+
+    n = 64
+    images = torch.zeros(n, 1, 4, 4, dtype=torch.uint8)
+    images[:, 0, :, 0] = 255  # left column lit: a mirrored image has its right column lit instead
+    labels = torch.arange(n)
+    loader = DeviceLoader(images, labels, [0.5], [0.5], 16, train=True, generator=torch.Generator().manual_seed(0),
+                          flip=True, alt_flip=True)
+
+    def mirrored_per_label():
+        out = {}
+        for x, y in loader:
+            for img, label in zip(x, y):
+                out[int(label)] = bool(img[0, 0, -1] > img[0, 0, 0])
+        return out
+
+    first, second, third = mirrored_per_label(), mirrored_per_label(), mirrored_per_label()
+    assert all(first[i] != second[i] for i in range(n))  # each image once each way over two epochs
+    assert first == third
+    assert 0 < sum(first.values()) < n  # the starting side is random per image
+
+
+def test_lookahead_averages_every_fifth_step_and_ends_on_the_slow_weights():
+    from torch import nn
+
+    from convcli.train.loop import Lookahead
+
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    la = Lookahead(model)  # slow weight 0
+    total = 10
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    la.after_step(model, 4, total)  # not a multiple of 5: nothing happens
+    assert model.weight.item() == 1.0
+    la.after_step(model, 5, total)
+    # By hand: decay = 0.95^5 * (5/10)^3; slow = decay * 0 + (1 - decay) * 1, and the weight is reset to it.
+    decay = 0.95 ** 5 * 0.125
+    assert model.weight.item() == pytest.approx(1 - decay)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    la.after_step(model, 10, total)  # the last step: decay 1, the weights become the slow copy
+    assert model.weight.item() == pytest.approx(1 - decay)
+
+
+def test_bf16_and_channels_last_follow_the_device():
+    from convcli.train import device as dev
+
+    cpu = torch.device("cpu")
+    assert dev.amp_active(cpu, False) is False
+    assert dev.amp_active(cpu, True) is dev.cpu_native_bf16()
+    assert dev.use_channels_last(cpu, True) and not dev.use_channels_last(cpu, False)
+    assert not dev.use_channels_last(torch.device("mps"), True)
+
+
+def test_epoch_line_reports_precise_bn_and_eval_time(trained_run, short_run, tiny_spec, archive, cli, tmp_path):
+    result = cli("train", tiny_spec, "--data", archive, *short_run.args, "--epochs", "1", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("epoch 1/1"))
+    assert "precise BN" in line and "eval TTA" in line

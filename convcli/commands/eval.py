@@ -18,9 +18,11 @@ def evaluate(
     data: str = typer.Option(None, "--data", help="cifar10, an ImageFolder directory or a .tar.gz of one "
                              "(default: the data the weights were trained on)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables."),
-    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average with the mirrored image."),
+    tta: bool = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation: average with the mirrored "
+                             "image (default: as in training)."),
     device: str = typer.Option(None, "--device", help="auto | cuda | cuda:N | cpu | mps (auto)."),
-    amp: bool = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA (default: as in training)."),
+    amp: bool = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA and on CPUs with native "
+                             "bf16 (default: as in training)."),
     test_subset: int = typer.Option(None, "--test-subset", help="Evaluate on N test images (default: as in "
                                     "training, else all)."),
     out: str = typer.Option(None, "--out", help="Where to write confusion.png and misclassified.png "

@@ -28,7 +28,10 @@ def train(
                                rich_help_panel=OPTIONS),
     seed: int = typer.Option(None, "--seed", help="Seed for weights, subset, shuffling, augmentation (0).",
                              rich_help_panel=OPTIONS),
-    amp: bool = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA (on).", rich_help_panel=OPTIONS),
+    amp: bool = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA and on CPUs with native bf16 "
+                             "(AVX512-BF16, AMX) (on).", rich_help_panel=OPTIONS),
+    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last",
+                                       help="NHWC memory format on CUDA and CPU (on).", rich_help_panel=OPTIONS),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model (off).",
                                  rich_help_panel=OPTIONS),
     target_acc: float = typer.Option(None, "--target-acc", help="Stop once test accuracy reaches this (0.93 or 93).",
@@ -39,12 +42,18 @@ def train(
                                     rich_help_panel=OPTIONS),
     translate: int = typer.Option(None, "--translate", help="Random translation in pixels (2; 0: off).",
                                   rich_help_panel=OPTIONS),
-    flip: bool = typer.Option(None, "--flip/--no-flip", help="Random horizontal flip (on).", rich_help_panel=OPTIONS),
+    flip: bool = typer.Option(None, "--flip/--no-flip", help="Horizontal flip (on).", rich_help_panel=OPTIONS),
+    alt_flip: bool = typer.Option(None, "--alt-flip/--no-alt-flip", help="Alternating flip: each image mirrored "
+                                  "in every other epoch instead of at random (on).", rich_help_panel=OPTIONS),
     cutout: int = typer.Option(None, "--cutout", help="Cutout square side in pixels (0: off).",
                                rich_help_panel=OPTIONS),
     precise_bn: int = typer.Option(None, "--precise-bn", help="Recompute BN statistics on N training images "
                                    "before each evaluation (4096; 0: off, keep the moving averages).",
                                    rich_help_panel=OPTIONS),
+    lookahead: bool = typer.Option(None, "--lookahead/--no-lookahead", help="Lookahead: every 5 steps pull the "
+                                   "weights towards their moving average (on).", rich_help_panel=OPTIONS),
+    tta: bool = typer.Option(None, "--tta/--no-tta", help="Test accuracy with flip test-time augmentation (on).",
+                             rich_help_panel=OPTIONS),
     recipe: str = typer.Option(None, "--recipe", help="YAML file of training options (overrides the spec's)."),
     out: str = typer.Option(None, "--out", help="Run directory (default: runs/train, runs/train2, ...)."),
     resume: str = typer.Option(None, "--resume", help="Continue the run in this directory."),
@@ -62,5 +71,6 @@ def train(
                "schedule": schedule, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
                "device": device, "seed": seed, "amp": amp, "compile": compile, "target_acc": target_acc,
                "subset": subset, "test_subset": test_subset, "translate": translate, "flip": flip, "cutout": cutout,
-               "precise_bn": precise_bn}
+               "precise_bn": precise_bn, "channels_last": channels_last, "alt_flip": alt_flip,
+               "lookahead": lookahead, "tta": tta}
     run_train(spec, options, recipe=recipe, out=out, resume=resume, stop_after=stop_after)

@@ -34,15 +34,19 @@ class TrainConfig:
     label_smoothing: float = 0.2
     device: str = "auto"  # auto | cuda | cuda:N | cpu | mps
     seed: int = 0
-    amp: bool = True  # bf16 autocast; only takes effect on CUDA
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX)
+    channels_last: bool = True  # NHWC memory format on CUDA and CPU
     compile: bool = False  # torch.compile the model
     target_acc: float | None = None  # stop after the epoch whose test accuracy reaches this (0-1)
     subset: int | None = None  # train on N images (stratified, fixed by the seed)
     test_subset: int | None = None  # evaluate on N test images (stratified, the same for every seed)
     translate: int = 2  # random translation in pixels (reflect-padded random crop); 0 turns it off
     flip: bool = True  # random horizontal flip
+    alt_flip: bool = True  # flip: each image mirrored in every other epoch (airbench), not at random each time
     cutout: int = 0  # side of a random square set to the mean; 0 turns it off
     precise_bn: int = 4096  # before each evaluation, recompute BN statistics on this many training images; 0: off
+    lookahead: bool = True  # every 5 steps, pull the weights towards their moving average (airbench)
+    tta: bool = True  # test accuracy averages the logits of each image and its mirror image
 
     def resolved(self) -> TrainConfig:
         out = dataclasses.replace(self)

@@ -9,7 +9,7 @@ import torch
 from convcli.errors import ConvcliError
 from convcli.train.config import coerce, resolve_spec_path
 from convcli.train.data import load_data
-from convcli.train.device import autocast, resolve_device
+from convcli.train.device import autocast, resolve_device, use_channels_last
 from convcli.train.loader import EVAL_BATCH, DeviceLoader, channel_stats, match_channels, stratified_subset
 from convcli.train.loop import eval_metrics, predict
 from convcli.train.runs import increment_path, load_checkpoint
@@ -48,7 +48,7 @@ def check_weights_match(model: torch.nn.Module, state: dict, spec_file: str, wei
 
 
 def evaluate(spec: str | None, weights: str, data: str | None = None, device: str | None = None,
-             tta: bool = False, amp: bool | None = None, test_subset: int | None = None,
+             tta: bool | None = None, amp: bool | None = None, test_subset: int | None = None,
              out: str | None = None) -> dict:
     """Evaluate; returns the result dict (the --json document) and writes confusion.png, misclassified.png."""
     from convcli.analysis import analyze_file
@@ -86,12 +86,14 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
         idx = stratified_subset(images.test_y, n_sub, TEST_SUBSET_SEED)
     raw = match_channels(images.test_x[idx], channels, source)
     labels = images.test_y[idx]
-    channels_last = dev.type == "cuda"
+    channels_last = use_channels_last(dev, cfg.get("channels_last", True))
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader = DeviceLoader(raw.to(dev), labels.to(dev), mean, std, EVAL_BATCH, channels_last=channels_last)
     use_amp = cfg.get("amp", False) if amp is None else amp
+    if tta is None:
+        tta = bool(cfg.get("tta", False))
     logits, y = predict(model, loader, autocast(dev, use_amp), tta=tta)
     metrics = eval_metrics(logits, y)
 

@@ -95,7 +95,7 @@ class DeviceLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, batch_size: int, *,
                  train: bool = False, generator: torch.Generator | None = None, translate: int = 0,
-                 flip: bool = False, cutout: int = 0, channels_last: bool = False):
+                 flip: bool = False, alt_flip: bool = False, cutout: int = 0, channels_last: bool = False):
         self.images, self.labels = images, labels
         self.device = images.device
         c = images.shape[1]
@@ -105,8 +105,14 @@ class DeviceLoader:
         self.train, self.generator = train, generator
         self.translate, self.flip, self.cutout = translate, flip, cutout
         self.channels_last = channels_last
+        self.epoch = 0  # training epochs served so far (set on resume): the alternating flip's parity
         if train and generator is None:
             raise ValueError("a training loader needs a generator")
+        # Alternating flip (airbench): each image gets one random bit, and is mirrored in the epochs where
+        # bit XOR (epoch odd) is set: every image is seen both ways in every two epochs.
+        self.alt_flip = bool(train and flip and alt_flip)
+        self.flip_bits = (torch.rand(len(labels), device=self.device, generator=generator) < 0.5
+                          if self.alt_flip else None)
         if translate and translate >= min(images.shape[-2:]):
             raise ConvcliError(f"translate: {translate} px must be smaller than the image ({images.shape[-1]} px)")
 
@@ -121,11 +127,14 @@ class DeviceLoader:
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float().div_(255) - self.mean) / self.std
 
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
+    def augment(self, x: torch.Tensor, idx=None) -> torch.Tensor:
         g = self.generator
         if self.translate:
             x = random_translate(x, self.translate, g)
-        if self.flip:
+        if self.alt_flip and idx is not None:
+            mirror = self.flip_bits[idx] ^ bool(self.epoch % 2)
+            x = torch.where(mirror.view(-1, 1, 1, 1), x.flip(-1), x)
+        elif self.flip:
             x = random_flip(x, g)
         if self.cutout:
             x = random_cutout(x, self.cutout, g)
@@ -151,6 +160,8 @@ class DeviceLoader:
             idx = order[s] if order is not None else s
             x = self.normalise(self.images[idx])
             if self.train:
-                x = self.augment(x)
+                x = self.augment(x, idx)
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
             yield x.contiguous(memory_format=fmt), self.labels[idx]
+        if self.train:
+            self.epoch += 1

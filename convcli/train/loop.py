@@ -79,6 +79,42 @@ class Schedule:
         return {"kind": self.kind, "total_steps": self.total_steps, "step": self.step}
 
 
+# --- lookahead ---------------------------------------------------------------------------------------
+
+class Lookahead:
+    """Lookahead on the weights (Zhang et al. 2019, as airbench uses it): every `every` steps the slow copy
+    moves towards the weights, `slow = decay * slow + (1 - decay) * weights`, and the weights are reset to it.
+    decay ramps up as 0.95^5 * (step/total)^3, so it does nothing early and averages strongly late; on the
+    last step the weights become the slow copy. Floating-point buffers (BN statistics) are averaged too."""
+
+    EVERY = 5
+    DECAY = 0.95 ** 5
+
+    def __init__(self, model: nn.Module):
+        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    def decay(self, step: int, total: int) -> float:
+        return 1.0 if step >= total else self.DECAY * (step / max(total, 1)) ** 3
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, step: int, total: int) -> None:
+        """Call after optimizer step number `step` (1-based) of `total`."""
+        if step % self.EVERY and step < total:
+            return
+        decay = self.decay(step, total)
+        state = model.state_dict()
+        for k, slow in self.slow.items():
+            slow.lerp_(state[k], 1 - decay)
+            state[k].copy_(slow)
+
+    def state_dict(self) -> dict:
+        return dict(self.slow)
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            self.slow[k].copy_(v)
+
+
 # --- steps and epochs ----------------------------------------------------------------------------
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, x: torch.Tensor,
@@ -96,9 +132,11 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Sch
 
 
 def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast, timer: Timer,
-                on_progress: Callable[[int, dict], None] | None = None, updates: int = 20) -> dict:
+                on_progress: Callable[[int, dict], None] | None = None, updates: int = 20,
+                lookahead: Lookahead | None = None, base_model: nn.Module | None = None) -> dict:
     """One pass over the training loader. `on_progress(step, stats)` is called about `updates` times
-    (each call syncs the device once to read the running loss/accuracy)."""
+    (each call syncs the device once to read the running loss/accuracy). `lookahead` acts on `base_model`
+    (the uncompiled module holding the weights; default `model`)."""
     model.train()
     device = loader.device
     loss_sum = torch.zeros((), device=device)
@@ -110,6 +148,8 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
     with timer:
         for i, (x, y) in enumerate(loader, 1):
             loss, ok = train_step(model, optimizer, schedule, x, y, loss_fn, autocast)
+            if lookahead is not None:
+                lookahead.after_step(base_model or model, schedule.step, schedule.total_steps)
             lr = optimizer.param_groups[0]["lr"]  # the LR this step used
             loss_sum += loss
             correct += ok

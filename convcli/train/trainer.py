@@ -25,9 +25,9 @@ from rich.console import Console
 from convcli.errors import ConvcliError
 from convcli.train.config import FIELDS, RESUME_OPTIONS, TrainConfig, build_config, coerce, resolve_spec_path
 from convcli.train.data import ImageData, load_data
-from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device
+from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device, use_channels_last
 from convcli.train.loader import EVAL_BATCH, DeviceLoader, channel_stats, match_channels, stratified_subset
-from convcli.train.loop import Schedule, eval_metrics, make_optimizer, predict, recalibrate_bn, train_epoch
+from convcli.train.loop import Lookahead, Schedule, eval_metrics, make_optimizer, predict, recalibrate_bn, train_epoch
 from convcli.train.runs import RunWriter, create_run_dir, load_checkpoint, plan_run_dir
 
 CHECKPOINT_FORMAT = "convcli-train-v1"
@@ -47,6 +47,7 @@ class Session:
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     generator: torch.Generator
+    lookahead: Lookahead | None
     data: ImageData
     mean: list
     std: list
@@ -81,7 +82,7 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
 
     torch.manual_seed(cfg.seed)  # the model's initial weights depend on the seed only
     model = build_model(analysis).to(device)
-    channels_last = device.type == "cuda"
+    channels_last = use_channels_last(device, cfg.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     channels = analysis.spec.input[0]
@@ -101,14 +102,15 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
     test_x, test_y = place_split(data.test_x[test_idx], data.test_y[test_idx], channels, device, data.source)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     train_loader = DeviceLoader(train_x, train_y, mean, std, cfg.batch_size, train=True, generator=generator,
-                                translate=cfg.translate, flip=cfg.flip, cutout=cfg.cutout,
+                                translate=cfg.translate, flip=cfg.flip, alt_flip=cfg.alt_flip, cutout=cfg.cutout,
                                 channels_last=channels_last)
     test_loader = DeviceLoader(test_x, test_y, mean, std, EVAL_BATCH, channels_last=channels_last)
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     schedule = Schedule(cfg.schedule, cfg.epochs * len(train_loader))
     step_model = torch.compile(model) if cfg.compile else model
+    lookahead = Lookahead(model) if cfg.lookahead else None
     return Session(cfg, spec_file, analysis, device, model, step_model, train_loader, test_loader, optimizer,
-                   schedule, generator, data, list(mean), list(std), count_params(model)[0])
+                   schedule, generator, lookahead, data, list(mean), list(std), count_params(model)[0])
 
 
 def configure_backend(device: torch.device) -> None:
@@ -146,6 +148,7 @@ def checkpoint_state(s: Session, epoch: int, best: dict, meta: dict) -> dict:
         "scheduler": s.schedule.state_dict(),
         "epoch": epoch,
         "rng": rng_state(s),
+        "lookahead": s.lookahead.state_dict() if s.lookahead is not None else None,
         "config": s.cfg.to_dict(),
         "best_acc": best["acc"],
         "best_epoch": best["epoch"],
@@ -185,10 +188,14 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
                     progress.update(task, completed=step, stats=f"loss {st['loss']:.3f} acc {100 * st['acc']:.1f}% "
                                     f"lr {st['lr']:.4g} {st['img_s']:,.0f} img/s")
 
-                tr = train_epoch(s.step_model, s.train_loader, s.optimizer, s.schedule, loss_fn, ctx, timer, show)
+                tr = train_epoch(s.step_model, s.train_loader, s.optimizer, s.schedule, loss_fn, ctx, timer, show,
+                                 lookahead=s.lookahead, base_model=s.model)
+            bn_timer, eval_timer = Timer(device), Timer(device)
             if cfg.precise_bn:
-                recalibrate_bn(s.model, s.train_loader.calibration_batches(cfg.precise_bn), ctx)
-            te = eval_metrics(*predict(s.step_model, s.test_loader, ctx))
+                with bn_timer:
+                    recalibrate_bn(s.model, s.train_loader.calibration_batches(cfg.precise_bn), ctx)
+            with eval_timer:
+                te = eval_metrics(*predict(s.step_model, s.test_loader, ctx, tta=cfg.tta))
             row = {"epoch": epoch, "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
                    "test_loss": te["loss"], "test_acc": te["acc"], "lr": tr["lr"], "seconds": round(timer.seconds, 3)}
             meta["train_seconds"] = meta.get("train_seconds", 0.0) + timer.seconds
@@ -206,6 +213,8 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
                 f"train loss {tr['train_loss']:.4f} acc {100 * tr['train_acc']:5.2f}%  "
                 f"test loss {te['loss']:.4f} acc {100 * te['acc']:5.2f}%  lr {tr['lr']:.4g}  "
                 f"{tr['images'] / max(timer.seconds, 1e-9):,.0f} img/s  {timer.seconds:.1f}s"
+                + (f"  (+ precise BN {bn_timer.seconds:.1f}s" if cfg.precise_bn else "  (+")
+                + f" eval{' TTA' if cfg.tta else ''} {eval_timer.seconds:.1f}s)"
                 + ("  [bold green]best[/]" if improved else ""), highlight=False)
             last = row
             if cfg.target_acc is not None and te["acc"] >= cfg.target_acc:
@@ -275,11 +284,19 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
     console.print(f"data: {s.data.source}: {len(s.train_loader.labels):,} train / {len(s.test_loader.labels):,} "
                   f"test images, {len(s.data.classes)} classes; device {describe(s.device)}"
                   f"{', bf16 autocast' if amp_active(s.device, cfg.amp) else ''}"
+                  f"{', channels_last' if use_channels_last(s.device, cfg.channels_last) else ''}"
+                  f"; {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
                   f"{', compiled' if cfg.compile else ''}", highlight=False)
     epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     console.print(f"{cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g} {cfg.schedule}, batch {cfg.batch_size}, "
                   f"{epochs} ({len(s.train_loader)} steps each), label smoothing {cfg.label_smoothing:g}, "
                   f"seed {cfg.seed}", highlight=False)
+    aug = [f"translate {cfg.translate}" if cfg.translate else "",
+           ("alternating flip" if cfg.alt_flip else "random flip") if cfg.flip else "",
+           f"cutout {cfg.cutout}" if cfg.cutout else ""]
+    extras = [", ".join(a for a in aug if a) or "no augmentation", "lookahead" if cfg.lookahead else "",
+              f"precise BN on {cfg.precise_bn} images" if cfg.precise_bn else "", "flip TTA" if cfg.tta else ""]
+    console.print("; ".join(e for e in extras if e), highlight=False)
 
 
 def _print_end(console: Console, summary: dict, spec_file: str, run_dir: Path) -> None:
@@ -367,6 +384,9 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
     s.model.load_state_dict(ckpt["model"])
     s.optimizer.load_state_dict(ckpt["optimizer"])
     s.schedule.step = int(ckpt["scheduler"]["step"])  # total_steps is rebuilt for cfg.epochs (see module doc)
+    s.train_loader.epoch = epochs_done
+    if s.lookahead is not None and ckpt.get("lookahead"):
+        s.lookahead.load_state_dict(ckpt["lookahead"])
     if not restore_rng(s, ckpt["rng"]):
         console.print(f"note: the run was trained on {ckpt['rng'].get('device_type')} and continues on "
                       f"{s.device.type}: the data order and augmentation start a new random stream", highlight=False)
