@@ -1,17 +1,19 @@
-"""The one analysis every command renders: a walk over a spec (no torch) that yields, per row,
-shapes, parameters, MACs and the receptive field per spatial axis, plus the resolved tree the
-model builder turns into torch modules.
+"""The one analysis every command renders: a pure function of the network graph and its input shape.
+
+Per node: shapes, parameters, MACs (from the registry's typed `Facts`) and the receptive field per
+spatial axis; over the DAG, Araujo et al.'s rule (per axis, the largest RF over the paths, with a note
+when the paths' centres or jumps differ). Group rows (blocks, submodules) carry subtotals.
+No torch and no YAML here: front-ends (`spec_graph`, `torch_graph`) make the graph.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from convcli.graph import INPUT, Graph
 from convcli.layers.geometry import AxisRF
-from convcli.layers.registry import MAX_ROWS, Facts, LayerType, Where, normalize
-from convcli.spec import Spec, entry_parts, item_line, load_spec, substitute
+from convcli.layers.registry import Facts
 
 
 @dataclass
@@ -31,8 +33,12 @@ class Row:
     rf_out: list[AxisRF] = field(default_factory=list)
     ops: list | None = None  # geometry op per axis; None: pointwise (k=1, s=1)
     label: str | None = None
-    info: dict = field(default_factory=dict)
+    facts: Facts | None = None  # None on block rows
     notes: list[str] = field(default_factory=list)
+    node: int | None = None  # the graph node (layer and join rows)
+    group: int | None = None  # the graph group (block rows)
+    shares: str | None = None  # path of the row whose weights this one reuses
+    module: str | None = None  # the PyTorch module path, for a traced model
 
     @property
     def is_leaf(self) -> bool:
@@ -45,31 +51,26 @@ class Row:
 
 
 @dataclass
-class Node:
-    """The resolved tree: enough for the builder to make each torch module."""
-
-    entry: LayerType
-    args: dict
-    row: Row
-    children: list[Node] = field(default_factory=list)
-    branches: list[list[Node]] = field(default_factory=list)
-
-    @property
-    def in_shape(self):
-        return self.row.in_shape
-
-
-@dataclass
 class Analysis:
-    spec: Spec
+    graph: Graph
     rows: list[Row]
-    nodes: list[Node]
     output_shape: tuple[int, ...]
     rf: list[AxisRF]
+    spec: object = None  # the Spec a YAML graph came from (train reads its `train:` and text)
+    by_node: dict[int, Row] = field(default_factory=dict)
+    first_global: Row | None = None  # the first global node on every input-to-output path
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def source(self) -> str:
+        return self.graph.source
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return self.spec.input
+        return self.graph.input
 
     @property
     def layers(self) -> list[Row]:
@@ -77,7 +78,8 @@ class Analysis:
 
     @property
     def params(self) -> int:
-        return sum(r.params for r in self.layers)
+        """Every weight once: a reused layer's weights are counted where they are defined."""
+        return sum(r.params for r in self.layers if r.shares is None)
 
     @property
     def macs(self) -> int:
@@ -85,32 +87,53 @@ class Analysis:
 
     @property
     def notes(self) -> list[str]:
-        seen = dict.fromkeys(n for r in self.rows for n in r.notes)
+        seen = dict.fromkeys([*self.graph.notes, *(n for r in self.rows for n in r.notes)])
         return list(seen)
 
     def first_global_row(self) -> Row | None:
-        """The first global op (GAP/flatten), if any."""
-        return next((r for r in self.layers if r.is_global), None)
+        """The first global op (GAP, flatten, a pool over the whole map) that ends the spatial map: one on
+        every path to the output, so an SE block's inner GAP does not count."""
+        return self.first_global
+
+    def rf_before_global(self) -> list[AxisRF]:
+        """The RF the assignment measures: at the input of the first global node (or the output)."""
+        return self.first_global.rf_in if self.first_global else self.rf
 
     def last_spatial_row(self) -> Row | None:
-        """The last layer before the first global op (GAP/flatten): where the assignment measures RF."""
-        last = None
-        for r in self.layers:
-            if r.is_global:
-                break
-            last = r
-        return last
+        """The layer whose output feeds the first global node (or the last layer when there is none)."""
+        if self.first_global is None:
+            return self.layers[-1] if self.layers else None
+        src = self.graph.nodes[self.first_global.node].inputs[0]
+        return self.by_node.get(src)
+
+    def consumers(self) -> dict[int, list[Row]]:
+        """id(row) -> the rows that read its output directly (data flow between layer rows)."""
+        out: dict[int, list[Row]] = {}
+        for src, users in self.graph.consumers().items():
+            if src != INPUT:
+                out[id(self.by_node[src])] = [self.by_node[u] for u in users]
+        return out
+
+    def producers(self, row: Row) -> list[Row]:
+        return [self.by_node[i] for i in self.graph.nodes[row.node].inputs if i != INPUT]
 
 
 def analyze_file(path: str | Path) -> Analysis:
+    from convcli.spec import load_spec
+
     return analyze(load_spec(path))
 
 
-def analyze(spec: Spec) -> Analysis:
-    walker = _Walker(spec)
-    rf = [AxisRF.input(n) for n in spec.input[1:]]
-    shape, rf, nodes = walker.seq(spec.layers, "layers", spec.input, rf, 0, spec.raw.line_of("layers"))
-    return Analysis(spec=spec, rows=walker.rows, nodes=nodes, output_shape=shape, rf=rf)
+def analyze(source) -> Analysis:
+    """Analyse a Graph, or a Spec (made into its graph first)."""
+    spec = None
+    if not isinstance(source, Graph):
+        from convcli.spec_graph import spec_graph
+
+        spec, source = source, spec_graph(source)
+    analysis = analyze_graph(source)
+    analysis.spec = spec
+    return analysis
 
 
 def step_axes(rf: list[AxisRF], facts: Facts) -> list[AxisRF]:
@@ -122,124 +145,99 @@ def step_axes(rf: list[AxisRF], facts: Facts) -> list[AxisRF]:
 
 
 def merge_paths(paths: list[list[AxisRF]], shape: tuple[int, ...]) -> tuple[list[AxisRF], list[str]]:
-    """Distill's rule for multi-path graphs: per axis, the largest RF over the paths; misalignment noted."""
+    """Araujo et al. (Distill 2019) for multi-path graphs: per axis, the largest RF over the paths.
+
+    A path that reaches the join with one unit on an axis that the join's output keeps spatial is a
+    broadcast (an SE block's channel gate): it scales every position with global context, and the RF
+    shown is that of the spatial paths (noted)."""
     merged, notes = [], []
     spatial = shape[1:]
     for ax, axis in enumerate(zip(*paths)):
-        best = max(axis, key=lambda a: (a.r, a.glob))
-        if len({a.j for a in axis}) > 1:
+        n = spatial[ax] if ax < len(spatial) else max(a.n for a in axis)
+        spatial_paths = [a for a in axis if not (a.n == 1 and n > 1)] or list(axis)
+        if len(spatial_paths) < len(axis):
+            notes.append(
+                "a broadcast branch (one value per channel, e.g. squeeze-and-excitation) scales this map: "
+                "every unit also gets global context; the RF shown is that of the spatial path"
+            )
+        best = max(spatial_paths, key=lambda a: (a.r, a.glob))
+        if len({a.j for a in spatial_paths}) > 1:
             notes.append(
                 "branches have different jumps: not aligned, so the RF is not shift-invariant; "
                 "the largest over the paths is shown"
             )
-        elif len({a.start for a in axis}) > 1:
+        elif len({a.start for a in spatial_paths}) > 1:
             notes.append("branch RF centres differ: paths not aligned (Distill 2019); the largest RF is shown")
-        n = spatial[ax] if ax < len(spatial) else best.n
         merged.append(replace(best, n=n))
     return merged, notes
 
 
-# A hand-written spec never comes near these; a hostile or mistaken one (repeat: {times: 10**9}, a block
-# that uses itself) must end with an error, not a hang or a crash.
-MAX_DEPTH = 64
-
-
-class _Walker:
-    def __init__(self, spec: Spec):
-        self.spec = spec
-        self.rows: list[Row] = []
-        self.active_blocks: list[str] = []  # spec blocks being expanded, to catch a block that uses itself
-
-    def seq(self, items: list, prefix: str, shape, rf, depth: int, line):
-        nodes = []
-        for i, item in enumerate(items):
-            at = item_line(items, i, line)
-            where = self.spec.where(at, f"{prefix}[{i}]")
-            entry, type_name, options = entry_parts(item, where, self.spec)
-            where = self.spec.where(at, f"{prefix}[{i}].{type_name}")
-            options = substitute(copy.deepcopy(options), self.spec.variables(), where)
-            args, label = normalize(entry, options, where, self.spec.defaults_for(entry))
-            node = self.node(entry, type_name, args, label, shape, rf, depth, where)
-            shape, rf = node.row.out_shape, node.row.rf_out
-            nodes.append(node)
-        return shape, rf, nodes
-
-    def node(self, entry, type_name, args, label, shape, rf, depth, where: Where) -> Node:
-        row = Row(
-            path=where.path,
-            type=type_name,
-            kind="layer",
-            depth=depth,
-            line=where.line,
-            in_shape=tuple(shape),
-            rf_in=list(rf),
-            label=label,
-        )
-        if entry.kind == "leaf":
-            facts = entry.infer(args, tuple(shape), where)
-            self._fill(row, facts, step_axes(rf, facts))
-            self.rows.append(row)
-            return Node(entry, args, row)
-
-        row.kind = "block"
-        self.rows.append(row)
-        first = len(self.rows)
-        node = Node(entry, args, row)
-        if depth >= MAX_DEPTH:
-            raise where.error(f"blocks nest more than {MAX_DEPTH} levels deep")
-        is_spec_block = type_name in self.spec.blocks
-        if is_spec_block and type_name in self.active_blocks:
-            cycle = " → ".join(self.active_blocks[self.active_blocks.index(type_name) :] + [type_name])
-            raise where.error(f"block '{type_name}' uses itself ({cycle})", expected="blocks that end")
-        self.active_blocks += [type_name] if is_spec_block else []
-        if entry.kind == "seq":
-            children = entry.expand(args, tuple(shape), where)
-            if len(self.rows) + len(children) > MAX_ROWS:
-                raise where.error(f"the spec expands to more than {MAX_ROWS:,} layers", got=f"{len(children):,} here")
-            out, rf_out, node.children = self.seq(children, where.path, shape, rf, depth + 1, where.line)
+def analyze_graph(graph: Graph) -> Analysis:
+    """Shapes, counts and RF of every node, in order, then subtotals for the group rows."""
+    shapes = {INPUT: tuple(graph.input)}
+    rfs = {INPUT: [AxisRF.input(n) for n in graph.input[1:]]}
+    by_node: dict[int, Row] = {}
+    for node in graph.nodes:
+        in_shapes = [shapes[i] for i in node.inputs]
+        where = node.where
+        if node.role == "join":
+            facts = node.entry.join(node.args, in_shapes, where)
+            rf_in, notes = merge_paths([rfs[i] for i in node.inputs], facts.out_shape)
+            facts.notes.extend(notes)
+            rf_out = rf_in
         else:
-            out, rf_out = self._parallel(node, shape, rf, depth, where)
-        if is_spec_block:
-            self.active_blocks.pop()
-        inner = [r for r in self.rows[first:] if r.is_leaf]
-        row.out_shape, row.rf_out = tuple(out), list(rf_out)
-        row.params = sum(r.params for r in inner)
-        row.macs = sum(r.macs for r in inner if r.macs is not None) if any(r.macs is not None for r in inner) else None
-        return node
-
-    def _parallel(self, node: Node, shape, rf, depth, where: Where):
-        entry, args = node.entry, node.args
-        branches = entry.branches(args, tuple(shape), where)
-        names = entry.branch_names(len(branches))
-        outs, paths = [], []
-        for branch, name in zip(branches, names):
-            if callable(branch):
-                branch = branch(outs[0])
-            prefix = f"{where.path}[{name}]" if name.isdigit() else f"{where.path}.{name}"
-            out, rf_b, kids = self.seq(branch, prefix, shape, rf, depth + 1, where.line)
-            node.branches.append(kids)
-            outs.append(tuple(out))
-            paths.append(rf_b)
-        join_where = Where(where.file, where.line, f"{where.path}.join")
-        facts = entry.join(args, outs, join_where)
-        merged, notes = merge_paths(paths, facts.out_shape)
-        facts.notes.extend(notes)
-        join = Row(
-            path=join_where.path,
-            type=entry.join_op,
-            kind="join",
-            depth=depth + 1,
-            line=where.line,
-            in_shape=outs[0],
-            rf_in=merged,
+            facts = node.entry.infer(node.args, in_shapes[0], where)
+            rf_in = rfs[node.inputs[0]]
+            rf_out = step_axes(rf_in, facts)
+        shapes[node.id], rfs[node.id] = tuple(facts.out_shape), rf_out
+        by_node[node.id] = Row(
+            path=node.path,
+            type=node.type,
+            kind="join" if node.role == "join" else "layer",
+            depth=node.depth,
+            line=where.line if where else None,
+            in_shape=in_shapes[0],
+            out_shape=tuple(facts.out_shape),
+            params=facts.params,
+            macs=facts.macs,
+            rf_in=list(rf_in),
+            rf_out=list(rf_out),
+            ops=facts.ops,
+            label=node.label,
+            facts=facts,
+            notes=list(facts.notes),
+            node=node.id,
+            shares=graph.nodes[node.shares].path if node.shares is not None else None,
+            module=node.module,
         )
-        self._fill(join, facts, merged)
-        join.info["branch_shapes"] = outs
-        self.rows.append(join)
-        node.row.info["join"] = join
-        return facts.out_shape, merged
 
-    @staticmethod
-    def _fill(row: Row, facts: Facts, rf_out):
-        row.out_shape, row.params, row.macs = tuple(facts.out_shape), facts.params, facts.macs
-        row.ops, row.info, row.notes, row.rf_out = facts.ops, dict(facts.info), list(facts.notes), list(rf_out)
+    rows = []
+    for kind, i in graph.order:
+        if kind == "node":
+            rows.append(by_node[i])
+            continue
+        g = graph.groups[i]
+        inner = [by_node[n] for n in g.nodes]
+        first, last = (inner[0], inner[-1]) if inner else (None, None)
+        macs = [r.macs for r in inner if r.macs is not None]
+        rows.append(Row(
+            path=g.path,
+            type=g.type,
+            kind="block",
+            depth=g.depth,
+            line=g.where.line if g.where else None,
+            in_shape=first.in_shape if first else (),
+            out_shape=last.out_shape if last else (),
+            params=sum(r.params for r in inner if r.shares is None),
+            macs=sum(macs) if macs else None,
+            rf_in=list(first.rf_in) if first else [],
+            rf_out=list(last.rf_out) if last else [],
+            label=g.label,
+            group=g.id,
+        ))
+
+    every_path = graph.on_every_path()
+    first_global = next((by_node[n.id] for n in graph.nodes
+                         if n.id in every_path and by_node[n.id].facts.is_global), None)
+    return Analysis(graph=graph, rows=rows, output_shape=shapes[graph.output], rf=rfs[graph.output],
+                    by_node=by_node, first_global=first_global)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from convcli.analysis import Analysis, Node, analyze_file
+from convcli.analysis import Analysis, analyze_file
 
 
 class SpecModel(nn.Sequential):
@@ -19,24 +19,45 @@ class SpecModel(nn.Sequential):
 
 
 def build_model(analysis: Analysis) -> SpecModel:
+    """The spec's model: one torch module per graph node from its registry entry and resolved arguments,
+    nested as the spec's blocks are (so checkpoint keys follow the spec's structure)."""
+    graph = analysis.graph
+    if graph.top == [] and graph.nodes:
+        raise ValueError(f"{graph.source}: a graph traced from a PyTorch model is built by its own module")
     paths: dict[str, nn.Module] = {}
+    modules: dict[int, nn.Module] = {}
 
-    def make(node: Node) -> nn.Module:
-        if node.entry.kind == "leaf":
-            module = node.entry.build(node.args, node.in_shape)
-        elif node.entry.kind == "seq":
-            module = nn.Sequential(*(make(c) for c in node.children))
+    def make_node(i: int) -> nn.Module:
+        node, row = graph.nodes[i], analysis.by_node[i]
+        if node.shares is not None:
+            from convcli.layers.modules import Reuse
+
+            module = Reuse(modules[node.shares])
+        else:
+            module = node.entry.build(node.args, row.in_shape)
+        modules[i] = module
+        paths[node.path] = module
+        return module
+
+    def make(item) -> nn.Module:
+        kind, i = item
+        if kind == "node":
+            return make_node(i)
+        g = graph.groups[i]
+        if g.entry.kind == "seq":
+            module = nn.Sequential(*(make(c) for c in g.items))
         else:
             from convcli.layers.modules import Parallel
 
-            branches = [nn.Sequential(*(make(c) for c in b)) for b in node.branches]
-            join = node.row.info["join"]
-            module = Parallel(branches, node.entry.build_join(node.args, join.info["branch_shapes"]))
+            branches = [nn.Sequential(*(make(c) for c in b)) for b in g.branches]
+            join = analysis.by_node[g.join]
+            shapes = [analysis.by_node[j].out_shape if j >= 0 else graph.input for j in graph.nodes[g.join].inputs]
+            module = Parallel(branches, g.entry.build_join(g.args, shapes))
             paths[join.path] = module.join
-        paths[node.row.path] = module
+        paths[g.path] = module
         return module
 
-    return SpecModel([make(n) for n in analysis.nodes], analysis.spec.name, paths)
+    return SpecModel([make(item) for item in graph.top], graph.name, paths)
 
 
 def build_from_file(path) -> tuple[SpecModel, Analysis]:

@@ -39,25 +39,30 @@ def display_names(rows: list[Row]) -> list[str]:
 
 def describe(r: Row) -> str:
     """A short, torch-like description: 'conv 3→32 3×3 s2 d2 g32 +bn+relu'."""
-    i = r.info
-    op = i.get("op", r.type)
-    if r.kind == "block":
+    f = r.facts
+    if f is None:
         return r.type
-    if op in ("conv", "convtranspose", "deformconv"):
-        k = "×".join(map(str, i["k"]))
-        parts = [r.type, f"{i['in']}→{i['out']}", k]
-        for key in ("s", "d"):
-            if any(x != 1 for x in i[key]):
-                parts.append(key + fmt_axes(per_axis_value(list(i[key]))))
-        if i["groups"] != 1:
-            parts.append(f"g{i['groups']}")
-        tail = "".join(f"+{t}" for t in (("bn" if i.get("bn") else None), i.get("act")) if t)
-        return " ".join(parts) + (f" {tail}" if tail else "")
-    if op == "linear":
-        return f"linear {i['in']}→{i['out']}"
-    if op in ("add", "concat") and i.get("act"):
-        return f"{op} +{i['act']}"
-    return r.type
+    text = r.type
+    if f.op in ("conv", "convtranspose", "deformconv"):
+        parts = [r.type, f"{f.in_channels}→{f.out_channels}", "×".join(map(str, f.kernel))]
+        for key, values in (("s", f.stride), ("d", f.dilation)):
+            if any(x != 1 for x in values):
+                parts.append(key + fmt_axes(per_axis_value(list(values))))
+        if f.groups != 1:
+            parts.append(f"g{f.groups}")
+        tail = "".join(f"+{t}" for t in (("bn" if f.bn else None), f.act) if t)
+        text = " ".join(parts) + (f" {tail}" if tail else "")
+    elif f.op == "linear":
+        text = f"linear {f.in_channels}→{f.out_channels}"
+    elif f.op == "join" and f.act:
+        text = f"{f.join} +{f.act}"
+    elif f.op == "global_pool" and r.type not in ("gap", "global_avg_pool", "globalavgpool", "global_average_pool"):
+        text = f"{r.type} (global {f.pool} pool)"
+    elif f.op == "identity" and r.type != "identity":
+        text = f"{r.type} (identity)"
+    if r.shares:
+        text += f" (shares {r.shares})"
+    return text
 
 
 def axis_columns(r: Row) -> list[dict]:
@@ -91,7 +96,7 @@ def rf_values(r: Row) -> dict:
 
 def rf_summary(a: Analysis) -> dict:
     at = a.last_spatial_row()
-    rf_axes = at.rf_out if at else a.rf
+    rf_axes = a.rf_before_global()
     first_global = a.first_global_row()
     return {
         "rf": per_axis_value([x.r for x in rf_axes]),
@@ -147,7 +152,7 @@ def rf_table(a: Analysis) -> TableData:
         )
     ]
     t = TableData(
-        title=f"{a.spec.name}: receptive field per layer (input {shape_str(a.input_shape)})",
+        title=f"{a.name}: receptive field per layer (input {shape_str(a.input_shape)})",
         columns=cols,
         footer=rf_footer(a),
     )
@@ -165,8 +170,8 @@ def rf_json(a: Analysis) -> dict:
     layers = [{"name": r.path, "type": r.type, **rf_values(r), "global": r.is_global} for r in a.layers]
     return jsonable(
         {
-            "spec": a.spec.file,
-            "name": a.spec.name,
+            "spec": a.source,
+            "name": a.name,
             "input": list(a.input_shape),
             "layers": layers,
             **rf_summary(a),
@@ -179,7 +184,7 @@ def explain(a: Analysis) -> list[str]:
     """Each step's arithmetic, for students: `r_out = r_in + (k_eff-1)*j_in = 5 + (3-1)*2 = 9`."""
     nd = len(a.input_shape) - 1
     axis_names = AXES[nd].split("×")
-    lines = [f"{a.spec.name}: input {shape_str(a.input_shape)}; start with r = 1, j = 1 on every axis"]
+    lines = [f"{a.name}: input {shape_str(a.input_shape)}; start with r = 1, j = 1 on every axis"]
     for r in a.layers:
         lines.append("")
         lines.append(f"{r.path}  ({describe(r)})  → {shape_str(r.out_shape)}")
@@ -210,7 +215,7 @@ def params_table(a: Analysis, totals: dict) -> TableData:
         Column("macs", "MACs"),
     ]
     t = TableData(
-        title=f"{a.spec.name}: parameters and MACs (input {shape_str(a.input_shape)}, per sample)",
+        title=f"{a.name}: parameters and MACs (input {shape_str(a.input_shape)}, per sample)",
         columns=cols,
         footer=totals_footer(totals),
     )
@@ -252,7 +257,7 @@ def params_json(a: Analysis, totals: dict) -> dict:
         for r in a.layers
     ]
     return jsonable(
-        {"spec": a.spec.file, "name": a.spec.name, "input": list(a.input_shape), **totals, "layers": layers}
+        {"spec": a.source, "name": a.name, "input": list(a.input_shape), **totals, "layers": layers}
     )
 
 
@@ -262,7 +267,7 @@ def params_json(a: Analysis, totals: dict) -> dict:
 def inspect_table(a: Analysis, totals: dict) -> TableData:
     p = params_table(a, totals)
     t = TableData(
-        title=f"{a.spec.name}: {shape_str(a.input_shape)} → {shape_str(a.output_shape)}",
+        title=f"{a.name}: {shape_str(a.input_shape)} → {shape_str(a.output_shape)}",
         columns=p.columns + [Column("rf", "RF (input px)"), Column("jump", "Jump")],
         footer=totals_footer(totals)[:2] + rf_footer(a)[:-1] + totals_footer(totals)[2:] + [RF_RULE],
     )

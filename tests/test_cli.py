@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-S7 = str(ROOT / "architectures" / "s7.yaml")
+S7 = str(ROOT / "tests" / "specs" / "s7_course.yaml")
 
 
 def run(*args, cwd=ROOT):

@@ -7,14 +7,16 @@ from helpers import analyze_layers, build
 from torch.utils.flop_counter import FlopCounterMode
 
 from convcli.build import count_params, forward_shapes
-from convcli.layers.registry import entries
+from convcli.layers.registry import entries, lookup
 
 
 def analyze_example(name, shape, opts):
-    """A one-layer spec; vector inputs (C,) come from a flatten of a (C, 1) map."""
+    """A one-layer spec (after the layers the entry's example needs, e.g. the target of a `reuse`);
+    vector inputs (C,) come from a flatten of a (C, 1) map."""
+    before = list(lookup(name).example_before)
     if len(shape) == 1:
-        return analyze_layers([shape[0], 1], ["flatten", {name: opts}])
-    return analyze_layers(shape, [{name: opts}])
+        return analyze_layers([shape[0], 1], ["flatten", *before, {name: opts}])
+    return analyze_layers(shape, [*before, {name: opts}])
 
 
 CASES = [pytest.param(e.name, shape, opts, id=f"{e.name}-{i}")

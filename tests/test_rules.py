@@ -36,7 +36,7 @@ from convcli.rules.kinds import find
 from convcli.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-S7 = ROOT / "architectures" / "s7.yaml"
+S7 = ROOT / "tests" / "specs" / "s7_course.yaml"
 S7_TEXT = S7.read_text()
 BN = {"conv": {"bn": True, "act": "relu", "bias": False}}
 

@@ -58,7 +58,7 @@ def torch_totals(analysis) -> dict:
     total, trainable = count_params(model)
     if total != analysis.params:
         raise ConvcliError(
-            f"{analysis.spec.file}: internal check failed: torch counts {total:,} parameters, "
+            f"{analysis.source}: internal check failed: torch counts {total:,} parameters, "
             f"the analysis {analysis.params:,}; please report this spec"
         )
     size = sum(p.numel() * p.element_size() for p in model.parameters())

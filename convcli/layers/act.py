@@ -25,9 +25,10 @@ def make_act(name: str | None, slope: float = 0.01):
 
 class _Pointwise(LayerType):
     family = "act"
+    op = "act"
 
     def infer(self, a, shape, where):
-        return Facts(out_shape=shape)
+        return Facts(out_shape=shape, op=self.op)
 
 
 def _activation(act_name: str, extra: tuple[Param, ...] = ()):
@@ -53,6 +54,7 @@ _activation("leaky_relu", (Param("slope", "float", 0.01, aliases=("negative_slop
 @register
 class Identity(_Pointwise):
     name = "identity"
+    op = "identity"
     doc = "passes its input through"
     examples = (((4, 6, 6), {}),)
 
@@ -65,6 +67,7 @@ class Identity(_Pointwise):
 @register
 class Dropout(_Pointwise):
     name = "dropout"
+    op = "dropout"
     positional = "p"
     params = (Param("p", "float", 0.5, minimum=0.0, help="drop probability"),)
     doc = "element-wise dropout (inactive in eval mode)"
@@ -73,7 +76,7 @@ class Dropout(_Pointwise):
     def infer(self, a, shape, where):
         if a["p"] >= 1:
             raise where.error("dropout probability must be < 1", got=a["p"])
-        return Facts(out_shape=shape)
+        return Facts(out_shape=shape, op="dropout")
 
     def build(self, a, shape):
         import torch.nn as nn
@@ -82,6 +85,7 @@ class Dropout(_Pointwise):
 
 
 class _Softmax(_Pointwise):
+    op = "softmax"
     doc = "softmax over the channel (or feature) axis"
 
     def build(self, a, shape):

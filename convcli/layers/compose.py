@@ -56,6 +56,8 @@ class _Join(LayerType):
                     "branches joined by add must have equal shapes", got=" vs ".join(str(list(s)) for s in shapes)
                 )
             out = shapes[0]
+        elif self.join_op == "mul":
+            out = broadcast_shape(shapes, where)
         else:
             spatial = {tuple(s[1:]) for s in shapes}
             if len(spatial) != 1 or any(len(s) != len(shapes[0]) for s in shapes):
@@ -64,14 +66,29 @@ class _Join(LayerType):
                     got=" vs ".join(str(list(s)) for s in shapes),
                 )
             out = (sum(s[0] for s in shapes), *shapes[0][1:])
-        act = a.get("act")
-        return Facts(out_shape=out, info={"op": self.join_op, "act": act})
+        return Facts(out_shape=tuple(out), op="join", join=self.join_op, act=a.get("act"),
+                     in_channels=sum(s[0] for s in shapes), out_channels=out[0])
 
     def build_join(self, a, shapes):
         from convcli.layers.act import make_act
-        from convcli.layers.modules import Add, Concat
+        from convcli.layers.modules import Add, Concat, Mul
 
-        return (Add if self.join_op == "add" else Concat)(make_act(a["act"]) if a.get("act") else None)
+        return {"add": Add, "concat": Concat, "mul": Mul}[self.join_op](make_act(a["act"]) if a.get("act") else None)
+
+
+def broadcast_shape(shapes, where) -> tuple[int, ...]:
+    """Element-wise product of branch outputs: each axis equal or 1 (PyTorch broadcasting, same rank)."""
+    if any(len(s) != len(shapes[0]) for s in shapes):
+        raise where.error("branches joined by mul must have the same rank",
+                          got=" vs ".join(str(list(s)) for s in shapes))
+    out = []
+    for sizes in zip(*shapes):
+        big = {n for n in sizes if n != 1}
+        if len(big) > 1:
+            raise where.error("branches joined by mul must have equal sizes or size 1 on each axis (broadcasting)",
+                              got=" vs ".join(str(list(s)) for s in shapes))
+        out.append(big.pop() if big else 1)
+    return tuple(out)
 
 
 _BRANCH_KEYS = (
@@ -109,6 +126,25 @@ class AddBranches(_Join):
     params = _BRANCH_KEYS
     doc = "parallel branches summed element-wise; an empty branch is the identity"
     examples = (((4, 9, 9), {"branches": [[{"conv": {"out": 4, "k": 3}}], []], "act": "relu"}),)
+
+    def branches(self, a, shape, where):
+        return list(a["branches"])
+
+
+@register
+class MulBranches(_Join):
+    name = "mul"
+    aliases = ("multiply", "gate")
+    positional = "branches"
+    params = _BRANCH_KEYS
+    join_op = "mul"
+    doc = ("parallel branches multiplied element-wise with broadcasting (squeeze-and-excitation, attention "
+           "gates); an empty branch is the identity")
+    examples = (
+        ((8, 6, 6), {"branches": [[], [{"gap": {"keepdim": True}}, {"pointwise": {"out": 2, "act": "relu"}},
+                                        {"pointwise": {"out": 8, "act": "sigmoid"}}]]}),
+        ((4, 5, 5), {"branches": [[{"conv": {"out": 4}}], [{"conv": {"out": 1, "act": "sigmoid"}}]]}),
+    )
 
     def branches(self, a, shape, where):
         return list(a["branches"])
@@ -168,3 +204,17 @@ class Residual(_Join):
             return [{"conv": {"out": body_out[0], "k": 1, "p": 0, "s": stride, "act": False, "dropout": 0.0}}]
 
         return [list(a["layers"]), auto]
+
+
+@register
+class Reuse(LayerType):
+    name = "reuse"
+    aliases = ("shared", "same_as")
+    family = "compose"
+    kind = "reuse"
+    positional = "of"
+    params = (Param("of", "str", required=True, aliases=("layer", "target"),
+                    help="the `name:` of an earlier layer whose weights this one uses again"),)
+    doc = "applies an earlier named layer again with the same weights (a module called twice); params count once"
+    examples = (((4, 6, 6), {"of": "first"}),)
+    example_before = ({"conv": {"out": 4, "name": "first"}},)  # the layer the example reuses

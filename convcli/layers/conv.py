@@ -8,6 +8,7 @@ A transposed conv's cost scales with *input* positions.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from math import prod
 
 from convcli.layers.geometry import Transposed, Window, eff_kernel, per_axis, same_padding, window_out
@@ -107,18 +108,20 @@ class _ConvBase(LayerType):
         """(out_channels, groups)."""
         return a["out"], a["g"]
 
-    def geometry(self, a, shape, where):
+    def resolve(self, a, shape, where):
+        """Per-axis k, s, d and the (left, right) padding, decided here once for this input rank."""
+        a = resolve_bias(a)
         nd = feature_map_rank(self, shape, where)
         k, s, d = (axes_of(a, key, nd, where) for key in ("k", "s", "d"))
         k_eff = tuple(eff_kernel(kk, dd) for kk, dd in zip(k, d))
         pl, pr = paddings(a, k_eff, s, nd, where)
-        return nd, k, s, d, pl, pr
+        out, g = self.channels(a, shape[0], where)
+        return {**a, "k": k, "s": s, "d": d, "pad": (tuple(pl), tuple(pr)), "out": out, "g": g}
 
     def infer(self, a, shape, where):
-        a = resolve_bias(a)
-        nd, k, s, d, pl, pr = self.geometry(a, shape, where)
-        cin = shape[0]
-        out, g = self.channels(a, cin, where)
+        nd, k, s, d = len(a["k"]), a["k"], a["s"], a["d"]
+        pl, pr = a["pad"]
+        cin, out, g = shape[0], a["out"], a["g"]
         if cin % g or out % g:
             raise where.error(f"groups={g} must divide in_channels={cin} and out_channels={out}")
         n_out = window_outputs(self, shape, k, s, d, pl, pr, where)
@@ -128,30 +131,30 @@ class _ConvBase(LayerType):
             params=weights + tail_params(a, out),
             macs=prod(n_out) * weights,
             ops=[Window(k[i], s[i], pl[i], pr[i], d[i]) for i in range(nd)],
-            info={
-                "op": "conv",
-                "in": cin,
-                "out": out,
-                "groups": g,
-                "k": k,
-                "s": s,
-                "d": d,
-                "depthwise": g == cin and g > 1,
-                "pointwise": all(x == 1 for x in k),
-                "bn": a["bn"],
-                "act": a["act"],
-            },
+            op="conv",
+            in_channels=cin,
+            out_channels=out,
+            groups=g,
+            kernel=k,
+            stride=s,
+            dilation=d,
+            bn=a["bn"],
+            act=a["act"],
+            dropout=a["dropout"],
         )
 
     def build(self, a, shape):
         import torch.nn as nn
 
-        a = resolve_bias(a)
-        nd, k, s, d, pl, pr = self.geometry(a, shape, None)
-        out, g = self.channels(a, shape[0], None)
-        padding = "same" if a["p"] == "same" else tuple(pl)
-        conv = [nn.Conv1d, nn.Conv2d, nn.Conv3d][nd - 1](shape[0], out, k, s, padding, d, g, a["bias"])
-        return with_tail(conv, a, out, nd)
+        nd = len(a["k"])
+        pl, pr = a["pad"]
+        if pl != pr:  # asymmetric ('same' with an even kernel): torch's own padding='same' does the same
+            padding = "same"
+        else:
+            padding = tuple(pl)
+        conv = [nn.Conv1d, nn.Conv2d, nn.Conv3d][nd - 1](shape[0], a["out"], a["k"], a["s"], padding, a["d"], a["g"],
+                                                         a["bias"])
+        return with_tail(conv, a, a["out"], nd)
 
 
 @register
@@ -184,11 +187,8 @@ class Pointwise(_ConvBase):
     doc = "1x1 convolution: mixes channels, RF unchanged"
     examples = (((4, 8, 8), {"out": 6, "bn": True}),)
 
-    def infer(self, a, shape, where):
-        return super().infer({**a, "k": 1, "p": 0, "d": 1}, shape, where)
-
-    def build(self, a, shape):
-        return super().build({**a, "k": 1, "p": 0, "d": 1}, shape)
+    def resolve(self, a, shape, where):
+        return super().resolve({**a, "k": 1, "p": 0, "d": 1}, shape, where)
 
 
 @register
@@ -241,13 +241,14 @@ class ConvTranspose(LayerType):
         ((2, 7), {"out": 2, "k": 3, "s": 2, "output_padding": 1}),
     )
 
-    def geometry(self, a, shape, where):
+    def resolve(self, a, shape, where):
         nd = feature_map_rank(self, shape, where)
-        return (nd, *(axes_of(a, key, nd, where) for key in ("k", "s", "p", "output_padding", "d")))
+        per = {key: axes_of(a, key, nd, where) for key in ("k", "s", "p", "output_padding", "d")}
+        return {**resolve_bias(a), **per}
 
     def infer(self, a, shape, where):
-        a = resolve_bias(a)
-        nd, k, s, p, op, d = self.geometry(a, shape, where)
+        k, s, p, op, d = (a[key] for key in ("k", "s", "p", "output_padding", "d"))
+        nd = len(k)
         cin, out, g = shape[0], a["out"], a["g"]
         if cin % g or out % g:
             raise where.error(f"groups={g} must divide in_channels={cin} and out_channels={out}")
@@ -271,17 +272,25 @@ class ConvTranspose(LayerType):
             params=weights + tail_params(a, out),
             macs=prod(shape[1:]) * weights,
             ops=[Transposed(k[i], s[i], p[i], d[i], op[i]) for i in range(nd)],
-            info={"op": "convtranspose", "in": cin, "out": out, "groups": g, "k": k, "s": s, "d": d},
+            op="convtranspose",
+            in_channels=cin,
+            out_channels=out,
+            groups=g,
+            kernel=k,
+            stride=tuple(Fraction(1, x) for x in s),
+            dilation=d,
+            bn=a["bn"],
+            act=a["act"],
+            dropout=a["dropout"],
             notes=notes,
         )
 
     def build(self, a, shape):
         import torch.nn as nn
 
-        a = resolve_bias(a)
-        nd, k, s, p, op, d = self.geometry(a, shape, None)
+        nd = len(a["k"])
         cls = [nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d][nd - 1]
-        layer = cls(shape[0], a["out"], k, s, p, op, a["g"], a["bias"], d)
+        layer = cls(shape[0], a["out"], a["k"], a["s"], a["p"], a["output_padding"], a["g"], a["bias"], a["d"])
         return with_tail(layer, a, a["out"], nd)
 
 
@@ -302,12 +311,12 @@ class DeformConv(_ConvBase):
         if cin % og:
             raise where.error(f"offset_groups={og} must divide in_channels={cin}")
         facts = super().infer(a, shape, where)
-        kk = prod(facts.info["k"])
+        kk = prod(facts.kernel)
         # The offset conv: same geometry, 2 offsets (dy, dx) per kernel tap and offset group, with bias.
         offset_weights = 2 * og * kk * cin * kk
         facts.params += offset_weights + 2 * og * kk
         facts.macs += prod(facts.out_shape[1:]) * offset_weights
-        facts.info["op"] = "deformconv"
+        facts.op = "deformconv"
         facts.notes.append(
             "deformable conv: sampling positions move with the input, so the true RF is "
             "data-dependent; the RF shown is that of the nominal kernel grid"
@@ -317,10 +326,9 @@ class DeformConv(_ConvBase):
     def build(self, a, shape):
         from convcli.layers.modules import DeformConvBlock
 
-        a = resolve_bias(a)
-        nd, k, s, d, pl, pr = self.geometry(a, shape, None)
-        layer = DeformConvBlock(shape[0], a["out"], k, s, tuple(pl), d, a["g"], a["offset_groups"], a["bias"])
-        return with_tail(layer, a, a["out"], nd)
+        pl, _ = a["pad"]
+        layer = DeformConvBlock(shape[0], a["out"], a["k"], a["s"], pl, a["d"], a["g"], a["offset_groups"], a["bias"])
+        return with_tail(layer, a, a["out"], len(a["k"]))
 
 
 # --------------------------------------------------------------------------- factorised convolutions

@@ -17,7 +17,7 @@ class Flatten(LayerType):
     examples = (((3, 4, 4), {}),)
 
     def infer(self, a, shape, where):
-        return Facts(out_shape=(prod(shape),), ops=[Global()] * (len(shape) - 1), info={"op": "flatten"})
+        return Facts(out_shape=(prod(shape),), ops=[Global()] * (len(shape) - 1), op="flatten")
 
     def build(self, a, shape):
         import torch.nn as nn
@@ -36,8 +36,10 @@ class Linear(LayerType):
     doc = "fully connected layer on a flat vector (put gap or flatten before it)"
     examples = (((12,), {"out": 5}), ((12,), {"out": 5, "bn": True, "act": "relu"}))
 
+    def resolve(self, a, shape, where):
+        return resolve_bias(a)
+
     def infer(self, a, shape, where):
-        a = resolve_bias(a)
         if len(shape) != 1:
             raise where.error(
                 f"'linear' needs a flat vector, but its input is {list(shape)}",
@@ -48,11 +50,15 @@ class Linear(LayerType):
             out_shape=(a["out"],),
             params=weights + tail_params(a, a["out"]),
             macs=weights,
-            info={"op": "linear", "in": shape[0], "out": a["out"]},
+            op="linear",
+            in_channels=shape[0],
+            out_channels=a["out"],
+            bn=a["bn"],
+            act=a["act"],
+            dropout=a["dropout"],
         )
 
     def build(self, a, shape):
         import torch.nn as nn
 
-        a = resolve_bias(a)
         return with_tail(nn.Linear(shape[0], a["out"], a["bias"]), a, a["out"], 1)

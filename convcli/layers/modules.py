@@ -32,6 +32,32 @@ class Concat(nn.Module):
         return self.act(y) if self.act is not None else y
 
 
+class Mul(nn.Module):
+    """Element-wise product of branch outputs, broadcasting size-1 axes (an SE block's channel gate)."""
+
+    def __init__(self, act: nn.Module | None = None):
+        super().__init__()
+        self.act = act
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        y = xs[0]
+        for x in xs[1:]:
+            y = y * x
+        return self.act(y) if self.act is not None else y
+
+
+class Reuse(nn.Module):
+    """A layer applied again with the weights of an earlier one. The earlier module is held, not
+    registered, so its parameters and state_dict keys exist once, where it was defined."""
+
+    def __init__(self, target: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "target", target)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target(x)
+
+
 class Parallel(nn.Module):
     """Runs every branch on the same input, then joins them. An empty branch is the identity."""
 

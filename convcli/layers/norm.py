@@ -9,14 +9,17 @@ class _Norm(LayerType):
     family = "norm"
 
     def infer(self, a, shape, where):
-        return Facts(out_shape=shape, params=2 * shape[0], info={"op": self.name})
+        affine = a.get("affine", True)
+        return Facts(out_shape=shape, params=2 * shape[0] if affine else 0, op="norm", in_channels=shape[0],
+                     out_channels=shape[0])
 
 
 @register
 class BatchNorm(_Norm):
     name = "batchnorm"
     aliases = ("bn", "batchnorm1d", "batchnorm2d", "batchnorm3d")
-    params = (Param("eps", "float", 1e-5, minimum=0.0), Param("momentum", "float", 0.1, minimum=0.0))
+    params = (Param("eps", "float", 1e-5, minimum=0.0), Param("momentum", "float", 0.1, minimum=0.0),
+              Param("affine", "bool", True, help="learnable scale and shift (2 params per channel)"))
     doc = "batch normalisation over the channel axis"
     examples = (((3, 4, 4), {}), ((6,), {}))
 
@@ -24,7 +27,7 @@ class BatchNorm(_Norm):
         import torch.nn as nn
 
         cls = [nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d][max(len(shape) - 1, 1) - 1]
-        return cls(shape[0], eps=a["eps"], momentum=a["momentum"])
+        return cls(shape[0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"])
 
 
 @register

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from convcli.layers.conv import axes_of, feature_map_rank, window_outputs
-from convcli.layers.geometry import Global, Window
+from convcli.layers.geometry import Global, Window, eff_kernel
 from convcli.layers.registry import Facts, LayerType, Param, keys, register
 
 
@@ -16,7 +16,7 @@ class _Pool(LayerType):
         Param("ceil", "bool", False, aliases=("ceil_mode",), help="round the output size up"),
     )
 
-    def geometry(self, a, shape, where):
+    def resolve(self, a, shape, where):
         nd = feature_map_rank(self, shape, where)
         k = axes_of(a, "k", nd, where)
         s = k if a["s"] is None else axes_of(a, "s", nd, where)
@@ -27,15 +27,25 @@ class _Pool(LayerType):
                 raise where.error(
                     "pool padding must be at most half the kernel (PyTorch's rule)", got=f"k={kk}, p={pp}"
                 )
-        return nd, k, s, p, d
+        return {**a, "k": k, "s": s, "p": p, "d": d}
 
     def infer(self, a, shape, where):
-        nd, k, s, p, d = self.geometry(a, shape, where)
+        k, s, p, d = a["k"], a["s"], a["p"], a["d"]
         n_out = window_outputs(self, shape, k, s, d, p, p, where, ceil=a["ceil"])
+        kind = {"pool": self.pool, "in_channels": shape[0], "out_channels": shape[0], "kernel": k, "stride": s,
+                "dilation": d}
+        if all(kk == 1 and ss == 1 and pp == 0 for kk, ss, pp in zip(k, s, p)):
+            # A 1x1 window at stride 1 copies its input: not a pooling, not a downsampling.
+            return Facts(out_shape=tuple(shape), op="identity", notes=[f"{self.name} k=1 s=1 is an identity"])
+        if all(n == 1 for n in n_out) and all(eff_kernel(kk, dd) - pp >= n for kk, dd, pp, n in
+                                               zip(k, d, p, shape[1:])) and all(pp == 0 for pp in p):
+            # One window that covers the whole map: global pooling, however it is written (AvgPool2d(8) on 8x8).
+            return Facts(out_shape=(shape[0], *n_out), ops=[Global()] * len(k), op="global_pool", **kind)
         return Facts(
             out_shape=(shape[0], *n_out),
-            ops=[Window(k[i], s[i], p[i], p[i], d[i]) for i in range(nd)],
-            info={"op": self.name, "k": k, "s": s},
+            ops=[Window(k[i], s[i], p[i], p[i], d[i]) for i in range(len(k))],
+            op="pool",
+            **kind,
         )
 
 
@@ -47,11 +57,13 @@ class MaxPool(_Pool):
     doc = "max pooling (default k=2, s=k)"
     examples = (((3, 9, 9), {"k": 3, "s": 2, "ceil": True}), ((2, 10), {"k": 2}))
 
+    pool = "max"
+
     def build(self, a, shape):
         import torch.nn as nn
 
-        nd, k, s, p, d = self.geometry(a, shape, None)
-        return [nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d][nd - 1](k, s, p, d, ceil_mode=a["ceil"])
+        return [nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d][len(a["k"]) - 1](a["k"], a["s"], a["p"], a["d"],
+                                                                          ceil_mode=a["ceil"])
 
 
 @register
@@ -62,12 +74,13 @@ class AvgPool(_Pool):
     doc = "average pooling (default k=2, s=k)"
     examples = (((3, 8, 8), {"k": 3, "s": 1, "p": 1}), ((2, 4, 6, 6), {"k": 2}))
 
+    pool = "avg"
+
     def build(self, a, shape):
         import torch.nn as nn
 
-        nd, k, s, p, d = self.geometry(a, shape, None)
-        cls = [nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d][nd - 1]
-        return cls(k, s, p, ceil_mode=a["ceil"], count_include_pad=a["count_include_pad"])
+        cls = [nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d][len(a["k"]) - 1]
+        return cls(a["k"], a["s"], a["p"], ceil_mode=a["ceil"], count_include_pad=a["count_include_pad"])
 
 
 @register
@@ -82,7 +95,8 @@ class GlobalAvgPool(LayerType):
     def infer(self, a, shape, where):
         nd = feature_map_rank(self, shape, where)
         out = (shape[0], *([1] * nd)) if a["keepdim"] else (shape[0],)
-        return Facts(out_shape=out, ops=[Global()] * nd, info={"op": "gap"})
+        return Facts(out_shape=out, ops=[Global()] * nd, op="global_pool", pool="avg", in_channels=shape[0],
+                     out_channels=shape[0])
 
     def build(self, a, shape):
         import torch.nn as nn
@@ -101,6 +115,8 @@ class AdaptiveAvgPool(LayerType):
     params = (Param("size", "ints", required=True, aliases=("output_size",), minimum=1),)
     doc = "adaptive average pooling to a fixed output size"
     examples = (((3, 12, 12), {"size": [6, 6]}), ((3, 7, 7), {"size": 3}))
+    pool = "avg"
+    torch_names = ("AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d")
 
     def infer(self, a, shape, where):
         nd = feature_map_rank(self, shape, where)
@@ -117,11 +133,28 @@ class AdaptiveAvgPool(LayerType):
                 widest = max(-(-(i + 1) * n // m) - (i * n // m) for i in range(m))
                 ops.append(Window(widest, Fraction(n, m)))
                 notes.append(f"adaptive pool {n}->{m}: windows vary in size; RF uses the largest ({widest})")
-        return Facts(out_shape=(shape[0], *size), ops=ops, info={"op": "adaptiveavgpool"}, notes=notes)
+        if tuple(size) == tuple(shape[1:]):
+            return Facts(out_shape=tuple(shape), op="identity", notes=[f"{self.name} to the input size is an identity"])
+        if all(m == 1 for m in size):
+            return Facts(out_shape=(shape[0], *size), ops=ops, op="global_pool", pool=self.pool,
+                         in_channels=shape[0], out_channels=shape[0])
+        return Facts(out_shape=(shape[0], *size), ops=ops, op="pool", pool=self.pool, in_channels=shape[0],
+                     out_channels=shape[0], stride=tuple(Fraction(n, m) for n, m in zip(shape[1:], size)),
+                     notes=notes)
 
     def build(self, a, shape):
         import torch.nn as nn
 
         nd = len(shape) - 1
         size = tuple(axes_of(a, "size", nd, None))
-        return [nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d][nd - 1](size)
+        return getattr(nn, self.torch_names[nd - 1])(size)
+
+
+@register
+class AdaptiveMaxPool(AdaptiveAvgPool):
+    name = "adaptivemaxpool"
+    aliases = ("adaptive_max_pool", "adaptivemaxpool2d")
+    doc = "adaptive max pooling to a fixed output size (size 1: global max pooling)"
+    examples = (((3, 12, 12), {"size": [6, 6]}), ((3, 7, 7), {"size": 1}))
+    pool = "max"
+    torch_names = ("AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d")

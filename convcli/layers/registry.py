@@ -89,16 +89,85 @@ def block_keys() -> tuple[Param, ...]:
     )
 
 
+# What a layer computes, decided by the registry entry from what the layer does (never from its name).
+OPS = (
+    "conv",  # a sliding-window weighted sum: conv, pointwise, depthwise, grouped (any rank)
+    "convtranspose",
+    "deformconv",
+    "linear",
+    "pool",  # a local max/avg pool (`pool` says which)
+    "global_pool",  # a pool whose window covers its whole input (GAP, adaptive to 1, AvgPool2d(k=n))
+    "flatten",
+    "norm",
+    "act",
+    "dropout",
+    "softmax",
+    "identity",  # passes its input through (nn.Identity, a k=1 s=1 pool, zero padding of 0)
+    "resample",  # upsample, pixel shuffle
+    "pad",
+    "join",  # add / concat / mul of several inputs
+)
+
+
 @dataclass
 class Facts:
-    """What a leaf layer does to one sample: the analysis turns these into a table row."""
+    """What a layer does to one sample, as typed fields: the analysis turns these into a table row, and
+    rules, views and kinds read them (a new layer type that fills them is seen everywhere)."""
 
     out_shape: tuple[int, ...]
     params: int = 0
     macs: int | None = None  # None: not a weight layer ('-' in tables)
     ops: list | None = None  # one geometry op per spatial axis; None = pointwise (RF unchanged)
-    info: dict = field(default_factory=dict)  # structural facts for rules (conv groups, dilation, ...)
     notes: list[str] = field(default_factory=list)
+    op: str = "identity"  # one of OPS
+    pool: str | None = None  # "max" | "avg" for pools and global pools
+    join: str | None = None  # "add" | "concat" | "mul" for joins
+    in_channels: int | None = None
+    out_channels: int | None = None
+    groups: int = 1
+    kernel: tuple[int, ...] = ()
+    stride: tuple = ()
+    dilation: tuple[int, ...] = ()
+    bn: bool = False  # a conv/linear block's tail: batch norm, activation, dropout in the same row
+    act: str | None = None
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise ValueError(f"unknown op {self.op!r}")
+
+    # Semantic facts, derived in one place from the fields above.
+    @property
+    def is_conv(self) -> bool:
+        return self.op in ("conv", "convtranspose", "deformconv")
+
+    @property
+    def is_depthwise(self) -> bool:
+        """groups == in_channels > 1 (a channel multiplier, out = m * in, is still depthwise)."""
+        return self.op == "conv" and self.groups > 1 and self.groups == self.in_channels
+
+    @property
+    def is_pointwise_conv(self) -> bool:
+        """A 1x1 (1, 1x1x1) conv with groups 1: the channel-mixing half of a depthwise-separable conv."""
+        return self.op == "conv" and all(k == 1 for k in self.kernel) and self.groups == 1
+
+    @property
+    def is_strided(self) -> bool:
+        return any(s > 1 for s in self.stride)
+
+    @property
+    def is_dilated(self) -> bool:
+        return any(d > 1 for d in self.dilation)
+
+    @property
+    def is_global(self) -> bool:
+        """After it every unit sees the whole input: the spatial map ends here (GAP, flatten)."""
+        return self.op in ("global_pool", "flatten")
+
+    @property
+    def is_passthrough(self) -> bool:
+        """Element-wise and shape-preserving with no spatial mixing: BN, activation, dropout, identity."""
+        return self.op in ("norm", "act", "dropout", "identity")
 
 
 class LayerType:
@@ -113,8 +182,14 @@ class LayerType:
     doc: ClassVar[str] = ""
     # (input shape, options) pairs: documentation, and the registry-wide tests check each one against torch
     examples: ClassVar[tuple] = ()
+    example_before: ClassVar[tuple] = ()  # layers an example needs before it (a `reuse` needs its target)
 
-    # leaf API
+    def resolve(self, a: dict, shape: tuple[int, ...], where: Where) -> dict:
+        """Arguments with every default decided for this input (padding, bias, per-axis kernels): called
+        once when the graph is made; `infer` and `build` read the result and never recompute it."""
+        return a
+
+    # leaf API (a: the resolved arguments)
     def infer(self, a: dict, shape: tuple[int, ...], where: Where) -> Facts:
         raise NotImplementedError
 

@@ -34,7 +34,7 @@ class Upsample(LayerType):
         f = a["scale"]
         support = 1 if a["mode"] == "nearest" else 2
         return Facts(
-            out_shape=(shape[0], *(n * f for n in shape[1:])), ops=[Rescale(f, support)] * nd, info={"op": "upsample"}
+            out_shape=(shape[0], *(n * f for n in shape[1:])), ops=[Rescale(f, support)] * nd, op="resample"
         )
 
     def build(self, a, shape):
@@ -61,7 +61,7 @@ class PixelShuffle(LayerType):
         return Facts(
             out_shape=(shape[0] // (r * r), shape[1] * r, shape[2] * r),
             ops=[Rescale(r)] * 2,
-            info={"op": "pixelshuffle"},
+            op="resample",
         )
 
     def build(self, a, shape):
@@ -97,7 +97,7 @@ class Pad(LayerType):
         return Facts(
             out_shape=(shape[0], *(n + b + c for n, b, c in zip(shape[1:], before, after))),
             ops=[Window(1, 1, b, c) for b, c in zip(before, after)],
-            info={"op": "pad"},
+            op="pad" if any(before) or any(after) else "identity",
         )
 
     def build(self, a, shape):

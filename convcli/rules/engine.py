@@ -175,11 +175,13 @@ _total_kind("macs", "min", lambda a: a.macs, "MACs",
 def rf_site(analysis, at: str):
     """(row, RF per axis, text) where `at` measures the RF, or (None, None, reason)."""
     if at == "before_gap":
+        glob = analysis.first_global_row()
         row = analysis.last_spatial_row()
+        if glob is not None:
+            return row or glob, analysis.rf_before_global(), "the last layer before GAP/flatten"
         if row is None:
             return None, None, "no layer before the first global op (GAP/flatten)"
-        glob = analysis.first_global_row() is not None
-        return row, row.rf_out, "the last layer before GAP/flatten" if glob else "the last layer (no GAP/flatten)"
+        return row, row.rf_out, "the last layer (no GAP/flatten)"
     if at == "output":
         return analysis.layers[-1], analysis.rf, "the output"
     labelled = [r for r in analysis.rows if r.label == at]
@@ -317,15 +319,14 @@ class GapBeforeClassifier:
     def check(analysis, args, accuracy):
         layers = analysis.layers
         limit = GapBeforeClassifier.LIMIT
-        first = next((i for i, r in enumerate(layers) if r.is_global), None)
-        if first is None:
-            return Check("", False, None, limit, "no global average pool (gap, or adaptiveavgpool to 1)",
-                         shown="no GAP")
-        gap = layers[first]
+        gap = analysis.first_global_row()
+        if gap is None:
+            return Check("", False, None, limit, "no global average pool (gap, adaptive average pool to 1, a "
+                         "whole-map average pool or a spatial mean)", shown="no GAP")
         if not K.is_gap(gap):
             return Check("", False, None, limit, f"the first global op is {K.op_of(gap)} at "
                          f"{describe(gap, analysis)}, not a global average pool", shown=f"{K.op_of(gap)}, no GAP")
-        after = layers[first + 1:]
+        after = layers[layers.index(gap) + 1:]
         shown = " -> ".join(["gap", *(K.op_of(r) for r in after)])
         bad = [r for r in after if not K.is_classifier_like(r)]
         if bad:

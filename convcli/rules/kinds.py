@@ -2,7 +2,7 @@
 
 Every kind lives in the one table `KINDS` (name -> description + how to find its rows), so adding a
 kind touches only this file. Kinds look at `Analysis.layers` (leaf rows, including the joins of
-parallel branches) and, for the path-counted kinds, at the resolved node tree `Analysis.nodes`.
+parallel branches) and, for the path-counted kinds and pairs, at the graph's edges.
 
 Two ways of counting:
 - "layers": every matching layer anywhere in the net counts once.
@@ -20,77 +20,83 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from convcli.layers.registry import lookup
-
-CONV_OPS = ("conv", "convtranspose", "deformconv")
-NORM_OPS = ("batchnorm", "layernorm", "groupnorm")
-SOFTMAX_OPS = ("softmax", "log_softmax")
-
-
 # --------------------------------------------------------------------------- facts of one row
+# Every predicate reads the row's typed Facts (decided once by the registry entry from what the layer
+# does): a whole-map AvgPool2d is a global pool, a 1x1 stride-1 pool an identity, whatever their names.
+
+
+def facts(row):
+    return row.facts if row.kind != "block" else None
 
 
 def op_of(row) -> str:
-    """The canonical operation of a leaf row: `info["op"]`, else the registry's name for its type."""
-    op = row.info.get("op")
-    if op:
-        return op
-    entry = lookup(row.type)
-    return entry.name if entry else row.type
-
-
-def family_of(row) -> str:
-    entry = lookup(row.type)
-    return entry.family if entry else ""
+    """What a leaf row computes, in words a rule message can use (conv, maxpool, gap, add, ...)."""
+    f = facts(row)
+    if f is None:
+        return row.type
+    if f.op == "pool":
+        return f"{f.pool}pool"
+    if f.op == "global_pool":
+        return "gap" if f.pool == "avg" else "global_maxpool"
+    if f.op == "join":
+        return f.join
+    return f.op
 
 
 def is_conv(row) -> bool:
-    return row.kind == "layer" and op_of(row) in CONV_OPS
+    f = facts(row)
+    return f is not None and f.is_conv
 
 
 def is_plain_conv(row) -> bool:
     """A (non-transposed, non-deformable) convolution: conv, pointwise, depthwise, grouped, ..."""
-    return row.kind == "layer" and op_of(row) == "conv"
+    f = facts(row)
+    return f is not None and f.op == "conv"
 
 
 def is_depthwise(row) -> bool:
-    """groups == in_channels > 1 (a channel multiplier, out = m * in, is still depthwise)."""
-    i = row.info
-    return is_plain_conv(row) and i.get("groups", 1) > 1 and i.get("groups") == i.get("in")
+    f = facts(row)
+    return f is not None and f.is_depthwise
 
 
 def is_pointwise_conv(row) -> bool:
-    """A 1x1 (1, 1x1x1) conv with groups 1: the channel-mixing half of a depthwise-separable conv."""
-    i = row.info
-    return is_plain_conv(row) and all(k == 1 for k in i.get("k", ())) and i.get("groups", 1) == 1
+    f = facts(row)
+    return f is not None and f.is_pointwise_conv
 
 
 def is_passthrough(row) -> bool:
     """BN / activation / dropout / identity layers: element-wise, shape-preserving, no mixing."""
-    if row.kind != "layer":
-        return False
-    op = op_of(row)
-    return op in NORM_OPS or op in ("dropout", "identity") or family_of(row) == "act" and op not in SOFTMAX_OPS
+    f = facts(row)
+    return f is not None and f.is_passthrough
 
 
 def is_activation(row) -> bool:
-    return row.kind == "layer" and family_of(row) == "act" and op_of(row) not in (*SOFTMAX_OPS, "dropout",
-                                                                                    "identity")
+    f = facts(row)
+    return f is not None and f.op == "act"
 
 
 def is_gap(row) -> bool:
-    """Global average pooling: `gap`, or `adaptiveavgpool` to size 1 on every spatial axis."""
-    if row.kind != "layer":
-        return False
-    op = op_of(row)
-    if op == "gap":
-        return True
-    return op == "adaptiveavgpool" and len(row.out_shape) > 1 and all(n == 1 for n in row.out_shape[1:])
+    """Global average pooling, however written: gap, adaptive average pool to 1, an average pool whose
+    window covers the whole map, a mean over the spatial axes."""
+    f = facts(row)
+    return f is not None and f.op == "global_pool" and f.pool == "avg"
+
+
+def is_global_pool(row) -> bool:
+    f = facts(row)
+    return f is not None and f.op == "global_pool"
+
+
+def is_pool(row, pool: str | None = None) -> bool:
+    """A local pooling (not global, not an identity k=1 s=1 pool)."""
+    f = facts(row)
+    return f is not None and f.op == "pool" and (pool is None or f.pool == pool)
 
 
 def is_strided_conv(row) -> bool:
     """A convolution (not transposed) with stride > 1 on some spatial axis."""
-    return row.kind == "layer" and op_of(row) in ("conv", "deformconv") and any(s > 1 for s in row.info.get("s", ()))
+    f = facts(row)
+    return f is not None and f.op in ("conv", "deformconv") and f.is_strided
 
 
 def is_downsampling(row) -> bool:
@@ -99,25 +105,26 @@ def is_downsampling(row) -> bool:
     Covers strided convs, pools with stride > 1 and adaptive pools to a smaller (non-1) size; GAP and
     flatten are global ops, not downsamplings; upsample/pixelshuffle/convtranspose shrink the jump.
     """
-    if row.kind != "layer" or not row.rf_in or len(row.rf_in) != len(row.rf_out):
+    f = facts(row)
+    if f is None or f.is_global or not row.rf_in or len(row.rf_in) != len(row.rf_out):
         return False
     return any(b.j > a.j and not b.glob for a, b in zip(row.rf_in, row.rf_out))
 
 
 def is_dilated(row) -> bool:
-    return is_conv(row) and any(d > 1 for d in row.info.get("d", ()))
+    f = facts(row)
+    return f is not None and f.is_conv and f.is_dilated
 
 
 def is_classifier_like(row) -> bool:
     """What may follow GAP in a classifier head: linear, flatten, softmax, BN/activation/dropout, or a
     1x1 conv applied to a 1x1 map (GAP with keepdim)."""
-    if row.kind != "layer":
+    f = facts(row)
+    if f is None:
         return False
-    op = op_of(row)
-    if op in ("linear", "flatten", *SOFTMAX_OPS) or is_passthrough(row):
+    if f.op in ("linear", "flatten", "softmax") or f.is_passthrough:
         return True
-    return is_plain_conv(row) and all(k == 1 for k in row.info.get("k", ())) and all(
-        n == 1 for n in row.in_shape[1:])
+    return f.is_pointwise_conv and all(n == 1 for n in row.in_shape[1:])
 
 
 # --------------------------------------------------------------------------- finders
@@ -127,57 +134,25 @@ def layer_rows(analysis, pred) -> list:
     return [r for r in analysis.layers if pred(r)]
 
 
-def path_rows(nodes, pred) -> list:
-    """Matching rows along the path through the node tree with the most matches (max over branches)."""
-    out = []
-    for node in nodes:
-        row = node.row
-        if row.kind == "layer":
-            if pred(row):
-                out.append(row)
-        elif node.branches or row.info.get("join") is not None:
-            out += max((path_rows(b, pred) for b in node.branches), key=len, default=[])
-            join = row.info.get("join")
-            if join is not None and pred(join):
-                out.append(join)
-        else:
-            out += path_rows(node.children, pred)
-    return out
+def path_rows(analysis, pred) -> list:
+    """Matching rows along the input-to-output path with the most matches (longest path in the DAG)."""
+    best: dict[int, list] = {}
+    for r in analysis.layers:
+        before = max((best[id(p)] for p in analysis.producers(r)), key=len, default=[])
+        best[id(r)] = before + [r] if pred(r) else before
+    last = analysis.by_node.get(analysis.graph.output)
+    return best.get(id(last), []) if last is not None else []
 
 
 def successors(analysis) -> dict[int, list]:
     """Data flow between leaf rows: id(row) -> the rows that consume its output directly."""
-    succ: dict[int, list] = {}
-
-    def link(prev, row):
-        for p in prev:
-            succ.setdefault(id(p), []).append(row)
-
-    def walk(nodes, prev):
-        for node in nodes:
-            row = node.row
-            if row.kind == "layer":
-                link(prev, row)
-                prev = [row]
-            elif node.branches or row.info.get("join") is not None:
-                ends = []
-                for branch in node.branches:
-                    ends += walk(branch, prev)  # an empty branch (identity shortcut) passes prev through
-                join = row.info["join"]
-                link(ends, join)
-                prev = [join]
-            else:
-                prev = walk(node.children, prev)
-        return prev
-
-    walk(analysis.nodes, [])
-    return succ
+    return analysis.consumers()
 
 
 def depthwise_separable_rows(analysis) -> list:
     """Each depthwise conv whose output feeds a 1x1 groups-1 conv, directly or through BN/activation/
     dropout layers only. One count per pair: a pointwise conv completes at most one pair. Works for
-    `dwsconv`, `depthwise` + `pointwise`, and two plain convs (`g: in` then `k: 1`)."""
+    `dwsconv`, `depthwise` + `pointwise`, two plain convs (`g: in` then `k: 1`) and traced models."""
     succ = successors(analysis)
     used: set[int] = set()
     found = []
@@ -220,7 +195,7 @@ def kind(name: str, description: str, pred=None, *, find=None, aliases=(), count
     if name in KINDS or name in _ALIASES:
         raise RuntimeError(f"rule kind '{name}' defined twice")
     if find is None:
-        find = (lambda a: path_rows(a.nodes, pred)) if counting == "path" else (lambda a: layer_rows(a, pred))
+        find = (lambda a: path_rows(a, pred)) if counting == "path" else (lambda a: layer_rows(a, pred))
     k = Kind(name, description, find, tuple(aliases), counting)
     KINDS[name] = k
     for alias in (name, *aliases):
@@ -229,7 +204,7 @@ def kind(name: str, description: str, pred=None, *, find=None, aliases=(), count
 
 
 def _op_is(*ops):
-    return lambda r: r.kind == "layer" and op_of(r) in ops
+    return lambda r: r.kind == "layer" and r.facts.op in ops
 
 
 kind("conv", "any convolution: conv, pointwise, depthwise, grouped, transposed, deformable "
@@ -237,8 +212,7 @@ kind("conv", "any convolution: conv, pointwise, depthwise, grouped, transposed, 
 kind("pointwise", "1x1 convolution with groups 1", is_pointwise_conv, aliases=("pointwise_conv", "conv1x1"))
 kind("depthwise", "convolution with groups == in_channels > 1", is_depthwise, aliases=("depthwise_conv",))
 kind("grouped", "convolution with 1 < groups < in_channels",
-     lambda r: is_plain_conv(r) and r.info.get("groups", 1) > 1 and not is_depthwise(r),
-     aliases=("grouped_conv",))
+     lambda r: is_plain_conv(r) and r.facts.groups > 1 and not is_depthwise(r), aliases=("grouped_conv",))
 kind("depthwise_separable", "a depthwise conv followed (directly or through BN/activation/dropout) by a "
      "1x1 groups-1 conv; one per pair, however written", find=depthwise_separable_rows,
      aliases=("dwsconv", "dws", "separable", "depthwise_separable_conv"))
@@ -247,26 +221,31 @@ kind("strided_conv", "convolution (not transposed) with stride > 1 on some axis;
      "path with the most (a residual's strided projection shortcut does not count twice)",
      is_strided_conv, counting="path", aliases=("stride2_conv", "strided", "strided_convolution"))
 kind("downsampling", "any layer that reduces resolution by a stride (strided conv or pool, adaptive pool to "
-     "a smaller size); counted along the path with the most", is_downsampling, counting="path",
-     aliases=("downsample", "stride2"))
-kind("maxpool", "max pooling", _op_is("maxpool"), aliases=("max_pool", "maxpooling"))
-kind("avgpool", "average pooling (not global)", _op_is("avgpool"), aliases=("avg_pool",))
-kind("gap", "global average pooling: gap, or adaptiveavgpool to size 1", is_gap,
+     "a smaller size); counted along the path with the most; a k=1 s=1 pool is an identity, not one",
+     is_downsampling, counting="path", aliases=("downsample", "stride2"))
+kind("maxpool", "local max pooling (a 1x1 stride-1 pool is an identity and a whole-map pool a global pool, "
+     "so neither counts)", lambda r: is_pool(r, "max"), aliases=("max_pool", "maxpooling"))
+kind("avgpool", "local average pooling (not global)", lambda r: is_pool(r, "avg"), aliases=("avg_pool",))
+kind("gap", "global average pooling, however written: gap, adaptive average pool to 1, an average pool "
+     "whose window covers the whole map, a mean over the spatial axes", is_gap,
      aliases=("global_avg_pool", "global_average_pool"))
-kind("pool", "any pooling: maxpool, avgpool, adaptiveavgpool, gap",
-     _op_is("maxpool", "avgpool", "adaptiveavgpool", "gap"), aliases=("pooling",))
+kind("global_pool", "any pooling over the whole map (average or max)", is_global_pool,
+     aliases=("global_pooling",))
+kind("pool", "any local pooling (max or average; not global, not an identity)", is_pool, aliases=("pooling",))
 kind("flatten", "flatten", _op_is("flatten"))
 kind("linear", "fully connected layer", _op_is("linear"), aliases=("fc", "dense"))
 kind("transposed_conv", "transposed convolution", _op_is("convtranspose"), aliases=("convtranspose",))
 kind("deformable_conv", "deformable convolution", _op_is("deformconv"), aliases=("deformconv",))
-kind("upsample", "upsampling: upsample or pixelshuffle", _op_is("upsample", "pixelshuffle"))
+kind("upsample", "upsampling: upsample or pixelshuffle", _op_is("resample"))
 kind("norm", "standalone normalisation layer (conv `bn: true` is part of the conv's row)",
-     _op_is(*NORM_OPS), aliases=("batchnorm", "bn"))
+     _op_is("norm"), aliases=("batchnorm", "bn"))
 kind("activation", "standalone activation layer (conv `act:` is part of the conv's row)", is_activation,
      aliases=("act",))
 kind("dropout", "standalone dropout layer", _op_is("dropout"))
-kind("join", "the join of parallel branches (residual add, concat)", lambda r: r.kind == "join",
-     aliases=("add", "concat", "residual"))
+kind("join", "the join of parallel branches (residual add, concat, multiply)", _op_is("join"),
+     aliases=("add", "concat", "residual", "mul"))
+kind("identity", "a layer that passes its input through (identity, a k=1 s=1 pool, zero padding)",
+     _op_is("identity"))
 
 
 def canonical(name: str) -> str | None:
@@ -293,4 +272,4 @@ def find(analysis, name: str) -> list:
 
 
 __all__ = ["KINDS", "Kind", "kind", "canonical", "get_kind", "find", "suggest", "op_of", "is_gap",
-           "is_classifier_like", "successors", "path_rows"]
+           "is_global_pool", "is_classifier_like", "successors", "path_rows"]
