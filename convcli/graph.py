@@ -70,6 +70,8 @@ class Graph:
     rules: object = None  # the spec's `rules:` (a profile name or an inline rule set)
     train: dict | None = None
     notes: list[str] = field(default_factory=list)
+    frozen_params: int = 0  # parameters with requires_grad=False (a traced model's frozen layers)
+    param_bytes: int | None = None  # a traced model's real parameter bytes (None: float32)
 
     def add_node(self, **kw) -> Node:
         node = Node(id=len(self.nodes), **kw)

@@ -11,7 +11,7 @@ MACS_RULE = (
     "MACs: multiply-accumulates of conv, transposed-conv and linear weights, per sample (batch 1), "
     "bias excluded; '-' = not a weight layer."
 )
-PARAMS_RULE = "Params: weights + bias + BN affine. Totals come from torch's de-duplicated model.parameters()."
+PARAMS_RULE = "Params: weights + bias + BN affine; a reused (shared) layer's weights count once, where defined."
 RF_RULE = (
     "RF (input px): receptive-field size in input pixels; Jump: input pixels between adjacent units "
     "(r_out = r_in + (k_eff-1)*j_in, j_out = j_in*s, k_eff = d*(k-1)+1)."

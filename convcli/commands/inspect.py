@@ -25,7 +25,7 @@ def inspect(
 ) -> None:
     """Everything about a spec in one table, and the verdict of its assignment rules."""
     from convcli.analysis import analyze_file
-    from convcli.commands.common import torch_totals
+    from convcli.commands.common import totals
     from convcli.errors import ConvcliError
     from convcli.render import console, print_json, print_table
     from convcli.rules import (
@@ -50,7 +50,7 @@ def inspect(
             a = analyze_file(path)
             ruleset = resolve_rules(a.spec, rules)
             checks = run_checks(a, ruleset, accuracy) if ruleset else []
-            results.append((path, a, torch_totals(a), ruleset, checks))
+            results.append((path, a, totals(a), ruleset, checks))
         except ConvcliError as exc:
             if not batch:
                 raise

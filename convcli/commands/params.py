@@ -11,12 +11,12 @@ def params(specs: list[str] = SPECS_ARG, fmt: Format = FORMAT_OPT, as_json: bool
     MACs are per sample (batch 1): multiply-accumulates of conv, transposed-conv and linear weights.
     """
     from convcli.analysis import analyze_file
-    from convcli.commands.common import torch_totals
+    from convcli.commands.common import totals
     from convcli.render import print_json, print_table
     from convcli.views import params_json, params_table
 
     form = output_format(fmt, as_json)
-    results = [(a, torch_totals(a)) for a in map(analyze_file, expand_specs(specs))]
+    results = [(a, totals(a)) for a in map(analyze_file, expand_specs(specs))]
     if form == "json":
         docs = [params_json(a, t) for a, t in results]
         print_json(docs[0] if len(docs) == 1 else docs)
