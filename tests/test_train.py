@@ -291,3 +291,20 @@ def test_epoch_line_reports_precise_bn_and_eval_time(trained_run, short_run, tin
     assert result.exit_code == 0, result.output
     line = next(ln for ln in result.output.splitlines() if ln.startswith("epoch 1/1"))
     assert "precise BN" in line and "eval TTA" in line
+
+
+def test_every_declared_option_is_a_command_line_option_a_config_field_and_a_checked_train_key(cli):
+    from convcli.train.config import OPTIONS, TrainConfig, build_config
+
+    help_text = cli("train", "--help").output
+    defaults = TrainConfig()
+    for o in OPTIONS:
+        assert o.flag in help_text, o.flag
+        assert getattr(defaults, o.name) == o.default
+        if o.low is not None:  # a value just outside the declared range is refused, naming the key
+            bad = o.low if o.low_open else o.low - 1
+            with pytest.raises(SpecError, match=o.name):
+                build_config({}, {o.name: o.kind(bad)}, "spec.yaml", None)
+        if o.choices:
+            with pytest.raises(SpecError, match=o.name):
+                build_config({}, {o.name: "nonsense"}, "spec.yaml", None)

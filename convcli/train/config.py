@@ -1,12 +1,15 @@
-"""Training options: one dataclass of defaults, filled from the spec's `train:` section, a recipe YAML and
-the command line, in that order (the command line wins). Also: which spec to train when none is given."""
+"""Training options, declared once in `OPTIONS` (name, type, default, range, help), in the spirit of airbench's
+single hyper-parameter dict. From that list come the `TrainConfig` dataclass, the `train:`/recipe keys and
+their checks, the `convcli train` command-line options and which options `--resume` may change. Values are
+filled from the spec's `train:` section, a recipe YAML and the command line, in that order (the command line
+wins). Also: which spec to train when none is given."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 from convcli.errors import ConvcliError, SpecError, did_you_mean
@@ -19,69 +22,138 @@ DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 0.05}
 FALLBACK_SPEC = "architectures/s7.yaml"
 
 
-@dataclass
-class TrainConfig:
-    """Every training option and its default. `None` for lr / weight_decay means "the optimizer's default"
-    (DEFAULT_LR, DEFAULT_WEIGHT_DECAY); `resolved()` fills them in."""
+# --- the declaration ---------------------------------------------------------------------------------
 
-    data: str = "cifar10"  # cifar10 | ImageFolder directory (train/, test/) | .tar.gz of one
-    epochs: int = 10
-    batch_size: int = 512
-    lr: float | None = None  # peak learning rate
-    optimizer: str = "sgd"  # sgd (Nesterov, momentum 0.9) | adam | adamw
-    schedule: str = "onecycle"  # onecycle | cosine | step
-    weight_decay: float | None = None  # not applied to biases and norm weights (1-d parameters)
-    label_smoothing: float = 0.2
-    device: str = "auto"  # auto | cuda | cuda:N | cpu | mps
-    seed: int = 0
-    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX)
-    channels_last: bool = True  # NHWC memory format on CUDA and CPU
-    compile: bool = False  # torch.compile the model
-    target_acc: float | None = None  # stop after the epoch whose test accuracy reaches this (0-1)
-    subset: int | None = None  # train on N images (stratified, fixed by the seed)
-    test_subset: int | None = None  # evaluate on N test images (stratified, the same for every seed)
-    translate: int = 2  # random translation in pixels (reflect-padded random crop); 0 turns it off
-    flip: bool = True  # random horizontal flip
-    alt_flip: bool = True  # flip: each image mirrored in every other epoch (airbench), not at random each time
-    cutout: int = 0  # side of a random square set to the mean; 0 turns it off
-    precise_bn: int = 4096  # before each evaluation, recompute BN statistics on this many training images; 0: off
-    lookahead: bool = True  # every 5 steps, pull the weights towards their moving average (airbench)
-    tta: bool = True  # test accuracy averages the logits of each image and its mirror image
+@dataclass(frozen=True)
+class Option:
+    """One training option, declared once: the `train:`/recipe key, the command-line option, its help
+    (with the default), the type and range checks, and whether `--resume` may change it all come from here.
 
-    def resolved(self) -> TrainConfig:
-        out = dataclasses.replace(self)
-        if out.lr is None:
-            out.lr = DEFAULT_LR[out.optimizer]
-        if out.weight_decay is None:
-            out.weight_decay = DEFAULT_WEIGHT_DECAY[out.optimizer]
-        return out
+    `low`/`high` bound numbers (`*_open`: strictly); `choices` lists the allowed strings; `unit` names what
+    a number counts in error messages; a None default means "not set" (see `note`)."""
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    name: str
+    kind: type  # bool | int | float | str
+    default: object
+    help: str
+    low: float | None = None
+    low_open: bool = False
+    high: float | None = None
+    high_open: bool = False
+    choices: tuple = ()
+    unit: str = ""
+    short: str = ""  # a one-letter alias, e.g. "-b"
+    note: str = ""  # how the default reads in --help when it is not a plain value
+    resume: bool = False  # may be changed when resuming a run
+    panel: str = "Training options"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def default_text(self) -> str:
+        if self.note:
+            return self.note
+        if self.kind is bool:
+            return "on" if self.default else "off"
+        return "none" if self.default is None else f"{self.default:g}" if self.kind is float else str(self.default)
+
+    def expected(self) -> str:
+        """What a valid value is, in words (for error messages)."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        what = {int: "an integer", float: "a number"}.get(self.kind, "a value")
+        unit = f" {self.unit}" if self.unit else ""
+        if self.low is not None and self.high is None:
+            if self.low == 0 and self.low_open:
+                return f"a positive {what.split()[-1]}{unit}"
+            if self.low == 0:
+                return f"0 or more{unit}"
+            return f"{what}{unit} {'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is not None and self.high is not None:
+            return (f"{what}{unit} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                    f"{')' if self.high_open else ']'}")
+        return what
+
+
+C, R = "Training options", "Recipe"
+OPTIONS: tuple[Option, ...] = (
+    Option("data", str, "cifar10", "cifar10, an ImageFolder directory with train/ and test/, or a .tar.gz of one."),
+    Option("epochs", int, 10, "Epochs in all (on --resume: more extends the run).", low=0, low_open=True,
+           resume=True),
+    Option("batch_size", int, 512, "Training batch size.", low=0, low_open=True, short="-b"),
+    Option("lr", float, None, "Peak learning rate.", low=0, low_open=True, note="sgd 0.1, adam/adamw 1e-3", panel=R),
+    Option("optimizer", str, "sgd", "sgd (Nesterov, momentum 0.9) | adam | adamw.", choices=OPTIMIZERS, panel=R),
+    Option("schedule", str, "onecycle", "onecycle (linear warm-up over 25% from a tenth of the peak, then linear "
+           "decay to 0) | cosine | step.", choices=SCHEDULES, panel=R),
+    Option("weight_decay", float, None, "Weight decay on conv/linear weights (not biases or norms).", low=0,
+           note="sgd 5e-4, adam 0, adamw 0.05", panel=R),
+    Option("label_smoothing", float, 0.2, "Label smoothing.", low=0, high=1, high_open=True, panel=R),
+    Option("device", str, "auto", "auto | cuda | cuda:N | cpu | mps.", resume=True),
+    Option("seed", int, 0, "Seed for weights, subset, shuffling, augmentation."),
+    Option("amp", bool, True, "bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX)."),
+    Option("channels_last", bool, True, "NHWC memory format on CUDA and CPU."),
+    Option("compile", bool, False, "torch.compile the model."),
+    Option("target_acc", float, None, "Stop once test accuracy reaches this (0.93 or 93).", low=0, low_open=True,
+           high=1, resume=True),
+    Option("subset", int, None, "Train on N images (class-balanced, chosen by the seed).", low=0, low_open=True,
+           note="all"),
+    Option("test_subset", int, None, "Test on N images (class-balanced, fixed).", low=0, low_open=True, note="all"),
+    Option("translate", int, 2, "Random translation in pixels (reflect padding; 0: off).", low=0, unit="pixels",
+           panel=R),
+    Option("flip", bool, True, "Horizontal flip.", panel=R),
+    Option("alt_flip", bool, True, "Alternating flip: each image mirrored in every other epoch instead of at "
+           "random (airbench).", panel=R),
+    Option("cutout", int, 0, "Cutout square side in pixels (0: off).", low=0, unit="pixels", panel=R),
+    Option("precise_bn", int, 4096, "Recompute BN statistics on N training images before each evaluation "
+           "(0: off, keep the moving averages).", low=0, unit="images", panel=R),
+    Option("lookahead", bool, True, "Lookahead: every 5 steps pull the weights towards their moving average "
+           "(airbench).", panel=R),
+    Option("tta", bool, True, "Test accuracy with flip test-time augmentation (the image and its mirror).", panel=R),
+)
+OPTION = {o.name: o for o in OPTIONS}
+
+
+TrainConfig = make_dataclass(
+    "TrainConfig", [(o.name, o.kind | None if o.default is None else o.kind, field(default=o.default))
+                    for o in OPTIONS],
+    namespace={
+        "__doc__": "Every training option and its default (generated from OPTIONS). None for lr / weight_decay "
+                   "means the optimizer's default (DEFAULT_LR, DEFAULT_WEIGHT_DECAY); `resolved()` fills them in.",
+        "resolved": lambda self: _resolved(self),
+        "to_dict": lambda self: dataclasses.asdict(self),
+    })
+
+
+def _resolved(cfg):
+    out = dataclasses.replace(cfg)
+    if out.lr is None:
+        out.lr = DEFAULT_LR[out.optimizer]
+    if out.weight_decay is None:
+        out.weight_decay = DEFAULT_WEIGHT_DECAY[out.optimizer]
+    return out
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 # Options that `--resume` may change: the rest come from the run's saved config.
-RESUME_OPTIONS = ("epochs", "device", "target_acc")
+RESUME_OPTIONS = tuple(o.name for o in OPTIONS if o.resume)
 
 
-def _type_name(name: str) -> str:
-    return str(FIELDS[name].type).replace(" | None", "")
-
-
-def coerce(name: str, value, where: str = "") -> object:
-    """Check one option value and convert YAML spellings (`1e-3` is a string in YAML 1.1)."""
-    prefix = f"{where}{name}: " if where else f"--{name.replace('_', '-')}: "
+def coerce(name: str, value, where: str | None = None) -> object:
+    """Check one option value and convert YAML spellings (`1e-3` is a string in YAML 1.1). Messages name the
+    key as written in YAML when `where` is given (a prefix, may be ""), else the command-line flag."""
+    opt = OPTION[name]
+    prefix = f"{where}{name}: " if where is not None else f"{opt.flag}: "
     if value is None:
         return None
-    kind = _type_name(name)
-    if kind == "bool":
+    kind = opt.kind
+    if kind is bool:
         if not isinstance(value, bool):
             raise ConvcliError(f"{prefix}expected true or false, got {value!r}")
-    elif kind == "int":
+    elif kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConvcliError(f"{prefix}expected an integer, got {value!r}")
-    elif kind == "float":
+    elif kind is float:
         if isinstance(value, str):
             try:
                 value = float(value)
@@ -90,40 +162,42 @@ def coerce(name: str, value, where: str = "") -> object:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConvcliError(f"{prefix}expected a number, got {value!r}")
         value = float(value)
-    elif kind == "str":
+    elif kind is str:
         if not isinstance(value, str):
             raise ConvcliError(f"{prefix}expected a string, got {value!r}")
-    return _check_range(name, value, prefix)
+    return _check_range(opt, value, prefix)
 
 
-def _check_range(name: str, value, prefix: str):
-    bad = None
-    if name in ("epochs", "batch_size", "subset", "test_subset") and value < 1:
-        bad = "a positive integer"
-    elif name in ("translate", "cutout", "precise_bn") and value < 0:
-        bad = "0 or more pixels"
-    elif name in ("lr",) and not value > 0:
-        bad = "a positive number"
-    elif name == "weight_decay" and value < 0:
-        bad = "0 or more"
-    elif name == "label_smoothing" and not 0 <= value < 1:
-        bad = "a number in [0, 1)"
-    elif name == "optimizer" and value not in OPTIMIZERS:
-        hint = did_you_mean(value, OPTIMIZERS)
-        raise ConvcliError(f"{prefix}unknown optimizer {value!r}; expected one of {', '.join(OPTIMIZERS)}"
+def _check_range(opt: Option, value, prefix: str):
+    if opt.choices and value not in opt.choices:
+        hint = did_you_mean(value, opt.choices)
+        raise ConvcliError(f"{prefix}unknown {opt.name} {value!r}; expected one of {', '.join(opt.choices)}"
                            + (f" (did you mean {hint}?)" if hint else ""))
-    elif name == "schedule" and value not in SCHEDULES:
-        hint = did_you_mean(value, SCHEDULES)
-        raise ConvcliError(f"{prefix}unknown schedule {value!r}; expected one of {', '.join(SCHEDULES)}"
-                           + (f" (did you mean {hint}?)" if hint else ""))
-    elif name == "target_acc":
-        if value > 1:  # 93 means 93 %
-            value = value / 100
-        if not 0 < value <= 1:
-            bad = "an accuracy in (0, 1] or a percentage"
-    if bad:
-        raise ConvcliError(f"{prefix}expected {bad}, got {value!r}")
+    if opt.name == "target_acc" and value > 1:  # 93 means 93 %
+        value = value / 100
+    if opt.kind in (int, float):
+        low_bad = opt.low is not None and (value <= opt.low if opt.low_open else value < opt.low)
+        high_bad = opt.high is not None and (value >= opt.high if opt.high_open else value > opt.high)
+        if low_bad or high_bad:
+            raise ConvcliError(f"{prefix}expected {opt.expected()}, got {value!r}")
     return value
+
+
+def typer_parameters() -> list:
+    """The `convcli train` command-line options, one per declared option (all default to None = not given,
+    so the spec's `train:` section and a recipe can fill them in)."""
+    import inspect
+
+    import typer
+
+    params = []
+    for o in OPTIONS:
+        decls = [f"{o.flag}/--no-{o.flag[2:]}"] if o.kind is bool else [o.flag] + ([o.short] if o.short else [])
+        info = typer.Option(None, *decls, help=f"{o.help} \\[{o.default_text()}]", rich_help_panel=o.panel,
+                            show_default=False)
+        params.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=info,
+                                        annotation=o.kind | None))
+    return params
 
 
 def options_from_mapping(mapping: dict, source: str, line_of=None) -> dict:

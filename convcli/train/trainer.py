@@ -31,6 +31,8 @@ from convcli.train.loop import Lookahead, Schedule, eval_metrics, make_optimizer
 from convcli.train.runs import RunWriter, create_run_dir, load_checkpoint, plan_run_dir
 
 CHECKPOINT_FORMAT = "convcli-train-v1"
+# Options added after runs were first saved, with the value that reproduces how those runs were trained.
+LEGACY_DEFAULTS = {"alt_flip": False, "lookahead": False, "tta": False}
 TEST_SUBSET_SEED = 0  # the test subset does not depend on --seed, so `eval` can select the same images
 
 
@@ -357,7 +359,7 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
     ckpt = load_checkpoint(run_dir / "last.pt")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ConvcliError(f"{run_dir / 'last.pt'}: not a resumable convcli training checkpoint")
-    saved = {k: v for k, v in ckpt["config"].items() if k in FIELDS}
+    saved = {**LEGACY_DEFAULTS, **{k: v for k, v in ckpt["config"].items() if k in FIELDS}}
     for k in RESUME_OPTIONS:
         if options.get(k) is not None:
             saved[k] = coerce(k, options[k])
