@@ -18,17 +18,24 @@ class Format(str, Enum):
     markdown = "markdown"
 
 
-SPECS_ARG = typer.Argument(..., help="Spec files, directories of specs, or globs (quoted).", show_default=False)
+SPECS_ARG = typer.Argument(..., help="Spec files, directories of specs, globs (quoted), or PyTorch models as "
+                           "FILE.py:NAME or package.module:NAME (with --input).", show_default=False)
+INPUT_OPT = typer.Option(None, "--input", "-i", help="Input shape C,H,W (or C,L / C,D,H,W) for a PyTorch model; "
+                         "overrides a spec's `input:`.", show_default=False)
 FORMAT_OPT = typer.Option(Format.table, "--format", "-f", help="Output format.", case_sensitive=False)
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON document (a list for several specs).")
 
 
 def expand_specs(args: list[str]) -> list[Path]:
     """Files as given; directories → their *.yaml/*.yml (not recursive); quoted globs expanded."""
+    from convcli.sources import is_model
+
     out: list[Path] = []
     for arg in args:
         p = Path(arg)
-        if p.is_dir():
+        if is_model(arg):
+            out.append(arg)
+        elif p.is_dir():
             found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
             if not found:
                 raise ConvcliError(f"{arg}: no *.yaml specs in this directory")

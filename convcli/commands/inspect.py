@@ -10,7 +10,15 @@ from pathlib import Path
 
 import typer
 
-from convcli.commands.common import FORMAT_OPT, JSON_OPT, SPECS_ARG, Format, expand_specs, output_format
+from convcli.commands.common import (
+    FORMAT_OPT,
+    INPUT_OPT,
+    JSON_OPT,
+    SPECS_ARG,
+    Format,
+    expand_specs,
+    output_format,
+)
 
 
 def inspect(
@@ -20,11 +28,12 @@ def inspect(
     run: Path = typer.Option(None, "--run", help="A training run dir: check the accuracy rule on its best accuracy."),
     junit: Path = typer.Option(None, "--junit", help="Write JUnit XML: a test suite per spec, a test case per rule."),
     details: bool = typer.Option(False, "--details", help="With several specs, print every layer table too."),
+    input_shape: str = INPUT_OPT,
     fmt: Format = FORMAT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Everything about a spec in one table, and the verdict of its assignment rules."""
-    from convcli.analysis import analyze_file
+    from convcli.sources import load_analysis
     from convcli.commands.common import totals
     from convcli.errors import ConvcliError
     from convcli.render import console, print_json, print_table
@@ -47,7 +56,7 @@ def inspect(
     results, errors = [], []
     for path in paths:
         try:
-            a = analyze_file(path)
+            a = load_analysis(path, input_shape)
             ruleset = resolve_rules(a.spec, rules)
             checks = run_checks(a, ruleset, accuracy) if ruleset else []
             results.append((path, a, totals(a), ruleset, checks))

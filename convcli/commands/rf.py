@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from convcli.commands.common import FORMAT_OPT, JSON_OPT, SPECS_ARG, Format, expand_specs, output_format
+from convcli.commands.common import (
+    FORMAT_OPT,
+    INPUT_OPT,
+    JSON_OPT,
+    SPECS_ARG,
+    Format,
+    expand_specs,
+    output_format,
+)
 
 
 def rf(
     specs: list[str] = SPECS_ARG,
     explain: bool = typer.Option(False, "--explain", help="Print each step's arithmetic."),
+    input_shape: str = INPUT_OPT,
     fmt: Format = FORMAT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -17,13 +26,13 @@ def rf(
 
     Per-axis values are shown as HxW when the axes differ. Example: [bold]convcli rf architectures/s7.yaml[/]
     """
-    from convcli.analysis import analyze_file
+    from convcli.sources import load_analysis
     from convcli.render import print_json, print_table
     from convcli.views import explain as explain_lines
     from convcli.views import rf_json, rf_table
 
     form = output_format(fmt, as_json)
-    analyses = [analyze_file(p) for p in expand_specs(specs)]
+    analyses = [load_analysis(p, input_shape) for p in expand_specs(specs)]
     if form == "json":
         docs = [rf_json(a) for a in analyses]
         print_json(docs[0] if len(docs) == 1 else docs)

@@ -16,6 +16,12 @@ def make_act(name: str | None, slope: float = 0.01):
         "silu": nn.SiLU,
         "sigmoid": nn.Sigmoid,
         "tanh": nn.Tanh,
+        "elu": nn.ELU,
+        "celu": nn.CELU,
+        "hardswish": nn.Hardswish,
+        "hardsigmoid": nn.Hardsigmoid,
+        "mish": nn.Mish,
+        "softplus": nn.Softplus,
         "identity": nn.Identity,
     }
     if name == "leaky_relu":

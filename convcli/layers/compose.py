@@ -6,7 +6,7 @@ paths. The join (add, concat) is itself a row with k=1, so the table shows every
 
 from __future__ import annotations
 
-from convcli.layers.registry import MAX_ROWS, Facts, LayerType, Param, register
+from convcli.layers.registry import ACTIVATIONS, MAX_ROWS, Facts, LayerType, Param, register
 
 
 @register
@@ -98,7 +98,7 @@ _BRANCH_KEYS = (
         "act",
         None,
         aliases=("activation",),
-        choices=("relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "identity"),
+        choices=ACTIVATIONS,
         help="activation after the join",
     ),
 )

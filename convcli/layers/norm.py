@@ -34,7 +34,7 @@ class BatchNorm(_Norm):
 class LayerNorm(_Norm):
     name = "layernorm"
     aliases = ("ln",)
-    params = (Param("eps", "float", 1e-5, minimum=0.0),)
+    params = (Param("eps", "float", 1e-5, minimum=0.0), Param("affine", "bool", True))
     doc = "layer norm over channels at each position (ConvNeXt's LayerNorm2d); over features for vectors"
     examples = (((3, 4, 4), {}), ((6,), {}))
 
@@ -43,7 +43,9 @@ class LayerNorm(_Norm):
 
         from convcli.layers.modules import ChannelLayerNorm
 
-        return nn.LayerNorm(shape[0], eps=a["eps"]) if len(shape) == 1 else ChannelLayerNorm(shape[0], a["eps"])
+        if len(shape) == 1:
+            return nn.LayerNorm(shape[0], eps=a["eps"], elementwise_affine=a["affine"])
+        return ChannelLayerNorm(shape[0], a["eps"], elementwise_affine=a["affine"])
 
 
 @register
@@ -51,7 +53,8 @@ class GroupNorm(_Norm):
     name = "groupnorm"
     aliases = ("gn",)
     positional = "groups"
-    params = (Param("groups", "int", 32, aliases=("g",), minimum=1), Param("eps", "float", 1e-5, minimum=0.0))
+    params = (Param("groups", "int", 32, aliases=("g",), minimum=1), Param("eps", "float", 1e-5, minimum=0.0),
+              Param("affine", "bool", True))
     doc = "group normalisation"
     examples = (((4, 4, 4), {"groups": 2}),)
 
@@ -63,4 +66,4 @@ class GroupNorm(_Norm):
     def build(self, a, shape):
         import torch.nn as nn
 
-        return nn.GroupNorm(a["groups"], shape[0], eps=a["eps"])
+        return nn.GroupNorm(a["groups"], shape[0], eps=a["eps"], affine=a["affine"])

@@ -17,7 +17,8 @@ from convcli.errors import SpecError, did_you_mean
 
 MAX_ROWS = 100_000  # rows one spec may expand to: more is a mistake or a hostile file, not a network
 
-ACTIVATIONS = ("relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "identity")
+ACTIVATIONS = ("relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "elu", "celu", "hardswish",
+               "hardsigmoid", "mish", "softplus", "identity")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,33 @@
+"""`convcli export SPEC > net.py`: the spec's model as a standalone PyTorch file (torch only, no convcli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def export(
+    spec: str = typer.Argument(..., help="Spec YAML.", show_default=False),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the file here instead of to stdout."),
+) -> None:
+    """Write SPEC's model as a standalone PyTorch module (imports torch only, never convcli).
+
+    Its state_dict keys are those of convcli's model, so a checkpoint from `convcli train` loads with
+    strict=True: `Net().load_state_dict(torch.load("runs/NAME/best.pt", weights_only=True)["model"])`.
+    """
+    import sys
+
+    from convcli.analysis import analyze_file
+    from convcli.errors import ConvcliError
+    from convcli.export import export_source
+
+    source = export_source(analyze_file(spec))
+    if out is None:
+        sys.stdout.write(source)
+        return
+    try:
+        out.write_text(source, encoding="utf-8")
+    except OSError as exc:
+        raise ConvcliError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    print(f"wrote {out}", file=sys.stderr)

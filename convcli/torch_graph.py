@@ -1,0 +1,577 @@
+"""The PyTorch front-end: an `nn.Module` traced with torch.fx → the same network graph a spec makes.
+
+Modules and functions map onto registry types (one table each below); the registry then decides every
+fact (shapes, params, MACs, RF, kinds) exactly as for a spec. Two cross-checks guard against a wrong
+table: every node's analysed output shape must equal the shape torch computed for it (a forward pass
+on zeros), and the analysed parameter total must equal the model's own count of the parameters its
+forward uses. Anything that cannot be mapped or traced is an error naming the module and the reason.
+
+Loading `FILE.py:NAME` runs that file's code (as importing it would).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+from convcli.errors import ConvcliError, did_you_mean
+from convcli.graph import INPUT, Graph
+from convcli.layers.registry import Where, lookup, normalize
+
+MODEL_REF = re.compile(r"^(?P<where>[^:]+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def is_model_ref(arg: str) -> bool:
+    """`model.py:Net` or `package.module:factory` (a spec path never has a `:NAME` tail)."""
+    m = MODEL_REF.match(str(arg))
+    return bool(m) and (m.group("where").endswith(".py") or re.fullmatch(r"[A-Za-z_][\w.]*", m.group("where")))
+
+
+def parse_input(text: str | None, ref: str) -> tuple[int, ...]:
+    if text is None:
+        raise ConvcliError(f"{ref}: a PyTorch model needs --input C,H,W (or C,L / C,D,H,W), e.g. --input 3,32,32")
+    try:
+        shape = tuple(int(x) for x in str(text).replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        shape = ()
+    if not 2 <= len(shape) <= 4 or any(n < 1 for n in shape):
+        raise ConvcliError(f"--input must be C,L or C,H,W or C,D,H,W with positive integers, got '{text}'")
+    return shape
+
+
+def load_module(ref: str):
+    """Instantiate `FILE.py:NAME` / `package.module:NAME`: an nn.Module subclass built with no arguments,
+    or a zero-argument function returning a module."""
+    import torch.nn as nn
+
+    m = MODEL_REF.match(ref)
+    where, name = m.group("where"), m.group("name")
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise ConvcliError(f"{where}: no such file")
+        mod_name = f"_convcli_user_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.resolve().parent))  # so the file's own `import helpers` works
+        try:
+            sys.modules[mod_name] = module
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ConvcliError(f"{where}: running the file failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            sys.path.pop(0)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except Exception as exc:
+            raise ConvcliError(f"{where}: cannot import: {type(exc).__name__}: {exc}") from None
+    obj = getattr(module, name, None)
+    if obj is None:
+        found = [k for k, v in vars(module).items() if not k.startswith("_") and
+                 (isinstance(v, type) and issubclass(v, nn.Module) or callable(v))]
+        hint = did_you_mean(name, found)
+        raise ConvcliError(f"{ref}: {where} has no '{name}'" + (f"; did you mean {hint}?" if hint else ""))
+    try:
+        model = obj()
+    except TypeError as exc:
+        raise ConvcliError(f"{ref}: '{name}' must be built with no arguments ({exc}); write a zero-argument "
+                           "factory function that returns the model") from None
+    except Exception as exc:
+        raise ConvcliError(f"{ref}: building '{name}' failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise ConvcliError(f"{ref}: '{name}' returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+# --------------------------------------------------------------------------- modules → registry types
+
+
+def _t(v, nd=None):
+    """An int or per-axis tuple as a spec value (a list for tuples)."""
+    return list(v) if isinstance(v, (tuple, list)) else v
+
+
+def _conv(m):
+    pad = m.padding if isinstance(m.padding, str) else _t(m.padding)
+    return "conv", {"out": m.out_channels, "k": _t(m.kernel_size), "s": _t(m.stride), "p": pad,
+                    "d": _t(m.dilation), "g": m.groups, "bias": m.bias is not None}
+
+
+def _convt(m):
+    return "convtranspose", {"out": m.out_channels, "k": _t(m.kernel_size), "s": _t(m.stride), "p": _t(m.padding),
+                             "output_padding": _t(m.output_padding), "d": _t(m.dilation), "g": m.groups,
+                             "bias": m.bias is not None}
+
+
+def _bn(m):
+    return "batchnorm", {"eps": m.eps, "momentum": 0.1 if m.momentum is None else m.momentum, "affine": m.affine}
+
+
+def _pool(kind):
+    def f(m):
+        a = {"k": _t(m.kernel_size), "s": _t(m.stride if m.stride is not None else m.kernel_size),
+             "p": _t(m.padding), "ceil": m.ceil_mode}
+        if kind == "maxpool":
+            if m.return_indices:
+                raise _Unsupported("return_indices=True returns a tuple")
+            a["d"] = _t(m.dilation)
+        else:
+            a["count_include_pad"] = getattr(m, "count_include_pad", True)
+        return kind, a
+    return f
+
+
+def _adaptive(kind):
+    return lambda m: (kind, {"size": _t(m.output_size)})
+
+
+def _act(name, **extra):
+    return lambda m: (name, {k: getattr(m, attr) for k, attr in extra.items()})
+
+
+def _pad(m):
+    nd = len(m.padding) // 2
+    pairs = [m.padding[2 * i: 2 * i + 2] for i in range(nd)][::-1]  # torch lists the last axis first
+    mode = {"ConstantPad": "zeros", "ZeroPad": "zeros", "ReflectionPad": "reflect", "ReplicationPad": "replicate",
+            "CircularPad": "circular"}[re.sub(r"\dd$", "", type(m).__name__)]
+    if mode == "zeros" and getattr(m, "value", 0) != 0:
+        raise _Unsupported("constant padding with a non-zero value")
+    return "pad", {"before": [p[0] for p in pairs], "after": [p[1] for p in pairs], "mode": mode}
+
+
+def _softmax(name):
+    def f(m):
+        if m.dim not in (1, -1):
+            raise _Unsupported(f"{name} over dim {m.dim} (only the channel axis is supported)")
+        return name, {}
+    return f
+
+
+def _upsample(m):
+    sf = m.scale_factor
+    if m.size is not None or sf is None or float(sf if not isinstance(sf, tuple) else sf[0]) != int(
+            sf if not isinstance(sf, tuple) else sf[0]):
+        raise _Unsupported("only an integer scale_factor is supported")
+    sf = int(sf if not isinstance(sf, tuple) else sf[0])
+    return "upsample", {"scale": sf, "mode": m.mode}
+
+
+def _flatten_module(m):
+    if m.start_dim != 1 or m.end_dim != -1:
+        raise _Unsupported(f"Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}): only start_dim=1")
+    return "flatten", {}
+
+
+def module_table():
+    import torch.nn as nn
+
+    table = {
+        **{c: _conv for c in (nn.Conv1d, nn.Conv2d, nn.Conv3d)},
+        **{c: _convt for c in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
+        **{c: _bn for c in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)},
+        nn.GroupNorm: lambda m: ("groupnorm", {"groups": m.num_groups, "eps": m.eps, "affine": m.affine}),
+        nn.Linear: lambda m: ("linear", {"out": m.out_features, "bias": m.bias is not None}),
+        **{c: _pool("maxpool") for c in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)},
+        **{c: _pool("avgpool") for c in (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)},
+        **{c: _adaptive("adaptiveavgpool") for c in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                                                     nn.AdaptiveAvgPool3d)},
+        **{c: _adaptive("adaptivemaxpool") for c in (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                                                     nn.AdaptiveMaxPool3d)},
+        nn.ReLU: _act("relu"), nn.ReLU6: _act("relu6"), nn.GELU: _act("gelu"), nn.SiLU: _act("silu"),
+        nn.Sigmoid: _act("sigmoid"), nn.Tanh: _act("tanh"), nn.Identity: _act("identity"),
+        nn.LeakyReLU: _act("leaky_relu", slope="negative_slope"), nn.ELU: _act("elu"), nn.CELU: _act("celu"),
+        nn.Hardswish: _act("hardswish"), nn.Hardsigmoid: _act("hardsigmoid"), nn.Mish: _act("mish"),
+        nn.Softplus: _act("softplus"),
+        **{c: (lambda m: ("dropout", {"p": m.p})) for c in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+                                                            nn.AlphaDropout)},
+        nn.Softmax: _softmax("softmax"), nn.LogSoftmax: _softmax("log_softmax"),
+        nn.Flatten: _flatten_module,
+        nn.Upsample: _upsample,
+        nn.PixelShuffle: lambda m: ("pixelshuffle", {"r": m.upscale_factor}),
+    }
+    for name in ("ConstantPad", "ZeroPad", "ReflectionPad", "ReplicationPad", "CircularPad"):
+        for nd in (1, 2, 3):
+            cls = getattr(nn, f"{name}{nd}d", None)
+            if cls is not None:
+                table[cls] = _pad
+    return table
+
+
+class _Unsupported(Exception):
+    """A module or call convcli cannot map (becomes a ConvcliError naming the node)."""
+
+
+# --------------------------------------------------------------------------- functions → registry types
+
+ACT_FUNCS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "gelu": "gelu", "silu": "silu",
+             "sigmoid": "sigmoid", "tanh": "tanh", "leaky_relu": "leaky_relu", "elu": "elu", "celu": "celu",
+             "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "mish": "mish", "softplus": "softplus"}
+PASS_METHODS = {"contiguous", "clone", "float", "to", "detach", "type_as", "requires_grad_"}
+RESHAPES = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
+
+
+def _arg(node, i, name, default=None):
+    if len(node.args) > i:
+        return node.args[i]
+    return node.kwargs.get(name, default)
+
+
+# --------------------------------------------------------------------------- tracing
+
+
+def trace_graph(model, input_shape: tuple[int, ...], source: str, name: str | None = None) -> Graph:
+    """Trace `model` with torch.fx and map it onto the registry: the graph of a spec, from a module."""
+    import torch
+    import torch.fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    was_training = model.training
+    model.eval()  # trace the inference graph (GoogLeNet's aux heads, dropout) and leave BN stats alone
+    try:
+        tracer = torch.fx.Tracer()
+        tracer.record_stack_traces = True
+        try:
+            fx = tracer.trace(model)
+        except Exception as exc:
+            raise ConvcliError(_trace_failure(model, source, exc)) from None
+        gm = torch.fx.GraphModule(model, fx)
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(torch.zeros(2, *input_shape))
+        except Exception as exc:
+            raise ConvcliError(f"{source}: the model does not run on an input of shape {list(input_shape)} "
+                               f"(batch 2): {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        return _Mapper(model, gm, tuple(input_shape), source, name or type(model).__name__).run()
+    finally:
+        model.train(was_training)
+
+
+def _user_frame(stack_trace: str | None) -> tuple[str | None, int | None]:
+    """The user's file and line from an fx stack trace (the first frame outside torch)."""
+    for m in re.finditer(r'File "([^"]+)", line (\d+)', stack_trace or ""):
+        if f"{Path('site-packages') / 'torch'}" not in m.group(1) and "/torch/" not in m.group(1):
+            return m.group(1), int(m.group(2))
+    return None, None
+
+
+def _trace_failure(model, source: str, exc: Exception) -> str:
+    """Name the module and the line whose forward could not be traced (data-dependent control flow...)."""
+    import torch.nn as nn
+
+    names = {id(m): n for n, m in model.named_modules()}
+    tb, culprit, line = exc.__traceback__, None, None
+    while tb is not None:
+        frame = tb.tb_frame
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names and "/torch/" not in frame.f_code.co_filename:
+            path = names[id(owner)] or "the model"
+            culprit = f"{path} ({type(owner).__name__})"
+            line = f"{frame.f_code.co_filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "control flow" in reason:
+        reason += " (data-dependent control flow: the forward branches on tensor values)"
+    where = f" in {culprit} at {line}" if culprit else ""
+    return (f"{source}: cannot trace the model{where}: {reason}. convcli analyses models torch.fx can trace; "
+            "write a YAML spec for this one")
+
+
+class _Mapper:
+    def __init__(self, model, gm, input_shape, source, name):
+        self.model, self.gm, self.source = model, gm, source
+        self.graph = Graph(name=name, source=source, input=input_shape)
+        self.ids: dict = {}  # fx node -> graph node id (or INPUT); aliases share an id
+        self.modules_table = module_table()
+        self.first_call: dict[str, int] = {}  # module path -> the node of its first call
+        self.calls: dict[str, int] = {}
+        self.group_stack: list = []  # open groups: (module path, group)
+        self.module_types = {n: type(m) for n, m in model.named_modules()}
+
+    # -- helpers
+    def shape(self, fx_node) -> tuple[int, ...]:
+        meta = fx_node.meta.get("tensor_meta")
+        return tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else None
+
+    def where(self, fx_node, path):
+        file, line = _user_frame(fx_node.stack_trace)
+        return Where(file or self.source, line, path)
+
+    def fail(self, fx_node, msg):
+        path = fx_node.target if fx_node.op == "call_module" else fx_node.name
+        w = self.where(fx_node, str(path))
+        loc = f"{w.file}:{w.line}" if w.line else self.source
+        return ConvcliError(f"{loc}: {path}: {msg}")
+
+    def scope(self, fx_node) -> list[str]:
+        stack = fx_node.meta.get("nn_module_stack") or {}
+        paths = [v[0] if isinstance(v, tuple) else k for k, v in stack.items()]
+        if fx_node.op == "call_module" and paths and paths[-1] == fx_node.target:
+            paths = paths[:-1]  # the leaf module itself is the node, not a group
+        return [p for p in paths if p]
+
+    def open_groups(self, scope: list[str]):
+        """Close the groups the node is not in, open the submodules it is in (a header row each)."""
+        keep = 0
+        while keep < min(len(self.group_stack), len(scope)) and self.group_stack[keep][0] == scope[keep]:
+            keep += 1
+        del self.group_stack[keep:]
+        for path in scope[keep:]:
+            depth = len(self.group_stack)
+            g = self.graph.add_group(path=path, type=self.module_types.get(path, type(None)).__name__, depth=depth,
+                                     label=path if depth == 0 else None, where=Where(self.source, None, path))
+            self.group_stack.append((path, g))
+
+    def add(self, fx_node, type_name: str, registry: str, raw: dict, inputs, role="layer", path=None,
+            shares=None, module=None):
+        entry = lookup(registry)
+        scope = self.scope(fx_node)
+        self.open_groups(scope)
+        if path is None:
+            path = ".".join([*scope[-1:], fx_node.name]) if scope else fx_node.name
+        where = self.where(fx_node, path)
+        in_shapes = [self.graph.input if i == INPUT else self.out_shapes[i] for i in inputs]
+        if role == "join":
+            args, _ = normalize(entry, {**raw, "branches": []}, where)
+            facts = entry.join(args, in_shapes, where)
+        else:
+            args, _ = normalize(entry, raw, where)
+            args = entry.resolve(args, in_shapes[0], where)
+            facts = entry.infer(args, in_shapes[0], where)
+        depth = len(self.group_stack)
+        node = self.graph.add_node(path=path, type=type_name, entry=entry, args=args, inputs=tuple(inputs),
+                                   depth=depth, label=path if depth == 0 and module else None, where=where, role=role,
+                                   shares=shares, module=module)
+        for _, g in self.group_stack:
+            g.nodes.append(node.id)
+        self.out_shapes[node.id] = tuple(facts.out_shape)
+        torch_shape = self.shape(fx_node)
+        if torch_shape is not None and torch_shape != tuple(facts.out_shape):
+            raise self.fail(fx_node, f"convcli computes output shape {list(facts.out_shape)} but torch gives "
+                                     f"{list(torch_shape)}; please report this model")
+        return node.id
+
+    def tensor_inputs(self, fx_node, *nodes):
+        import torch.fx
+
+        out = []
+        for a in nodes:
+            if isinstance(a, torch.fx.Node):
+                if a not in self.ids:
+                    raise self.fail(fx_node, f"reads {a.name}, which is not a tensor convcli follows")
+                out.append(self.ids[a])
+        return out
+
+    # -- the walk
+    def run(self) -> Graph:
+        import torch.fx
+
+        self.out_shapes: dict[int, tuple] = {}
+        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise ConvcliError(f"{self.source}: forward takes {len(placeholders)} inputs; convcli analyses models "
+                               "with one input tensor")
+        for n in self.gm.graph.nodes:
+            try:
+                self.visit(n)
+            except _Unsupported as exc:
+                raise self.fail(n, str(exc)) from None
+            except ConvcliError as exc:
+                if isinstance(exc, ConvcliError) and "please report" in str(exc):
+                    raise
+                raise self.fail(n, getattr(exc, "message", str(exc))) from None
+        out = [n for n in self.gm.graph.nodes if n.op == "output"][0]
+        result = out.args[0]
+        if not isinstance(result, torch.fx.Node) or result not in self.ids or self.ids[result] == INPUT:
+            raise ConvcliError(f"{self.source}: forward must return one tensor computed from the input "
+                               f"(got {type(result).__name__})")
+        self.graph.output = self.ids[result]
+        self.check_params()
+        return self.graph
+
+    def visit(self, n):
+        if n.op == "placeholder":
+            self.ids[n] = INPUT
+        elif n.op == "get_attr":
+            if self.shape(n) is not None:
+                raise _Unsupported(f"uses the tensor self.{n.target} directly; convcli follows layers "
+                                   "(nn.Conv2d, nn.Linear, ...), not raw parameters")
+        elif n.op == "call_module":
+            self.call_module(n)
+        elif n.op in ("call_function", "call_method"):
+            if self.shape(n) is None:
+                return  # a size, a shape, an int: not data flow
+            self.call_function(n)
+
+    def call_module(self, n):
+        m = self.gm.get_submodule(n.target)
+        mapper = self.modules_table.get(type(m))
+        if mapper is None:
+            raise _Unsupported(f"{type(m).__module__}.{type(m).__name__} is not a layer convcli knows "
+                               "(see `convcli layers`); trace-able custom modules are followed inside")
+        registry, raw = mapper(m)
+        inputs = self.tensor_inputs(n, n.args[0])
+        count = self.calls.get(n.target, 0) + 1
+        self.calls[n.target] = count
+        # A second call of a module with weights shares them (a parameter-free ReLU called twice does not matter).
+        shares = self.first_call.get(n.target) if any(True for _ in m.parameters()) else None
+        path = n.target if count == 1 else f"{n.target}[call {count}]"
+        self.ids[n] = self.add(n, type(m).__name__, registry, raw, inputs, path=path, shares=shares,
+                               module=n.target)
+        self.first_call.setdefault(n.target, self.ids[n])
+
+    def call_function(self, n):
+        import operator
+
+        import torch
+
+        fname = getattr(n.target, "__name__", str(n.target)) if n.op == "call_function" else n.target
+        fname = fname.rstrip("_") if fname not in ("relu_",) else "relu"
+        x = n.args[0] if n.args else None
+
+        if fname in ("add", "iadd", "mul", "imul", "sub", "isub", "truediv", "div") or n.target in (
+                operator.add, operator.mul):
+            tensors = [a for a in n.args[:2] if isinstance(a, torch.fx.Node) and a in self.ids]
+            if len(tensors) == 2 and fname in ("add", "iadd", "mul", "imul"):
+                op = "add" if "add" in fname else "mul"
+                self.ids[n] = self.add(n, fname, op, {}, self.tensor_inputs(n, *tensors), role="join")
+                return
+            if len(tensors) == 1:  # arithmetic with a constant: element-wise, shape and RF unchanged
+                self.ids[n] = self.add(n, fname, "identity", {}, self.tensor_inputs(n, tensors[0]))
+                return
+            raise _Unsupported(f"{fname} of two tensors: only add and mul joins are supported")
+        if fname in ("cat", "concat", "concatenate"):
+            parts = n.args[0]
+            dim = _arg(n, 1, "dim", 0)
+            if dim not in (1, -3 if len(self.shape(n)) == 3 else 1):
+                raise _Unsupported(f"cat along dim {dim}: only channel concatenation (dim=1) is supported")
+            self.ids[n] = self.add(n, "cat", "concat", {}, self.tensor_inputs(n, *parts), role="join")
+            return
+        if fname in ACT_FUNCS:
+            raw = {}
+            if ACT_FUNCS[fname] == "leaky_relu":
+                raw["slope"] = _arg(n, 1, "negative_slope", 0.01)
+            self.ids[n] = self.add(n, fname, ACT_FUNCS[fname], raw, self.tensor_inputs(n, x))
+            return
+        if fname in ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"):
+            self.ids[n] = self.add(n, fname, "dropout", {"p": _arg(n, 1, "p", 0.5)}, self.tensor_inputs(n, x))
+            return
+        if fname in ("softmax", "log_softmax"):
+            dim = _arg(n, 1, "dim", None)
+            if dim not in (1, -1 if len(self.shape(n)) == 1 else 1):
+                raise _Unsupported(f"{fname} over dim {dim}: only the channel axis (dim=1) is supported")
+            self.ids[n] = self.add(n, fname, fname, {}, self.tensor_inputs(n, x))
+            return
+        if re.fullmatch(r"(max|avg)_pool[123]d", fname):
+            kind = "maxpool" if fname.startswith("max") else "avgpool"
+            k = _arg(n, 1, "kernel_size")
+            s = _arg(n, 2, "stride", None) or k
+            raw = {"k": _t(k), "s": _t(s), "p": _t(_arg(n, 3, "padding", 0))}
+            if kind == "maxpool":
+                raw.update(d=_t(_arg(n, 4, "dilation", 1)), ceil=_arg(n, 5, "ceil_mode", False))
+            else:
+                raw.update(ceil=_arg(n, 4, "ceil_mode", False), count_include_pad=_arg(n, 5, "count_include_pad", True))
+            self.ids[n] = self.add(n, fname, kind, raw, self.tensor_inputs(n, x))
+            return
+        if re.fullmatch(r"adaptive_(max|avg)_pool[123]d", fname):
+            kind = "adaptivemaxpool" if "max" in fname else "adaptiveavgpool"
+            self.ids[n] = self.add(n, fname, kind, {"size": _t(_arg(n, 1, "output_size"))}, self.tensor_inputs(n, x))
+            return
+        if fname in ("mean", "amax", "max") and x is not None:
+            self.reduce(n, fname, x)
+            return
+        if fname in RESHAPES:
+            self.reshape(n, fname, x)
+            return
+        if fname in PASS_METHODS:
+            self.ids[n] = self.tensor_inputs(n, x)[0]  # no new row: the same values
+            return
+        if fname == "interpolate":
+            sf = _arg(n, 2, "scale_factor")
+            if not isinstance(sf, (int, float)) or int(sf) != sf:
+                raise _Unsupported("interpolate: only an integer scale_factor is supported")
+            raw = {"scale": int(sf), "mode": _arg(n, 3, "mode", "nearest")}
+            self.ids[n] = self.add(n, fname, "upsample", raw, self.tensor_inputs(n, x))
+            return
+        raise _Unsupported(f"the operation '{fname}' is not one convcli maps onto its layers")
+
+    def reduce(self, n, fname, x):
+        """x.mean((2, 3)) over every spatial axis is global average pooling (amax: global max)."""
+        in_shape = self.shape(x) if hasattr(x, "meta") else None
+        dims = _arg(n, 1, "dim")
+        keep = _arg(n, 2, "keepdim", False)
+        nd = len(in_shape) - 1 if in_shape else 0
+        dims = [dims] if isinstance(dims, int) else list(dims or [])
+        spatial = sorted(d % (nd + 2) for d in dims)
+        if nd < 1 or spatial != list(range(2, nd + 2)):
+            raise _Unsupported(f"{fname} over dims {dims}: only a reduction over every spatial axis (global "
+                               "pooling) is supported")
+        src = self.tensor_inputs(n, x)
+        if fname == "mean":
+            self.ids[n] = self.add(n, fname, "gap", {"keepdim": bool(keep)}, src)
+            return
+        pooled = self.add(n, fname, "adaptivemaxpool", {"size": 1}, src,
+                          path=None if keep else f"{n.name}.pool")
+        self.ids[n] = pooled if keep else self.add(n, fname, "flatten", {}, [pooled])
+
+    def reshape(self, n, fname, x):
+        """view/reshape/flatten/squeeze: an identity when the shape is kept, a flatten when the result is
+        one vector per sample; anything else (mixing the batch axis, 2-D → 3-D) is not a layer."""
+        in_shape, out_shape = self.shape(x), self.shape(n)
+        meta_in, meta_out = x.meta.get("tensor_meta"), n.meta.get("tensor_meta")
+        if meta_in.shape[0] != meta_out.shape[0]:
+            raise _Unsupported(f"{fname} changes the batch axis ({list(meta_in.shape)} -> {list(meta_out.shape)})")
+        src = self.tensor_inputs(n, x)
+        if out_shape == in_shape:
+            self.ids[n] = src[0]
+            return
+        if len(out_shape) == 1:
+            self.ids[n] = self.add(n, fname, "flatten", {}, src)
+            return
+        if [d for d in out_shape if d != 1] == [d for d in in_shape if d != 1] and len(in_shape) > 1 and \
+                len(out_shape) > 1 and out_shape[0] == in_shape[0]:
+            raise _Unsupported(f"{fname} {list(in_shape)} -> {list(out_shape)} changes the spatial rank")
+        raise _Unsupported(f"{fname} {list(in_shape)} -> {list(out_shape)}: only flattening to one vector per "
+                           "sample is supported")
+
+    def check_params(self):
+        """The analysed total must be the model's own count of the parameters its forward uses."""
+        used = {m for n in self.graph.nodes if n.module for m in [n.module]}
+        seen, total, frozen, nbytes = set(), 0, 0, 0
+        for path in used:
+            for p in self.gm.get_submodule(path).parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    total += p.numel()
+                    nbytes += p.numel() * p.element_size()
+                    frozen += 0 if p.requires_grad else p.numel()
+        ours = sum(self.facts_params(n) for n in self.graph.nodes if n.shares is None)
+        if ours != total:
+            raise ConvcliError(f"{self.source}: internal check failed: the model's layers hold {total:,} "
+                               f"parameters, convcli counts {ours:,}; please report this model")
+        everything = {id(p): p.numel() for p in self.model.parameters()}
+        unused = sum(v for k, v in everything.items() if k not in seen)
+        if unused:
+            self.graph.notes.append(f"{unused:,} parameters belong to modules the forward pass does not use "
+                                    "(e.g. auxiliary heads); they are not counted")
+        self.graph.frozen_params, self.graph.param_bytes = frozen, nbytes
+
+    def facts_params(self, node) -> int:
+        shape = self.graph.input if node.inputs[0] == INPUT else self.out_shapes[node.inputs[0]]
+        if node.role == "join":
+            return 0
+        return node.entry.infer(node.args, shape, node.where).params
+
+
+def trace_ref(ref: str, input_text: str | None) -> Graph:
+    """`model.py:Net` + `--input 3,32,32` → the graph."""
+    shape = parse_input(input_text, ref)
+    model = load_module(ref)
+    name = MODEL_REF.match(ref).group("name")
+    return trace_graph(model, shape, ref, name)
+
+
+__all__ = ["is_model_ref", "load_module", "trace_graph", "trace_ref", "parse_input"]
