@@ -33,7 +33,6 @@ def inspect(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Everything about a spec in one table, and the verdict of its assignment rules."""
-    from convcli.sources import load_analysis
     from convcli.commands.common import totals
     from convcli.errors import ConvcliError
     from convcli.render import console, print_json, print_table
@@ -47,6 +46,7 @@ def inspect(
         summary_line,
         write_junit,
     )
+    from convcli.sources import load_analysis
     from convcli.views import inspect_json, inspect_table
 
     form = output_format(fmt, as_json)

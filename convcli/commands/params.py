@@ -23,9 +23,9 @@ def params(
 
     MACs are per sample (batch 1): multiply-accumulates of conv, transposed-conv and linear weights.
     """
-    from convcli.sources import load_analysis
     from convcli.commands.common import totals
     from convcli.render import print_json, print_table
+    from convcli.sources import load_analysis
     from convcli.views import params_json, params_table
 
     form = output_format(fmt, as_json)

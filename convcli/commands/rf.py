@@ -26,8 +26,8 @@ def rf(
 
     Per-axis values are shown as HxW when the axes differ. Example: [bold]convcli rf architectures/s7.yaml[/]
     """
-    from convcli.sources import load_analysis
     from convcli.render import print_json, print_table
+    from convcli.sources import load_analysis
     from convcli.views import explain as explain_lines
     from convcli.views import rf_json, rf_table
 

@@ -1,0 +1,232 @@
+"""The PyTorch front-end: models traced with torch.fx give the analysis a spec of the same net gives.
+
+References: torchvision's own models (parameter counts from `parameters()`, RF from the YAML example of
+the same net and from the gradient-support check), and small student-style modules whose numbers are
+worked by hand below."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from helpers import analyze_layers
+from test_rf_empirical import ACTIVATIONS
+
+from convcli.analysis import analyze, analyze_file
+from convcli.rules import resolve_rules, run_checks
+from convcli.torch_graph import trace_graph
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDENTS = ROOT / "tests" / "models" / "students.py"
+sys.path.insert(0, str(STUDENTS.parent))
+import students  # noqa: E402
+
+
+def traced(model, shape=(3, 32, 32)):
+    return analyze(trace_graph(model, shape, f"{type(model).__name__}"))
+
+
+def rf(a):
+    return [int(x.r) for x in a.rf_before_global()]
+
+
+# --------------------------------------------------------------------------- torchvision, traced directly
+
+ZOO = {
+    "alexnet": lambda: torchvision.models.alexnet(weights=None),
+    "vgg16": lambda: torchvision.models.vgg16(weights=None),
+    "resnet18": lambda: torchvision.models.resnet18(weights=None),
+    "resnet50": lambda: torchvision.models.resnet50(weights=None),
+    "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(weights=None),
+    "googlenet": lambda: torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(ZOO))
+def zoo(request):
+    model = ZOO[request.param]()
+    return request.param, model, traced(model, (3, 224, 224))
+
+
+def test_traced_params_equal_torchs_own_count(zoo):
+    name, model, a = zoo
+    assert a.params == sum(p.numel() for p in model.parameters())
+
+
+def test_traced_rf_and_macs_equal_the_yaml_example(zoo):
+    name, _, a = zoo
+    spec = analyze_file(ROOT / "architectures" / f"{name}.yaml")
+    assert a.rf_before_global() == spec.rf_before_global()
+    assert a.macs == spec.macs and a.output_shape == spec.output_shape == (1000,)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg16"])
+def test_traced_rf_equals_gradient_support_for_sequential_nets(name):
+    """Constant positive weights, max-pool as average, activations removed: the input pixels the centre
+    unit before the classifier depends on are its RF, clipped to the 224-pixel image."""
+    model = ZOO[name]().double().eval()
+    a = traced(ZOO[name](), (3, 224, 224))
+    for mod in list(model.modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, ACTIVATIONS):
+                setattr(mod, child_name, torch.nn.Identity())
+            elif isinstance(child, torch.nn.MaxPool2d):
+                setattr(mod, child_name, torch.nn.AvgPool2d(child.kernel_size, child.stride, child.padding))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.01)
+    captured = {}
+    model.features.register_forward_hook(lambda m, i, o: captured.__setitem__("y", o))
+    x = torch.ones(1, 3, 224, 224, dtype=torch.float64, requires_grad=True)
+    model(x)
+    y = captured["y"]
+    y[0, :, y.shape[2] // 2, y.shape[3] // 2].sum().backward()
+    support = x.grad[0].abs().sum(0) > 0
+    measured = [int(support.any(1).sum()), int(support.any(0).sum())]
+    expected = []
+    for axis, u in zip(a.rf_before_global(), (y.shape[2] // 2, y.shape[3] // 2)):
+        centre = axis.start + u * axis.j  # unit u's RF centre in input pixel coordinates
+        expected.append(int(min(centre + axis.r / 2, 224) - max(centre - axis.r / 2, 0)))
+    assert measured == expected
+    assert rf(a) == {"alexnet": [195, 195], "vgg16": [212, 212]}[name]
+
+
+def test_unused_auxiliary_heads_are_noted_not_counted():
+    model = torchvision.models.googlenet(weights=None, init_weights=False)  # aux_logits=True by default
+    a = traced(model, (3, 224, 224))
+    assert a.params == 6_624_904 < sum(p.numel() for p in model.parameters())
+    assert any("not use" in n for n in a.notes)
+
+
+# --------------------------------------------------------------------------- student-style modules, by hand
+
+
+def test_s7_student_by_hand():
+    a = traced(students.S7Student())
+    # conv 3->16 (432 + BN 32), conv 16->32 (4,608 + 64), depthwise 32 (288 + 64), pointwise 32->64
+    # (2,048 + 128), dilated 64->64 (36,864 + 128), conv 64->128 (73,728 + 256), 1x1 head 128->10 (1,290)
+    assert a.params == 119_930 == sum(p.numel() for p in students.S7Student().parameters())
+    # RF: 3, 5, pool 6 (j 2); depthwise 10, pointwise 10, pool 12 (j 4); dilated k_eff 5: 12 + 4*4 = 28,
+    # pool 32 (j 8); conv 32 + 2*8 = 48; MaxPool2d(1, 1) is an identity: 48. AvgPool2d(4) on the 4x4 map
+    # is the GAP, so the RF before GAP is 48, not 48 + 3*8 = 72.
+    assert rf(a) == [48, 48]
+    assert a.first_global_row().path == "O.0"
+    checks = {c.rule: c for c in run_checks(a, resolve_rules(None, "s7"))}
+    assert checks["count(maxpool)==3"].value == 3  # the 1x1 pool is not a pool
+    assert checks["rf>44"].ok and checks["rf>44"].value == 48
+    assert checks["gap_before_classifier"].ok
+    assert checks["count(depthwise_separable)>=1"].value == 1 and checks["count(dilated)>=1"].value == 1
+    assert checks["structure"].ok and checks["params<1000000"].ok
+
+
+def test_attributes_with_functional_calls_by_hand():
+    a = traced(students.Attributes())
+    # conv 3->8 (216 + 8), BN 16, conv 8->16 s2 (1,152 + 16), BN 32, linear 16->10 (170)
+    assert a.params == 1_610
+    assert rf(a) == [5, 5]  # 3, then 3 + 2*1 = 5 with jump 2
+    assert [int(x.j) for x in a.rf_before_global()] == [2, 2]
+    assert {r.facts.op for r in a.layers if r.type == "relu"} == {"act"}
+
+
+def test_shared_conv_se_block_and_residual_by_hand():
+    a = traced(students.SharedSEResidual())
+    # conv 432 + BN 32; the shared conv 16*16*9 + 16 = 2,320 once; SE 1x1 convs 68 + 80; linear 170
+    assert a.params == 3_102 == sum(p.numel() for p in students.SharedSEResidual().parameters())
+    # x: RF 3; y: 5, then 7 through the same conv; add: max(3, 7) = 7; pool: 8 (j 2). The SE gate
+    # multiplies a per-channel value back: the RF stays 8, and its x.mean is not the classifier's GAP.
+    assert rf(a) == [8, 8]
+    assert a.first_global_row().type == "adaptive_avg_pool2d"
+    shared = [r for r in a.layers if r.module == "shared"]
+    assert len(shared) == 2 and shared[1].shares == shared[0].path
+    assert any("broadcast" in n for n in a.notes)
+
+
+def test_mean_over_spatial_axes_is_gap():
+    a = traced(students.MeanHead())
+    assert a.params == 3 * 8 * 25 + 8 + 8 * 10 + 10
+    assert a.first_global_row().facts.op == "global_pool" and rf(a) == [5, 5]
+
+
+SE_SPEC = [
+    {"conv": {"out": 16, "k": 3, "bias": False, "bn": True, "act": "relu"}},
+    {"residual": {"shortcut": "identity", "layers": [{"conv": {"out": 16, "k": 3, "act": "relu", "name": "shared"}},
+                                                     {"reuse": "shared"}]}},
+    {"maxpool": {"k": 2}},
+    {"mul": {"branches": [[], [{"gap": {"keepdim": True}}, {"pointwise": {"out": 4, "act": "relu"}},
+                               {"pointwise": {"out": 16, "act": "sigmoid"}}]]}},
+    "gap",
+    {"linear": {"out": 10}},
+]
+
+
+def test_the_same_net_as_a_spec_gives_the_same_analysis():
+    spec = analyze_layers([3, 32, 32], SE_SPEC)
+    a = traced(students.SharedSEResidual())
+    assert spec.params == a.params == 3_102
+    assert spec.rf_before_global() == a.rf_before_global()
+    assert spec.macs == a.macs and spec.output_shape == a.output_shape
+    rules = resolve_rules(None, "s7")
+    def verdicts(x):  # the GAP rule's value is the layer's path, which differs between the two front-ends
+        return {c.rule: (c.ok, c.value if isinstance(c.value, (int, float)) else None) for c in run_checks(x, rules)
+                if c.rule != "structure"}
+
+    assert verdicts(spec) == verdicts(a)
+
+
+def test_gap_written_as_a_whole_map_average_pool_in_a_spec():
+    a = analyze_layers([8, 4, 4], [{"conv": {"out": 8}}, {"avgpool": {"k": 4}}, "flatten", {"linear": {"out": 2}}])
+    assert a.first_global_row().facts.op == "global_pool"
+    assert rf(a) == [3, 3]  # the pool's window is not added: it is the GAP
+
+
+def test_identity_pool_in_a_spec_is_not_a_pool():
+    from convcli.rules.kinds import find
+
+    a = analyze_layers([8, 8, 8], [{"maxpool": {"k": 2}}, {"maxpool": {"k": 1, "s": 1}}])
+    assert len(find(a, "maxpool")) == 1 and len(find(a, "downsampling")) == 1
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "convcli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_inspects_a_model_file_with_rules():
+    r = run("inspect", f"{STUDENTS}:S7Student", "--input", "3,32,32", "--rules", "s7", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["total"] == 119_930 and doc["rf"] == 48 and doc["ok"] is True
+
+
+def test_cli_takes_a_factory_function_and_a_package_module():
+    r = run("params", f"{STUDENTS}:make_attributes", "--input", "3,32,32", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["total"] == 1_610
+
+
+def test_cli_needs_an_input_shape_for_a_model():
+    r = run("rf", f"{STUDENTS}:S7Student")
+    assert r.returncode == 2 and "--input" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_data_dependent_control_flow_is_exit_2_naming_the_module():
+    r = run("rf", f"{STUDENTS}:Branchy", "--input", "3,8,8")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "Branchy" in r.stderr and "control flow" in r.stderr and "students.py:" in r.stderr
+
+
+def test_an_unknown_layer_is_exit_2_naming_it():
+    r = run("params", f"{STUDENTS}:Custom", "--input", "3,8,8")
+    assert r.returncode == 2 and "PReLU" in r.stderr and "act" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_missing_name_suggests_one():
+    r = run("rf", f"{STUDENTS}:S7Studnt", "--input", "3,32,32")
+    assert r.returncode == 2 and "S7Student" in r.stderr
