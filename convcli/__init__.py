@@ -1,3 +1,17 @@
-"""convcli: design, analyse and train convolutional networks from YAML specs."""
+"""convcli: design, analyse and train convolutional networks from YAML specs or PyTorch modules.
+
+`convcli.summary(model_or_spec, input_size=(3, 32, 32), rules="s7")` is the notebook API (see
+`convcli.api`); importing convcli loads no torch until a model is passed.
+"""
 
 __version__ = "0.1.0"
+
+
+def summary(model_or_spec, input_size=None, rules=None, accuracy=None):
+    """The inspect table and rule verdicts of a model or spec as a `Report` (see `convcli.api.summary`)."""
+    from convcli.api import summary as _summary
+
+    return _summary(model_or_spec, input_size=input_size, rules=rules, accuracy=accuracy)
+
+
+__all__ = ["summary", "__version__"]

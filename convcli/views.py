@@ -31,7 +31,7 @@ def display_names(rows: list[Row]) -> list[str]:
         parent = stack[-1] if stack else ""
         tail = r.path[len(parent) :] if parent and r.path.startswith(parent) else r.path
         tail = tail.lstrip(".")
-        names.append("  " * r.depth + tail + (f" ({r.label})" if r.label else ""))
+        names.append("  " * r.depth + tail + (f" ({r.label})" if r.label and r.label != tail else ""))
         if r.kind == "block":
             stack.append(r.path)
     return names
@@ -293,4 +293,12 @@ def inspect_json(a: Analysis, totals: dict) -> dict:
     doc.update(jsonable(rf_summary(a)))
     doc["output_shape"] = list(a.output_shape)
     doc["notes"] = a.notes
+    return doc
+
+
+def inspect_document(a: Analysis, totals: dict, ruleset, checks) -> dict:
+    """The `inspect --json` document: the layer table, totals, RF summary and the rule verdicts."""
+    doc = inspect_json(a, totals)
+    doc.update(rules=ruleset.name if ruleset else None, checks=[c.to_json() for c in checks],
+               ok=not any(c.ok is False for c in checks))
     return doc

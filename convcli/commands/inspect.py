@@ -47,7 +47,7 @@ def inspect(
         write_junit,
     )
     from convcli.sources import load_analysis
-    from convcli.views import inspect_json, inspect_table
+    from convcli.views import inspect_document, inspect_table
 
     form = output_format(fmt, as_json)
     paths = expand_specs(specs)
@@ -71,20 +71,17 @@ def inspect(
 
     if form == "json":
         docs = []
-        for path, a, totals, ruleset, checks in results:
+        for path, a, tot, ruleset, checks in results:
             if a is None:
                 docs.append({"spec": str(path), "error": str(checks), "ok": False})
                 continue
-            doc = inspect_json(a, totals)
-            doc.update(rules=ruleset.name if ruleset else None, checks=[c.to_json() for c in checks],
-                       ok=all_ok(checks))
-            docs.append(doc)
+            docs.append(inspect_document(a, tot, ruleset, checks))
         print_json(docs[0] if len(docs) == 1 else docs)
     else:
         con = console()
-        for path, a, totals, ruleset, checks in results:
+        for path, a, tot, ruleset, checks in results:
             if a is not None and (details or not batch):
-                print_table(inspect_table(a, totals), form)
+                print_table(inspect_table(a, tot), form)
                 if ruleset and not batch:
                     con.print(render_checks(checks, title=f"Rules: {ruleset.name}"))
                     con.print(("PASS: " if all_ok(checks) else "FAIL: ") + summary_line(checks), markup=False)

@@ -1,0 +1,108 @@
+"""The notebook API, in the style of `torchinfo.summary`:
+
+    >>> import convcli
+    >>> report = convcli.summary(model, input_size=(3, 32, 32), rules="s7")
+    >>> report            # the inspect table and the rule verdicts (rich in a terminal, HTML in Jupyter)
+    >>> report.ok         # no rule failed
+    >>> report.to_dict()  # the `convcli inspect --json` document
+
+`model_or_spec` may be an `nn.Module`, a spec path, or a `model.py:Net` reference. `input_size` is
+(C, H, W) without the batch axis (also (C, L) or (C, D, H, W)); a spec's own `input:` is used when it
+is None. Importing convcli does not import torch; passing a module does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Report:
+    analysis: object
+    totals: dict
+    ruleset: object
+    checks: list
+
+    @property
+    def ok(self) -> bool:
+        """True when no rule failed (rules that could not be checked, e.g. accuracy, do not fail)."""
+        return not any(c.ok is False for c in self.checks)
+
+    @property
+    def params(self) -> int:
+        return self.totals["total"]
+
+    @property
+    def macs(self) -> int:
+        return self.totals["macs"]
+
+    @property
+    def rf(self):
+        """The receptive field the assignment measures: at the input of the first global op."""
+        from convcli.render import per_axis_value
+
+        return per_axis_value([a.r for a in self.analysis.rf_before_global()])
+
+    def to_dict(self) -> dict:
+        from convcli.render import jsonable
+        from convcli.views import inspect_document
+
+        return jsonable(inspect_document(self.analysis, self.totals, self.ruleset, self.checks))
+
+    def __rich_console__(self, console, options):
+        from rich.text import Text
+
+        from convcli.render import to_rich
+        from convcli.rules import render_checks, summary_line
+        from convcli.views import inspect_table
+
+        table = inspect_table(self.analysis, self.totals)
+        yield to_rich(table)
+        for line in table.footer:
+            yield Text(line)
+        if self.ruleset is not None:
+            yield render_checks(self.checks, title=f"Rules: {self.ruleset.name}")
+            yield Text(("PASS: " if self.ok else "FAIL: ") + summary_line(self.checks))
+
+    def _render(self, **kw):
+        from rich.console import Console
+
+        console = Console(record=True, width=kw.pop("width", 160), file=open("/dev/null", "w"), **kw)  # noqa: SIM115
+        console.print(self)
+        return console
+
+    def __str__(self) -> str:
+        return self._render(no_color=True).export_text()
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        return self._render().export_html(inline_styles=True)
+
+
+def summary(model_or_spec, input_size=None, rules=None, accuracy: float | None = None) -> Report:
+    """Analyse a model or spec and check its rules (`rules`: a profile such as "s7", a rules file, "none";
+    default: the spec's own `rules:`). `accuracy` (a fraction) is checked by an `accuracy` rule."""
+    from convcli.analysis import analyze
+    from convcli.commands.common import totals
+    from convcli.rules import resolve_rules, run_checks
+
+    input_text = ",".join(map(str, input_size)) if input_size is not None else None
+    if isinstance(model_or_spec, (str, Path)):
+        from convcli.sources import load_analysis
+
+        a = load_analysis(model_or_spec, input_text)
+    elif hasattr(model_or_spec, "named_modules") and callable(model_or_spec):
+        from convcli.errors import ConvcliError
+        from convcli.torch_graph import trace_graph
+
+        if input_size is None:
+            raise ConvcliError("summary(model) needs input_size=(C, H, W), e.g. (3, 32, 32)")
+        a = analyze(trace_graph(model_or_spec, tuple(input_size), type(model_or_spec).__name__))
+    else:
+        a = analyze(model_or_spec)  # a Spec or a Graph
+    ruleset = resolve_rules(a.spec, rules)
+    checks = run_checks(a, ruleset, accuracy) if ruleset else []
+    return Report(a, totals(a), ruleset, checks)

@@ -1,0 +1,53 @@
+"""The notebook API: `convcli.summary(...)` is the inspect command as an object."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import convcli
+
+ROOT = Path(__file__).resolve().parent.parent
+S7 = ROOT / "tests" / "specs" / "s7_course.yaml"
+STUDENTS = ROOT / "tests" / "models" / "students.py"
+
+
+def cli_json(*args):
+    r = subprocess.run([sys.executable, "-m", "convcli", "inspect", *args, "--json"], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode in (0, 1), r.stderr
+    return json.loads(r.stdout)
+
+
+def test_importing_convcli_does_not_import_torch():
+    code = "import sys, convcli; r = convcli.summary(sys.argv[1]); print('torch' in sys.modules, r.ok)"
+    out = subprocess.run([sys.executable, "-c", code, str(S7)], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+def test_to_dict_is_the_inspect_json_document_for_a_spec():
+    report = convcli.summary(S7)
+    assert report.to_dict() == cli_json(str(S7))
+    assert report.ok and report.params == 179_146 and report.rf == 72
+
+
+def test_to_dict_is_the_inspect_json_document_for_a_module():
+    sys.path.insert(0, str(STUDENTS.parent))
+    import students
+
+    report = convcli.summary(students.S7Student(), input_size=(3, 32, 32), rules="s7")
+    doc = cli_json(f"{STUDENTS}:S7Student", "--input", "3,32,32", "--rules", "s7")
+    mine = report.to_dict()
+    assert mine.pop("spec") == "S7Student" and doc.pop("spec").endswith("students.py:S7Student")
+    assert mine == doc
+    assert report.ok and report.rf == 48
+
+
+def test_a_failing_rule_makes_ok_false_and_renders():
+    report = convcli.summary(S7, rules="s7-strided")  # s7 has max-pools and 179k params: both fail here
+    assert not report.ok
+    text = str(report)
+    assert "FAIL" in text and "Layer" in text
+    assert report._repr_html_().lstrip().startswith("<")
