@@ -308,3 +308,26 @@ def test_every_declared_option_is_a_command_line_option_a_config_field_and_a_che
         if o.choices:
             with pytest.raises(SpecError, match=o.name):
                 build_config({}, {o.name: "nonsense"}, "spec.yaml", None)
+
+
+def test_whitening_init_decorrelates_the_first_convs_patches():
+    import numpy as np
+    import torch.nn.functional as F
+    from torch import nn
+
+    from convcli.train.loop import whiten_first_conv
+
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(3, 3, generator=g)  # correlated colour channels
+    x = torch.einsum("ij,bjhw->bihw", mix, torch.randn(64, 3, 8, 8, generator=g))
+    model = nn.Sequential(nn.Conv2d(3, 8, 2, bias=False), nn.ReLU())
+    assert whiten_first_conv(model, [x[:32], x[32:]], eps=0.0)
+    w = model[0].weight.detach().reshape(8, -1).double().numpy()
+    assert np.allclose(w[:4], -w[4:])  # each filter with both signs
+    # Reference covariance from numpy on the same 2x2 patches: the filters whiten it (W C W^T = I).
+    patches = F.unfold(x, 2).transpose(1, 2).reshape(-1, 12).double().numpy()
+    cov = np.cov(patches, rowvar=False)
+    assert np.allclose(w[:4] @ cov @ w[:4].T, np.eye(4), atol=1e-6)
+    # ...and they are its top eigenvectors: no other unit direction has more variance than the first.
+    top = w[0] / np.linalg.norm(w[0])
+    assert top @ cov @ top == pytest.approx(np.linalg.eigvalsh(cov)[-1])

@@ -107,6 +107,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("cutout", int, 0, "Cutout square side in pixels (0: off).", low=0, unit="pixels", panel=R),
     Option("precise_bn", int, 4096, "Recompute BN statistics on N training images before each evaluation "
            "(0: off, keep the moving averages).", low=0, unit="images", panel=R),
+    Option("whiten", bool, False, "Initialise the first conv as a patch-whitening filter bank (top eigenvectors "
+           "of the training patches' covariance, both signs); it stays trainable.", panel=R),
     Option("lookahead", bool, True, "Lookahead: every 5 steps pull the weights towards their moving average "
            "(airbench).", panel=R),
     Option("tta", bool, True, "Test accuracy with flip test-time augmentation (the image and its mirror).", panel=R),

@@ -79,6 +79,44 @@ class Schedule:
         return {"kind": self.kind, "total_steps": self.total_steps, "step": self.step}
 
 
+# --- patch-whitening initialisation --------------------------------------------------------------
+
+@torch.no_grad()
+def whiten_first_conv(model: nn.Module, batches, eps: float = 5e-4) -> bool:
+    """Initialise the first convolution as a patch-whitening filter bank (Page's ResNet-9 series, airbench):
+    the top eigenvectors of the covariance of its input patches, scaled by 1/sqrt(eigenvalue + eps), each
+    used with both signs (so a following ReLU/GELU keeps both halves). The weights stay trainable. Returns
+    False (and changes nothing) when the first conv is grouped or has more than twice as many outputs as
+    its patches have dimensions."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None or conv.groups != 1:
+        return False
+    kh, kw = conv.kernel_size
+    dim = conv.in_channels * kh * kw
+    if conv.out_channels > 2 * dim:
+        return False
+    gram = torch.zeros(dim, dim, dtype=torch.float64)
+    total = torch.zeros(dim, dtype=torch.float64)
+    n = 0
+    for x in batches:  # accumulate sum(p p^T) and sum(p) over every patch position
+        p = F.unfold(x.float(), (kh, kw), dilation=conv.dilation, stride=conv.stride).transpose(1, 2)
+        p = p.reshape(-1, dim).double().cpu()
+        gram += p.T @ p
+        total += p.sum(0)
+        n += p.shape[0]
+    if n < 2:
+        return False
+    mean = total / n
+    cov = (gram - n * torch.outer(mean, mean)) / (n - 1)
+    values, vectors = torch.linalg.eigh(cov)  # ascending
+    values, vectors = values.flip(0), vectors.flip(1)
+    half = (conv.out_channels + 1) // 2
+    filters = (vectors[:, :half] / (values[:half].clamp_min(0) + eps).sqrt()).T  # half, dim
+    weight = torch.cat([filters, -filters])[:conv.out_channels]
+    conv.weight.copy_(weight.view_as(conv.weight).to(conv.weight.dtype))
+    return True
+
+
 # --- lookahead ---------------------------------------------------------------------------------------
 
 class Lookahead:

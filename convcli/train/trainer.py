@@ -27,12 +27,22 @@ from convcli.train.config import FIELDS, RESUME_OPTIONS, TrainConfig, build_conf
 from convcli.train.data import ImageData, load_data
 from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device, use_channels_last
 from convcli.train.loader import EVAL_BATCH, DeviceLoader, channel_stats, match_channels, stratified_subset
-from convcli.train.loop import Lookahead, Schedule, eval_metrics, make_optimizer, predict, recalibrate_bn, train_epoch
+from convcli.train.loop import (
+    Lookahead,
+    Schedule,
+    eval_metrics,
+    make_optimizer,
+    predict,
+    recalibrate_bn,
+    train_epoch,
+    whiten_first_conv,
+)
 from convcli.train.runs import RunWriter, create_run_dir, load_checkpoint, plan_run_dir
 
 CHECKPOINT_FORMAT = "convcli-train-v1"
 # Options added after runs were first saved, with the value that reproduces how those runs were trained.
-LEGACY_DEFAULTS = {"alt_flip": False, "lookahead": False, "tta": False}
+LEGACY_DEFAULTS = {"alt_flip": False, "lookahead": False, "tta": False, "whiten": False}
+WHITEN_IMAGES = 5000  # training images whose patches estimate the covariance for --whiten
 TEST_SUBSET_SEED = 0  # the test subset does not depend on --seed, so `eval` can select the same images
 
 
@@ -107,6 +117,8 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
                                 translate=cfg.translate, flip=cfg.flip, alt_flip=cfg.alt_flip, cutout=cfg.cutout,
                                 channels_last=channels_last)
     test_loader = DeviceLoader(test_x, test_y, mean, std, EVAL_BATCH, channels_last=channels_last)
+    if cfg.whiten:  # before the optimizer sees the weights; a resumed run loads its own weights over these
+        whiten_first_conv(model, train_loader.calibration_batches(WHITEN_IMAGES))
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     schedule = Schedule(cfg.schedule, cfg.epochs * len(train_loader))
     step_model = torch.compile(model) if cfg.compile else model
@@ -296,7 +308,8 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
     aug = [f"translate {cfg.translate}" if cfg.translate else "",
            ("alternating flip" if cfg.alt_flip else "random flip") if cfg.flip else "",
            f"cutout {cfg.cutout}" if cfg.cutout else ""]
-    extras = [", ".join(a for a in aug if a) or "no augmentation", "lookahead" if cfg.lookahead else "",
+    extras = [", ".join(a for a in aug if a) or "no augmentation", "whitened first conv" if cfg.whiten else "",
+              "lookahead" if cfg.lookahead else "",
               f"precise BN on {cfg.precise_bn} images" if cfg.precise_bn else "", "flip TTA" if cfg.tta else ""]
     console.print("; ".join(e for e in extras if e), highlight=False)
 
