@@ -33,6 +33,7 @@ class Node:
     role: str = "layer"  # "layer" | "join" (the join of a parallel block)
     shares: int | None = None  # id of the node whose module (weights) this node reuses
     module: str | None = None  # the PyTorch module path, when the graph came from a model
+    raw: dict | None = None  # the options as a spec would write them (before defaults), for `convcli import`
 
 
 @dataclass

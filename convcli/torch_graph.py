@@ -344,7 +344,7 @@ class _Mapper:
         depth = len(self.group_stack)
         node = self.graph.add_node(path=path, type=type_name, entry=entry, args=args, inputs=tuple(inputs),
                                    depth=depth, label=path if depth == 0 and module else None, where=where, role=role,
-                                   shares=shares, module=module)
+                                   shares=shares, module=module, raw=dict(raw))
         for _, g in self.group_stack:
             g.nodes.append(node.id)
         self.out_shapes[node.id] = tuple(facts.out_shape)

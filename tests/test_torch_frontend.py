@@ -230,3 +230,42 @@ def test_an_unknown_layer_is_exit_2_naming_it():
 def test_a_missing_name_suggests_one():
     r = run("rf", f"{STUDENTS}:S7Studnt", "--input", "3,32,32")
     assert r.returncode == 2 and "S7Student" in r.stderr
+
+
+# --------------------------------------------------------------------------- import: a traced model → a spec
+
+
+def same_analysis(a, b):
+    assert a.params == b.params and a.macs == b.macs
+    assert a.output_shape == b.output_shape and a.rf_before_global() == b.rf_before_global()
+    assert [r.out_shape for r in a.layers] == [r.out_shape for r in b.layers]
+    assert [r.facts.op for r in a.layers] == [r.facts.op for r in b.layers]
+
+
+@pytest.mark.parametrize("name", ["S7Student", "Attributes", "SharedSEResidual", "MeanHead"])
+def test_import_writes_a_spec_with_the_same_analysis(name, tmp_path):
+    from convcli.spec import parse_spec
+    from convcli.spec_writer import spec_yaml
+
+    graph = trace_graph(getattr(students, name)(), (3, 32, 32), name)
+    spec = analyze(parse_spec(spec_yaml(graph), str(tmp_path / "net.yaml")))
+    same_analysis(analyze(graph), spec)
+
+
+def test_import_round_trips_torchvision_nets_with_residuals_and_concats(zoo, tmp_path):
+    from convcli.spec import parse_spec
+    from convcli.spec_writer import spec_yaml
+
+    name, model, a = zoo
+    spec = analyze(parse_spec(spec_yaml(a.graph), str(tmp_path / f"{name}.yaml")))
+    same_analysis(a, spec)
+
+
+def test_import_command_writes_a_spec_that_passes_the_same_rules(tmp_path):
+    out = tmp_path / "s7_student.yaml"
+    r = run("import", f"{STUDENTS}:S7Student", "--input", "3,32,32", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    r = run("inspect", str(out), "--rules", "s7", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and doc["total"] == 119_930 and doc["rf"] == 48
