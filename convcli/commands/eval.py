@@ -9,22 +9,27 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from convcli.train.config import OPTION  # the training options' declarations (stdlib only)
+
+AS_TRAINED = " (default: as in training)."
+
+
+def _help(name: str, default: str = AS_TRAINED) -> str:
+    return OPTION[name].help.rstrip(".") + default
+
 
 def evaluate(
     spec: str = typer.Argument(None, help="Spec YAML the weights were trained from (default: the spec copy "
                                "beside the weights, else the project's default spec).", show_default=False),
     weights: str = typer.Option(..., "--weights", "-w", help="Checkpoint (best.pt / last.pt) or a state_dict file.",
                                 show_default=False),
-    data: str = typer.Option(None, "--data", help="cifar10, an ImageFolder directory or a .tar.gz of one "
-                             "(default: the data the weights were trained on)."),
+    data: str = typer.Option(None, "--data", help=_help("data", " (default: the data the weights were trained on).")),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables."),
-    tta: bool = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation: average with the mirrored "
-                             "image (default: as in training)."),
-    device: str = typer.Option(None, "--device", help="auto | cuda | cuda:N | cpu | mps (auto)."),
-    amp: bool = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA and on CPUs with native "
-                             "bf16 (default: as in training)."),
-    test_subset: int = typer.Option(None, "--test-subset", help="Evaluate on N test images (default: as in "
-                                    "training, else all)."),
+    tta: bool = typer.Option(None, "--tta/--no-tta", help=_help("tta")),
+    device: str = typer.Option(None, "--device", help=_help("device", " (auto).")),
+    amp: bool = typer.Option(None, "--amp/--no-amp", help=_help("amp")),
+    test_subset: int = typer.Option(None, "--test-subset", help=_help("test_subset", " (default: as in training, "
+                                                                                     "else all).")),
     out: str = typer.Option(None, "--out", help="Where to write confusion.png and misclassified.png "
                             "(default: runs/eval, runs/eval2, ...)."),
 ) -> None:
