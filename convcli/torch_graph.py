@@ -268,16 +268,23 @@ def _trace_failure(model, source: str, exc: Exception) -> str:
         frame = tb.tb_frame
         owner = frame.f_locals.get("self")
         if isinstance(owner, nn.Module) and id(owner) in names and "/torch/" not in frame.f_code.co_filename:
-            path = names[id(owner)] or "the model"
-            culprit = f"{path} ({type(owner).__name__})"
-            line = f"{frame.f_code.co_filename}:{tb.tb_lineno}"
+            path = names[id(owner)]
+            culprit = f"{type(owner).__name__}.{frame.f_code.co_name}" + (f" (module {path})" if path else "")
+            line = f"{_relative(frame.f_code.co_filename)}:{tb.tb_lineno}"
         tb = tb.tb_next
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "control flow" in reason:
         reason += " (data-dependent control flow: the forward branches on tensor values)"
-    where = f" in {culprit} at {line}" if culprit else ""
-    return (f"{source}: cannot trace the model{where}: {reason}. convcli analyses models torch.fx can trace; "
+    where = f" {culprit} at {line}" if culprit else " the model"
+    return (f"{source}: cannot trace{where}: {reason}. convcli analyses models torch.fx can trace; "
             "write a YAML spec for this one")
+
+
+def _relative(file: str) -> str:
+    try:
+        return str(Path(file).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return file
 
 
 class _Mapper:
@@ -303,7 +310,7 @@ class _Mapper:
     def fail(self, fx_node, msg):
         path = fx_node.target if fx_node.op == "call_module" else fx_node.name
         w = self.where(fx_node, str(path))
-        loc = f"{w.file}:{w.line}" if w.line else self.source
+        loc = f"{_relative(w.file)}:{w.line}" if w.line else self.source
         return ConvcliError(f"{loc}: {path}: {msg}")
 
     def scope(self, fx_node) -> list[str]:
@@ -410,8 +417,8 @@ class _Mapper:
         m = self.gm.get_submodule(n.target)
         mapper = self.modules_table.get(type(m))
         if mapper is None:
-            raise _Unsupported(f"{type(m).__module__}.{type(m).__name__} is not a layer convcli knows "
-                               "(see `convcli layers`); trace-able custom modules are followed inside")
+            raise _Unsupported(f"{type(m).__module__}.{type(m).__name__} is not a layer convcli can map onto its "
+                               "types (see `convcli layers`); write it as supported layers, or analyse a YAML spec")
         registry, raw = mapper(m)
         inputs = self.tensor_inputs(n, n.args[0])
         count = self.calls.get(n.target, 0) + 1
