@@ -80,15 +80,16 @@ def console(stderr: bool = False):
 
 def to_rich(t: TableData):
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(
-        title=t.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold"
+        title=escape(t.title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold"
     )
     for c in t.columns:
         table.add_column(c.header, justify="right" if c.numeric else "left", no_wrap=True)
     for row, style in zip(t.rows, t.styles or [None] * len(t.rows)):
-        table.add_row(*(cell(row.get(c.key)) for c in t.columns), style=style)
+        table.add_row(*(escape(cell(row.get(c.key))) for c in t.columns), style=style)
     return table
 
 
