@@ -26,7 +26,8 @@ def write(tmp_path, text, name="bad.yaml"):
 # --------------------------------------------------------------------------- start-up
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["rf", S7], ["rf", "--help"], ["train", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["rf", S7], ["rf", "--help"], ["train", "--help"], ["params", S7],
+                                  ["inspect", S7], ["inspect", str(ROOT / "architectures" / "resnet50.yaml")]])
 def test_torch_not_imported(argv):
     code = ("import sys; from convcli.cli import main; sys.argv = ['convcli', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
