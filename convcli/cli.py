@@ -12,6 +12,7 @@ import sys
 import typer
 
 from convcli.commands import eval as eval_cmd
+from convcli.commands import export as export_cmd
 from convcli.commands import inspect, layers, params, rf, train
 from convcli.errors import ConvcliError
 
@@ -29,6 +30,7 @@ app.command("inspect", rich_help_panel=ANALYSE)(inspect.inspect)
 app.command("rf", rich_help_panel=ANALYSE)(rf.rf)
 app.command("params", rich_help_panel=ANALYSE)(params.params)
 app.command("layers", rich_help_panel=ANALYSE)(layers.layers)
+app.command("export", rich_help_panel=ANALYSE)(export_cmd.export)
 app.command("train", rich_help_panel=TRAIN)(train.train)
 app.command("eval", rich_help_panel=TRAIN)(eval_cmd.evaluate)
 

@@ -11,17 +11,19 @@ def export(
     spec: str = typer.Argument(..., help="Spec YAML.", show_default=False),
     out: Path = typer.Option(None, "--out", "-o", help="Write the file here instead of to stdout."),
 ) -> None:
-    """Write SPEC's model as a standalone PyTorch module (imports torch only, never convcli).
+    """Write SPEC's model as a standalone PyTorch file (it imports torch, never convcli).
 
-    Its state_dict keys are those of convcli's model, so a checkpoint from `convcli train` loads with
-    strict=True: `Net().load_state_dict(torch.load("runs/NAME/best.pt", weights_only=True)["model"])`.
+    Its state_dict keys are those of convcli's model, so a best.pt from `convcli train` loads with strict=True.
+    Example: [bold]convcli export architectures/s7.yaml > net.py[/]
     """
     import sys
 
     from convcli.analysis import analyze_file
     from convcli.errors import ConvcliError
     from convcli.export import export_source
+    from convcli.sources import require_spec
 
+    require_spec(spec, "`convcli export` (a PyTorch model is its own Python code)")
     source = export_source(analyze_file(spec))
     if out is None:
         sys.stdout.write(source)
