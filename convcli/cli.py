@@ -13,7 +13,7 @@ import typer
 
 from convcli.commands import eval as eval_cmd
 from convcli.commands import export as export_cmd
-from convcli.commands import inspect, layers, params, rf, train
+from convcli.commands import import_model, inspect, layers, params, rf, train
 from convcli.errors import ConvcliError
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app.command("rf", rich_help_panel=ANALYSE)(rf.rf)
 app.command("params", rich_help_panel=ANALYSE)(params.params)
 app.command("layers", rich_help_panel=ANALYSE)(layers.layers)
 app.command("export", rich_help_panel=ANALYSE)(export_cmd.export)
+app.command("import", rich_help_panel=ANALYSE)(import_model.import_model)
 app.command("train", rich_help_panel=TRAIN)(train.train)
 app.command("eval", rich_help_panel=TRAIN)(eval_cmd.evaluate)
 
