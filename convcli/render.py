@@ -84,7 +84,8 @@ def to_rich(t: TableData):
     from rich.table import Table
 
     table = Table(
-        title=escape(t.title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, header_style="bold"
+        title=escape(t.title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+        header_style="bold",
     )
     for c in t.columns:
         table.add_column(c.header, justify="right" if c.numeric else "left", no_wrap=True)
