@@ -13,10 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from convcli.errors import SpecError, did_you_mean
-from convcli.layers.registry import LayerType, Param, Where, all_names, entries, lookup
+from convcli.layers.registry import MAX_SIZE, LayerType, Param, Where, all_names, entries, lookup
 from convcli.yamlio import LineDict, LineList, load_yaml
 
 TOP_KEYS = ("name", "description", "input", "classes", "defaults", "blocks", "layers", "rules", "train")
+# Bounds on what a spec file may hold, checked before any recursive processing: a hand-written spec is a
+# few kB with a few hundred values, nested a dozen levels; a hostile one (a 50 MB file, YAML aliases
+# expanding exponentially, thousands of nested lists) must end with exit 2, not a hang or a crash.
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_VALUES = 200_000
+MAX_SPEC_NESTING = 100
 VAR = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -114,6 +120,9 @@ def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     file = str(path)
     try:
+        size = path.stat().st_size if path.is_file() else 0
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(f"the file is {size:,} bytes; a spec may be at most {MAX_SPEC_BYTES:,}", file=file)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         siblings = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
@@ -126,8 +135,48 @@ def load_spec(path: str | Path) -> Spec:
     return parse_spec(text, file)
 
 
+def check_bounds(raw, file: str) -> None:
+    """Count the values a loaded document expands to (aliases counted at every use), its nesting depth and
+    self-references, without recursion and without expanding anything."""
+    sizes: dict[int, int] = {}
+    heights: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack = [(raw, False)]
+    while stack:
+        node, done = stack.pop()
+        kids = list(node.values()) if isinstance(node, dict) else node if isinstance(node, list) else None
+        if kids is None:
+            continue
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes.get(id(k), 1) for k in kids)
+            heights[key] = 1 + max((heights.get(id(k), 0) for k in kids), default=0)
+            if sizes[key] > MAX_SPEC_VALUES:
+                raise SpecError(f"the spec expands beyond {MAX_SPEC_VALUES:,} values (YAML aliases used over "
+                                "and over?)", file=file, expected="a spec written out, or blocks: for repetition")
+            if heights[key] > MAX_SPEC_NESTING:
+                raise SpecError(f"the spec nests more than {MAX_SPEC_NESTING} levels deep", file=file)
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise SpecError("the spec refers to itself (a YAML anchor used inside its own value)", file=file)
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if isinstance(k, (dict, list)) and id(k) not in sizes)
+        if len(on_path) > MAX_SPEC_NESTING:
+            raise SpecError(f"the spec nests more than {MAX_SPEC_NESTING} levels deep", file=file)
+
+
 def parse_spec(text: str, file: str = "<spec>") -> Spec:
-    raw = load_yaml(text, file)
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is {len(text):,} characters; at most {MAX_SPEC_BYTES:,}", file=file)
+    try:
+        raw = load_yaml(text, file)
+    except RecursionError:
+        raise SpecError(f"the spec nests more than {MAX_SPEC_NESTING} levels deep", file=file) from None
+    check_bounds(raw, file)
     if raw is None:
         raise SpecError(
             "the spec is empty",
@@ -163,9 +212,10 @@ def parse_spec(text: str, file: str = "<spec>") -> Spec:
     if (
         not isinstance(shape, list)
         or not 2 <= len(shape) <= 4
-        or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in shape)
+        or not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= MAX_SIZE for x in shape)
     ):
-        raise err("input must be [C, L], [C, H, W] or [C, D, H, W] with positive integers", "input", got=shape)
+        raise err(f"input must be [C, L], [C, H, W] or [C, D, H, W] with integers from 1 to {MAX_SIZE:,}", "input",
+                  got=shape)
     layers = raw["layers"]
     if not isinstance(layers, list) or not layers:
         raise err("layers must be a non-empty list", "layers", got=layers)

@@ -21,7 +21,13 @@ MAX_DEPTH = 64
 def spec_graph(spec: Spec) -> Graph:
     graph = Graph(name=spec.name, source=spec.file, input=tuple(spec.input), classes=spec.classes,
                   description=spec.description, rules=spec.rules, train=spec.train)
-    _Walker(spec, graph).seq(spec.layers, "layers", INPUT, 0, spec.raw.line_of("layers"), graph.top)
+    walker = _Walker(spec, graph)
+    out = walker.seq(spec.layers, "layers", INPUT, 0, spec.raw.line_of("layers"), graph.top)
+    shape = walker.shapes[out]
+    if spec.classes is not None and len(shape) == 1 and shape[0] != spec.classes:
+        raise spec.where(spec.raw.line_of("classes"), "classes").error(
+            f"classes: {spec.classes}, but the network outputs {shape[0]} values per sample",
+            expected=f"a last layer with {spec.classes} outputs (e.g. linear: {{out: $classes}})")
     return graph
 
 

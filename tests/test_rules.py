@@ -140,13 +140,19 @@ def test_rf_at_label_path_and_output():
         {"max_rf": {"le": 6, "at": "C1"}},                                  # C1's output: r = 6 (above)
         {"min_rf": {"ge": 10, "at": "layers[1].seq[0].dwsconv"}},            # after the dwsconv: r = 10
         {"min_rf": {"gt": 44, "at": "output"}, "name": "rf-output"},         # after GAP: global, r grows
-        {"min_rf": {"gt": 1, "at": "C9"}},
     ]}, "r.yaml")
-    c1, dws, out, missing = run_checks(a, rs)
+    c1, dws, out = run_checks(a, rs)
     assert (c1.ok, c1.value, c1.rule) == (True, 6, "rf@C1<=6")
     assert (dws.ok, dws.value) == (True, 10)
     assert out.rule == "rf-output" and "global" in out.message
-    assert missing.ok is False and missing.value is None and "C1" in missing.message  # did you mean
+
+
+def test_rf_at_a_missing_label_is_a_bad_rules_file_not_a_fail():
+    a = analysis_of(rf44_net())
+    rs = parse_ruleset({"rules": [{"min_rf": {"gt": 1, "at": "C9"}}]}, "r.yaml")
+    with pytest.raises(SpecError) as exc:
+        run_checks(a, rs)
+    assert "'C9'" in str(exc.value) and "C1, C2" in str(exc.value)  # the labels it could have meant
 
 
 def test_rf_per_axis_uses_min_for_min_rf_and_max_for_max_rf():
@@ -193,9 +199,8 @@ def test_s7_hand_params():
     # every dwsconv becomes a plain conv (same k, p: RF unchanged; params grow but stay < 1M)
     ("no depthwise-separable", "- dwsconv:", "- conv:", 4, {"count(depthwise_separable)>=1"}),
     ("no GAP", "        - gap ", "        - flatten ", 1, {"gap_before_classifier"}),
-    # 1,000,000 params exactly: backbone 177,856 (test_s7_hand_params) + linear 128 -> 6,423 without bias:
-    # 128 * 6,423 = 822,144, and 177,856 + 822,144 = 1,000,000.
-    ("1,000,000 params", "linear: {out: $classes}", "linear: {out: 6423, bias: false}", 1, {"params<1000000"}),
+    # 6,423 classes: backbone 177,856 (test_s7_hand_params) + linear 128*6,423 + 6,423 = 1,006,423 params.
+    ("1,006,423 params", "classes: 10", "classes: 6423", 1, {"params<1000000"}),
 ])
 def test_s7_mutations_fail_exactly_the_expected_rule(case, old, new, count, expected):
     text = mutate(old, new, count)
@@ -203,7 +208,9 @@ def test_s7_mutations_fail_exactly_the_expected_rule(case, old, new, count, expe
 
 
 def test_one_million_params_exactly_and_boundary():
-    text = mutate("linear: {out: $classes}", "linear: {out: 6423, bias: false}")
+    # 1,000,000 params exactly: backbone 177,856 + linear 128 -> 6,423 without bias: 128 * 6,423 = 822,144.
+    text = mutate("linear: {out: $classes}", "linear: {out: $classes, bias: false}")
+    text = text.replace("classes: 10", "classes: 6423")
     a = analysis_of(text)
     assert a.params == 1_000_000
     strict, inclusive, bare = run_checks(a, parse_ruleset({"rules": [

@@ -75,7 +75,7 @@ class Dropout(_Pointwise):
     name = "dropout"
     op = "dropout"
     positional = "p"
-    params = (Param("p", "float", 0.5, minimum=0.0, help="drop probability"),)
+    params = (Param("p", "float", 0.5, minimum=0.0, below=1.0, help="drop probability"),)
     doc = "element-wise dropout (inactive in eval mode)"
     examples = (((4, 6, 6), {"p": 0.2}),)
 

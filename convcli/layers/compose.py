@@ -29,7 +29,8 @@ class Repeat(LayerType):
     name = "repeat"
     family = "compose"
     kind = "seq"
-    params = (Param("times", "int", required=True, aliases=("n",), minimum=1), Param("layers", "layers", required=True))
+    params = (Param("times", "int", required=True, aliases=("n",), minimum=1, maximum=None),
+              Param("layers", "layers", required=True))
     doc = "repeats its layers `times` times (each copy has its own weights)"
     examples = (((3, 8, 8), {"times": 3, "layers": [{"conv": {"out": 4, "k": 3, "p": 0}}]}),)
 

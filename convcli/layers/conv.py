@@ -340,7 +340,8 @@ def given(a: dict, *keys: str) -> dict:
 
 
 UNSET_TAIL = tuple(
-    Param(p.name, p.kind, None, p.aliases, choices=p.choices, minimum=p.minimum, help=p.help) for p in block_keys()
+    Param(p.name, p.kind, None, p.aliases, choices=p.choices, minimum=p.minimum, below=p.below, help=p.help)
+    for p in block_keys()
 )
 
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from convcli.errors import SpecError, did_you_mean
 
 MAX_ROWS = 100_000  # rows one spec may expand to: more is a mistake or a hostile file, not a network
+MAX_SIZE = 1 << 20  # any integer option (channels, kernel, stride, padding, ...) and any input size
 
 ACTIVATIONS = ("relu", "relu6", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "elu", "celu", "hardswish",
                "hardsigmoid", "mish", "softplus", "identity")
@@ -48,6 +49,8 @@ class Param:
     required: bool = False
     choices: tuple = ()
     minimum: int | float | None = None
+    below: float | None = None  # a strict upper bound (dropout < 1)
+    maximum: int | None = MAX_SIZE  # integers: an inclusive upper bound (None: checked by the entry)
     help: str = ""
 
 
@@ -63,6 +66,7 @@ SHARED_KEYS = {
             "pad",
             None,
             aliases=("padding",),
+            minimum=0,
             help="padding: int, per-axis list, or 'same'; default d*(k-1)//2 (keeps size at stride 1)",
         ),
         Param("d", "ints", 1, aliases=("dilation",), minimum=1, help="dilation"),
@@ -86,7 +90,7 @@ def block_keys() -> tuple[Param, ...]:
         Param("bias", "bool", None, help="default: true unless bn"),
         Param("bn", "bool", False, aliases=("batchnorm",), help="batch norm after the layer"),
         Param("act", "act", None, aliases=("activation",), choices=ACTIVATIONS, help="activation after bn"),
-        Param("dropout", "float", 0.0, minimum=0.0, help="dropout probability after the activation"),
+        Param("dropout", "float", 0.0, minimum=0.0, below=1.0, help="dropout probability after the activation"),
     )
 
 
@@ -265,6 +269,8 @@ def _check_value(p: Param, v, where: Where):
             raise bad("an integer" if p.kind == "int" else "an integer or a per-axis list of integers")
         if p.minimum is not None and x < p.minimum:
             raise where.error(f"'{p.name}' must be >= {p.minimum}", got=x)
+        if p.maximum is not None and x > p.maximum:
+            raise where.error(f"'{p.name}' is too large", expected=f"at most {p.maximum:,}", got=x)
         return x
 
     if v is None:
@@ -293,8 +299,12 @@ def _check_value(p: Param, v, where: Where):
     if p.kind == "float":
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise bad("a number")
+        if v != v or v in (float("inf"), float("-inf")):
+            raise where.error(f"'{p.name}' must be a finite number", got=v)
         if p.minimum is not None and v < p.minimum:
             raise where.error(f"'{p.name}' must be >= {p.minimum}", got=v)
+        if p.below is not None and v >= p.below:
+            raise where.error(f"'{p.name}' must be < {p.below}", got=v)
         return float(v)
     if p.kind in ("str", "act"):
         if p.kind == "act" and v is False:

@@ -39,6 +39,15 @@ ENTRY_KEYS = ("name", "description")  # allowed next to the rule kind in one lis
 RF_AT = ("before_gap", "output")
 
 
+class RuleRefError(Exception):
+    """A rule names something the network does not have (`at: nowhere`): the rules file is wrong, not the
+    network, so it is exit 2 at the rule's line, not a FAIL."""
+
+    def __init__(self, message: str, **kw):
+        super().__init__(message)
+        self.message, self.kw = message, kw
+
+
 @dataclass(frozen=True)
 class RuleKind:
     name: str
@@ -189,13 +198,9 @@ def rf_site(analysis, at: str):
     row = (labelled or by_path or [None])[0]
     if row is None:
         labels = [r.label for r in analysis.rows if r.label]
-        hint = did_you_mean(at, labels + [r.path for r in analysis.rows])
-        msg = f"no block labelled or layer at '{at}'"
-        if hint:
-            msg += f" (did you mean {hint}?)"
-        elif labels:
-            msg += " (labels: " + ", ".join(labels) + ")"
-        return None, None, msg
+        raise RuleRefError(f"no block labelled or layer at '{at}'",
+                           expected="before_gap, output, a block label (" + (", ".join(labels) or "none here")
+                           + ") or a layer path", suggestion=did_you_mean(at, labels + [r.path for r in analysis.rows]))
     return row, row.rf_out, "the output of " + ("block " + at if labelled else at)
 
 
@@ -489,7 +494,10 @@ def run_checks(analysis, ruleset: RuleSet | None, accuracy: float | None = None)
             raise ValueError(f"accuracy is a fraction in [0, 1], got {accuracy} (pass 0.853 for 85.3%)")
     checks = []
     for rule in ruleset.rules:
-        check = RULE_KINDS[rule.kind].check(analysis, rule.args, accuracy)
+        try:
+            check = RULE_KINDS[rule.kind].check(analysis, rule.args, accuracy)
+        except RuleRefError as exc:
+            raise Where(rule.file, rule.line, f"rule {rule.id}").error(exc.message, **exc.kw) from None
         check.rule, check.kind = rule.id, rule.kind
         checks.append(check)
     return checks
