@@ -76,7 +76,12 @@ def test_analytic_rf_equals_gradient_support(doc):
     except ConvcliError:
         assume(False)
     sizes, centre, row = measured_rf(a)
-    assert sizes == expected_rf(row, centre, a.input_shape)
+    # Where the centre unit's RF lies inside the input, the support is exactly the analytic RF. (Clipped
+    # at a border, a dilated kernel's last tap may fall in a hole, so the measured span can be shorter.)
+    inside = all(0 <= ax.start + u * ax.j - ax.r / 2 and ax.start + u * ax.j + ax.r / 2 <= n
+                 for ax, u, n in zip(row.rf_out, centre, a.input_shape[1:]))
+    assume(inside)
+    assert sizes == [int(ax.r) for ax in row.rf_out] == expected_rf(row, centre, a.input_shape)
 
 
 BAD_VALUES = [-1, 0, 10**20, "x", True, None, [], [1, 2, 3, 4], 1.5, float("nan"), {"a": 1}]
