@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from convcli.analysis import Analysis, Row
 from convcli.layers.geometry import IDENTITY, fmt_num
-from convcli.render import Column, TableData, jsonable, per_axis_value
+from convcli.render import Cell, Column, Lines, Name, Output, TableData, jsonable, per_axis_value
 
 AXES = {1: "L", 2: "H×W", 3: "D×H×W"}
 MACS_RULE = (
@@ -22,8 +22,9 @@ def shape_str(shape) -> str:
     return "[" + ", ".join(f"{x:,}" for x in shape) + "]"
 
 
-def display_names(rows: list[Row]) -> list[str]:
-    """Tree view: each row shows its path relative to its parent block, indented by depth."""
+def display_names(rows: list[Row]) -> list[Name]:
+    """Tree view: each row shows its path relative to its parent block, indented by depth (the full
+    path goes to Markdown and CSV)."""
     stack: list[str] = []
     names = []
     for r in rows:
@@ -31,7 +32,8 @@ def display_names(rows: list[Row]) -> list[str]:
         parent = stack[-1] if stack else ""
         tail = r.path[len(parent) :] if parent and r.path.startswith(parent) else r.path
         tail = tail.lstrip(".")
-        names.append("  " * r.depth + tail + (f" ({r.label})" if r.label and r.label != tail else ""))
+        label = r.label if r.label and r.label != tail else None
+        names.append(Name("  " * r.depth + tail + (f" ({label})" if label else ""), r.path, label))
         if r.kind == "block":
             stack.append(r.path)
     return names
@@ -158,11 +160,9 @@ def rf_table(a: Analysis) -> TableData:
     )
     for name, r in zip(display_names(a.rows), a.rows):
         if r.kind == "block":
-            t.rows.append({"layer": name, **{key: "" for key in RF_KEYS}})
-            t.styles.append("bold")
+            t.add({"layer": name, **{key: "" for key in RF_KEYS}}, style="bold", kind="block")
         else:
-            t.rows.append({"layer": name, **rf_values(r)})
-            t.styles.append(None)
+            t.add({"layer": name, **rf_values(r)})
     return t
 
 
@@ -209,7 +209,7 @@ def explain(a: Analysis) -> list[str]:
 def params_table(a: Analysis, totals: dict) -> TableData:
     cols = [
         Column("layer", "Layer", numeric=False),
-        Column("type", "Type", numeric=False),
+        Column("type", "Type", numeric=False, wrap=True),
         Column("shape", "Output shape", numeric=False),
         Column("params", "Params"),
         Column("macs", "MACs"),
@@ -220,16 +220,18 @@ def params_table(a: Analysis, totals: dict) -> TableData:
         footer=totals_footer(totals),
     )
     for name, r in zip(display_names(a.rows), a.rows):
-        t.rows.append(
+        block = r.kind == "block"
+        t.add(
             {
                 "layer": name,
                 "type": describe(r),
                 "shape": shape_str(r.out_shape),
-                "params": f"({r.params:,})" if r.kind == "block" else (r.params or None),
-                "macs": (f"({r.macs:,})" if r.macs else None) if r.kind == "block" else r.macs,
-            }
+                "params": Cell(f"({r.params:,})", r.params) if block else (r.params or None),
+                "macs": (Cell(f"({r.macs:,})", r.macs) if r.macs else None) if block else r.macs,
+            },
+            style="dim" if block else None,
+            kind="block" if block else None,
         )
-        t.styles.append("dim" if r.kind == "block" else None)
     return t
 
 
@@ -271,15 +273,13 @@ def inspect_table(a: Analysis, totals: dict) -> TableData:
         columns=p.columns + [Column("rf", "RF (input px)"), Column("jump", "Jump")],
         footer=totals_footer(totals)[:2] + rf_footer(a)[:-1] + totals_footer(totals)[2:] + [RF_RULE],
     )
-    p = params_table(a, totals)
-    for row, style, r in zip(p.rows, p.styles, a.rows):
+    for row, style, kind, r in zip(p.rows, p.styles, p.kinds, a.rows):
         row = dict(row)
         if r.rf_out:
             rf = per_axis_value([x.r for x in r.rf_out])
-            row["rf"] = f"{fmt_axes(rf)} (global)" if r.is_global else rf
+            row["rf"] = Cell(f"{fmt_axes(rf)} (global)", rf) if r.is_global else rf
             row["jump"] = per_axis_value([x.j for x in r.rf_out])
-        t.rows.append(row)
-        t.styles.append(style)
+        t.add(row, style=style, kind=kind)
     return t
 
 
@@ -302,3 +302,32 @@ def inspect_document(a: Analysis, totals: dict, ruleset, checks) -> dict:
     doc.update(rules=ruleset.name if ruleset else None, checks=[c.to_json() for c in checks],
                ok=not any(c.ok is False for c in checks))
     return doc
+
+
+# --------------------------------------------------------------------------- what each command prints
+
+
+def rf_output(a: Analysis, explain_steps: bool = False, label: str = "") -> Output:
+    """`convcli rf`: the course table (or, with --explain, each step's arithmetic); CSV: one row per layer."""
+    table = rf_table(a)
+    blocks = [Lines(explain(a), code=True)] if explain_steps else [table]
+    return Output(blocks, data=rf_json(a), records=table, label=label or a.name)
+
+
+def params_output(a: Analysis, totals: dict, label: str = "") -> Output:
+    table = params_table(a, totals)
+    return Output([table], data=params_json(a, totals), records=table, label=label or a.name)
+
+
+def inspect_output(a: Analysis, totals: dict, ruleset=None, checks=None, label: str = "") -> Output:
+    """`convcli inspect` of one spec: the layer table, then the verdicts and the PASS/FAIL line."""
+    from convcli.rules.report import verdict_line, verdict_table
+
+    checks = checks or []
+    table = inspect_table(a, totals)
+    blocks: list = [table]
+    if ruleset is not None:
+        blocks.append(verdict_table(checks, title=f"Rules: {ruleset.name}"))
+        ok = not any(c.ok is False for c in checks)
+        blocks.append(Lines([verdict_line(checks)], style="bold green" if ok else "bold red"))
+    return Output(blocks, data=inspect_document(a, totals, ruleset, checks), records=table, label=label or a.name)

@@ -23,12 +23,13 @@ from convcli.rules import (
     accuracy_from_run,
     all_ok,
     batch_rows,
+    batch_table,
     load_rules,
-    render_batch,
-    render_checks,
     resolve_rules,
     run_checks,
     summary_line,
+    tally,
+    verdict_table,
     write_junit,
 )
 from convcli.rules.engine import parse_ruleset
@@ -466,7 +467,7 @@ def test_json_table_and_summary():
     json.dumps([c.to_json() for c in checks])
     params = next(c for c in checks if c.rule == "params<1000000").to_json()
     assert params["limit"] == "< 1,000,000" and params["ok"] is True
-    assert render_checks(checks).row_count == len(checks)
+    assert verdict_table(checks).row_count == len(checks)
     bad = checks_for(mutate("{out: 64, k: 3, p: 2, d: 2}", "{out: 64, k: 3, p: 1}"))
     assert summary_line(bad).startswith("1 of 9 rules failed: count(dilated)>=1")
 
@@ -478,23 +479,30 @@ def test_batch_and_junit(tmp_path):
     results = [("s7.yaml", run_checks(good, rs), good), ("nodil.yaml", run_checks(bad, rs), bad),
                ("broken.yaml", SpecError("unknown layer type 'convv'", file="broken.yaml", line=3), None)]
     header, rows = batch_rows(results)
-    assert header[:3] == ["Spec", "Params", "RF"] and header[-1] == "Overall"
-    assert rows[0][1:3] == ["179,146", "72"] and rows[0][-1] == "PASS"
-    assert rows[1][header.index("count(dilated)>=1")] == "FAIL" and rows[1][-1] == "FAIL"
-    assert rows[2][-1].startswith("ERROR")
-    assert render_batch(results).row_count == 3
+    assert header[:2] == ["Spec", "Status"] and header[2:-1] == S7_IDS and header[-1] == "Reason"
+    assert rows[0][1] == "PASS" and rows[0][header.index("params<1000000")] == "179,146"
+    assert rows[0][header.index("rf>44")] == "72"  # worked by hand in test_cli.test_rf_json_has_documented_keys
+    # Without the dilated conv: no dilation anywhere, so the rule's measured count is 0, marked failed.
+    assert rows[1][header.index("count(dilated)>=1")] == "0 ✗" and rows[1][1] == "FAIL"
+    assert rows[1][-1].startswith("count(dilated)>=1: 0 dilated")
+    assert rows[2][1] == "ERROR" and "unknown layer type 'convv'" in rows[2][-1] and "broken.yaml:3" in rows[2][-1]
+    assert batch_table(results).row_count == 3
+    assert tally(results) == "1 pass, 1 fail, 1 error"
 
     out = write_junit(tmp_path / "junit" / "rules.xml", results)
     root = ET.parse(out).getroot()
     assert root.tag == "testsuites"
     suites = root.findall("testsuite")
-    assert [s.get("name") for s in suites] == ["s7.yaml", "nodil.yaml", "broken.yaml"]
+    assert [s.get("name") for s in suites] == ["s7", "nodil", "broken"]
+    assert {c.get("classname") for c in suites[1].iter("testcase")} == {"nodil"}
     assert [(s.get("tests"), s.get("failures"), s.get("skipped"), s.get("errors")) for s in suites] == [
         ("9", "0", "1", "0"), ("9", "1", "1", "0"), ("1", "0", "0", "1")]
     failure = suites[1].find("testcase[@name='count(dilated)>=1']/failure")
     assert failure is not None and "0 dilated" in failure.get("message")
-    assert suites[0].find("testcase[@name='accuracy>=0.8']/skipped") is not None
-    assert root.get("failures") == "1" and root.get("tests") == "19"
+    skipped = suites[0].find("testcase[@name='accuracy>=0.8']/skipped")
+    assert skipped is not None and not skipped.attrib and "not checked" in skipped.text
+    assert root.get("failures") == "1" and root.get("tests") == "19" and root.get("errors") == "1"
+    assert "skipped" not in root.attrib  # the strict Jenkins schema has no skipped= on <testsuites>
 
 
 def test_rules_stay_torch_free():

@@ -54,6 +54,18 @@ def output_format(fmt: Format, as_json: bool) -> str:
     return "json" if as_json else fmt.value
 
 
+def spec_label(arg) -> str:
+    """A spec as tables and gradebooks show it: relative to the current directory when inside it."""
+    text = str(arg)
+    p = Path(text)
+    if p.is_absolute():
+        try:
+            return str(p.relative_to(Path.cwd()))
+        except ValueError:
+            return text
+    return text
+
+
 def totals(analysis) -> dict:
     """Totals from the graph (no torch): every weight once, shared weights counted where defined.
     The tests compare them with torch's de-duplicated `parameters()` of the built model."""

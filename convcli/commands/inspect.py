@@ -1,11 +1,15 @@
 """`convcli inspect`: one table with shapes, params, MACs, RF and jump, then the rule verdicts.
 
-One spec: the layer table and its verdicts. Several specs (graders): one summary row per spec,
-plus `--junit FILE` for CI systems. Exit 1 when a rule fails, 2 when a spec cannot be read.
+One spec: the layer table and its verdicts. Several specs (graders): one summary row per spec and a
+tally, `--format csv` for a gradebook, `--junit FILE` for CI systems.
+
+Exit codes: 0 every spec passes; 1 a rule failed in some spec, or some spec could not be read while
+others could; 2 every spec is unreadable, a `--run` is refused, or the usage is wrong.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -21,11 +25,27 @@ from convcli.commands.common import (
 )
 
 
+@dataclass
+class Entry:
+    label: str
+    analysis: object
+    totals: dict | None
+    ruleset: object
+    checks: object  # list[Check], or the exception of a spec that could not be read
+
+
 def inspect(
     specs: list[str] = SPECS_ARG,
     rules: str = typer.Option(None, "--rules", "-r", help="Rule profile (s7, s7-strided), a rules file, or none."
                               " Default: the spec's own `rules:`."),
-    run: Path = typer.Option(None, "--run", help="A training run dir: check the accuracy rule on its best accuracy."),
+    run: Path = typer.Option(None, "--run", help="The training run of this spec (runs/NAME): check the accuracy rule "
+                             "on its best test accuracy. A run of a different network is refused."),
+    runs: Path = typer.Option(None, "--runs", help="A directory of training runs, one per spec: runs/NAME (NAME = "
+                              "the spec's file name), else the newest run trained from the spec file."),
+    strict: bool = typer.Option(False, "--strict", help="A rule that cannot be checked (accuracy without a run) "
+                                "fails: the pre-submission gate (make check)."),
+    allow_subset: bool = typer.Option(False, "--allow-subset", help="Accept a run scored on a test subset "
+                                      "(--test-subset); refused by default."),
     junit: Path = typer.Option(None, "--junit", help="Write JUnit XML: a test suite per spec, a test case per rule."),
     details: bool = typer.Option(False, "--details", help="With several specs, print every layer table too."),
     input_shape: str = INPUT_OPT,
@@ -33,65 +53,114 @@ def inspect(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Everything about a spec in one table, and the verdict of its assignment rules."""
-    from convcli.commands.common import totals
+    from convcli.commands.common import spec_label
     from convcli.errors import ConvcliError
-    from convcli.render import console, print_json, print_table
-    from convcli.rules import (
-        accuracy_from_run,
-        all_ok,
-        render_batch,
-        render_checks,
-        resolve_rules,
-        run_checks,
-        summary_line,
-        write_junit,
-    )
-    from convcli.sources import load_analysis
-    from convcli.views import inspect_document, inspect_table
+    from convcli.render import Lines, Output, console, emit
+    from convcli.rules import read_run
+    from convcli.rules.report import batch_table, counts, tally
+    from convcli.views import inspect_output
 
     form = output_format(fmt, as_json)
     paths = expand_specs(specs)
-    accuracy = accuracy_from_run(run) if run is not None else None
     batch = len(paths) > 1
-    results, errors = [], []
+    if run is not None and runs is not None:
+        raise ConvcliError("give either --run (one run) or --runs (a directory of runs), not both")
+    if run is not None and batch:
+        raise ConvcliError(f"--run names one training run, but {len(paths)} specs were given; "
+                           "use --runs DIR (one run per spec: DIR/NAME)")
+    the_run = read_run(run) if run is not None else None
+
+    entries = []
     for path in paths:
+        label = spec_label(path)
         try:
-            a = load_analysis(path, input_shape)
-            ruleset = resolve_rules(a.spec, rules)
-            checks = run_checks(a, ruleset, accuracy) if ruleset else []
-            results.append((path, a, totals(a), ruleset, checks))
+            entries.append(grade(path, label, input_shape, rules, the_run, runs, strict, allow_subset))
         except ConvcliError as exc:
             if not batch:
                 raise
-            errors.append(exc)
-            results.append((path, None, None, None, exc))
+            entries.append(Entry(label, None, None, None, exc))
 
+    results = [(e.label, e.checks, e.analysis) for e in entries]
     if junit is not None:
-        write_junit(junit, [(str(p), checks, a) if a else (str(p), checks) for p, a, _, _, checks in results])
+        from convcli.rules import write_junit
 
-    if form == "json":
-        docs = []
-        for path, a, tot, ruleset, checks in results:
-            if a is None:
-                docs.append({"spec": str(path), "error": str(checks), "ok": False})
-                continue
-            docs.append(inspect_document(a, tot, ruleset, checks))
-        print_json(docs[0] if len(docs) == 1 else docs)
+        write_junit(junit, results)
+
+    if not batch:
+        e = entries[0]
+        emit(inspect_output(e.analysis, e.totals, e.ruleset, e.checks, e.label), form)
     else:
-        con = console()
-        for path, a, tot, ruleset, checks in results:
-            if a is not None and (details or not batch):
-                print_table(inspect_table(a, tot), form)
-                if ruleset and not batch:
-                    con.print(render_checks(checks, title=f"Rules: {ruleset.name}"))
-                    con.print(("PASS: " if all_ok(checks) else "FAIL: ") + summary_line(checks), markup=False)
-        if batch:
-            con.print(render_batch([(str(p), checks, a) if a else (str(p), checks)
-                                    for p, a, _, _, checks in results]))
-        for exc in errors:
-            console(stderr=True).print(f"error: {exc}", markup=False)
+        outputs = []
+        if details and form in ("table", "markdown"):
+            outputs += [inspect_output(e.analysis, e.totals, e.ruleset, e.checks, e.label) for e in entries
+                        if e.analysis is not None]
+        table = batch_table(results)
+        n = counts(results)
+        docs = [inspect_document_of(e) for e in entries]
+        style = "bold red" if n["FAIL"] or n["ERROR"] else "bold green"
+        outputs.append(Output([table, Lines([tally(results)], style=style)], data=docs, records=table))
+        if form == "json":
+            outputs = outputs[-1:]
+        emit(outputs, form)
+        err = console(stderr=True)
+        for e in entries:
+            if isinstance(e.checks, BaseException):
+                err.print(f"error: {e.checks}", markup=False)
 
-    if errors:
+    n = counts(results)
+    if n["ERROR"] == len(entries):
         raise typer.Exit(2)
-    if not all(all_ok(checks) for *_, checks in results):
+    if n["FAIL"] or n["ERROR"]:
         raise typer.Exit(1)
+
+
+def grade(path, label, input_shape, rules, the_run, runs, strict, allow_subset) -> Entry:
+    """Analyse one spec, find the accuracy its `accuracy` rule needs, and run its rules."""
+    from convcli.commands.common import totals
+    from convcli.errors import ConvcliError
+    from convcli.render import console
+    from convcli.rules import check_run, find_run, resolve_rules, run_checks
+    from convcli.sources import load_analysis
+
+    a = load_analysis(path, input_shape)
+    ruleset = resolve_rules(a.spec, rules)
+    accuracy, note, warnings = None, None, []
+    if the_run is not None:
+        problem, warnings = check_run(the_run, a, allow_subset)
+        if problem:
+            raise ConvcliError(f"--run {the_run.dir}: refused: {problem}")
+        accuracy = the_run.accuracy
+        note = f"{the_run.dir} has no test accuracy yet" if accuracy is None else None
+    elif runs is not None and ruleset is not None and any(r.kind == "accuracy" for r in ruleset.rules):
+        found, note, warnings = find_run(runs, path, a, allow_subset)
+        accuracy = found.accuracy if found else None
+        if found is not None and accuracy is None:
+            note = f"{found.dir} has no test accuracy yet"
+    err = console(stderr=True)
+    for w in warnings:
+        err.print(f"warning: {w}", markup=False)
+    checks = run_checks(a, ruleset, accuracy) if ruleset else []
+    checks = [mark(c, note, strict) for c in checks]
+    return Entry(label, a, totals(a), ruleset, checks)
+
+
+def mark(check, note: str | None, strict: bool):
+    """A rule that could not be checked: say why (no run found, ...); with --strict it fails."""
+    if check.ok is not None:
+        return check
+    if note and check.kind == "accuracy":
+        check.message = f"not checked: {note}"
+    if strict:
+        check.ok = False
+        check.message = check.message.replace("not checked: ", "not checked (--strict fails it): ", 1)
+        if not check.message.startswith("not checked"):
+            check.message = f"not checked (--strict fails it): {check.message}"
+    return check
+
+
+def inspect_document_of(e: Entry) -> dict:
+    from convcli.views import inspect_document
+
+    if e.analysis is None:
+        return {"spec": e.label, "error": str(e.checks), "ok": False}
+    return inspect_document(e.analysis, e.totals, e.ruleset, e.checks)

@@ -6,6 +6,8 @@ import typer
 
 from convcli.commands.common import FORMAT_OPT, JSON_OPT, Format, output_format
 
+TAIL = ("bias", "bn", "act", "dropout")  # the conv-family row tail, listed once in the footer
+
 
 def key_text(p) -> str:
     names = "/".join((p.name, *p.aliases[:1]))
@@ -19,10 +21,10 @@ def layers(
     fmt: Format = FORMAT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """List the layer types a spec can use, with their keys (* = required) and defaults."""
+    """List the layer types a spec can use, with every key they accept (* = required) and defaults."""
     from convcli.errors import ConvcliError, did_you_mean
     from convcli.layers.registry import all_names, entries, lookup
-    from convcli.render import Column, TableData, print_json, print_table
+    from convcli.render import Column, Output, TableData, emit
 
     chosen = entries()
     if name:
@@ -31,19 +33,20 @@ def layers(
             hint = did_you_mean(name, all_names())
             raise ConvcliError(f"unknown layer type '{name}'" + (f"; did you mean {hint}?" if hint else ""))
         chosen = [entry]
-    if output_format(fmt, as_json) == "json":
-        print_json([{"type": e.name, "aliases": list(e.aliases), "family": e.family, "kind": e.kind, "doc": e.doc,
-                     "keys": [{"name": p.name, "aliases": list(p.aliases), "kind": p.kind, "default": p.default,
-                               "required": p.required, "help": p.help} for p in e.params]} for e in chosen])
-        return
+    data = [{"type": e.name, "aliases": list(e.aliases), "family": e.family, "kind": e.kind, "doc": e.doc,
+             "keys": [{"name": p.name, "aliases": list(p.aliases), "kind": p.kind, "default": p.default,
+                       "required": p.required, "help": p.help} for p in e.params]} for e in chosen]
     t = TableData(
         title="Layer types (keys: * = required, =x default; short/long names both work)",
-        columns=[Column("type", "Type", False), Column("aliases", "Aliases", False), Column("keys", "Keys", False),
-                 Column("doc", "What it is", False)],
-        footer=["Every conv-family layer also takes bias, bn, act, dropout. `name:` labels any layer or block."],
+        columns=[Column("type", "Type", False), Column("aliases", "Aliases", False, wrap=True),
+                 Column("keys", "Keys", False, wrap=True), Column("doc", "What it is", False, wrap=True)],
+        footer=["+tail: the conv-family row tail, keys bias, bn, act, dropout (conv → BN → activation → dropout). "
+                "`name:` labels any layer or block."],
     )
     for e in chosen:
-        keys = [key_text(p) for p in e.params if p.name not in ("bias", "bn", "act", "dropout")]
-        t.rows.append({"type": e.name, "aliases": ", ".join(e.aliases) or None, "keys": ", ".join(keys) or None,
-                       "doc": e.doc})
-    print_table(t, output_format(fmt, as_json))
+        names = [p.name for p in e.params]
+        has_tail = all(k in names for k in TAIL)
+        keys = [key_text(p) for p in e.params if not (has_tail and p.name in TAIL)] + (["+tail"] if has_tail else [])
+        t.add({"type": e.name, "aliases": ", ".join(e.aliases) or None, "keys": ", ".join(keys) or None,
+               "doc": e.doc})
+    emit(Output([t], data=data, records=t), output_format(fmt, as_json))

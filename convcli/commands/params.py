@@ -23,16 +23,13 @@ def params(
 
     MACs are per sample (batch 1): multiply-accumulates of conv, transposed-conv and linear weights.
     """
-    from convcli.commands.common import totals
-    from convcli.render import print_json, print_table
+    from convcli.commands.common import spec_label, totals
+    from convcli.render import emit
     from convcli.sources import load_analysis
-    from convcli.views import params_json, params_table
+    from convcli.views import params_output
 
-    form = output_format(fmt, as_json)
-    results = [(a, totals(a)) for a in (load_analysis(p, input_shape) for p in expand_specs(specs))]
-    if form == "json":
-        docs = [params_json(a, t) for a, t in results]
-        print_json(docs[0] if len(docs) == 1 else docs)
-        return
-    for a, t in results:
-        print_table(params_table(a, t), form)
+    outputs = []
+    for p in expand_specs(specs):
+        a = load_analysis(p, input_shape)
+        outputs.append(params_output(a, totals(a), spec_label(p)))
+    emit(outputs, output_format(fmt, as_json))

@@ -17,7 +17,7 @@ from convcli.commands.common import (
 
 def rf(
     specs: list[str] = SPECS_ARG,
-    explain: bool = typer.Option(False, "--explain", help="Print each step's arithmetic."),
+    explain: bool = typer.Option(False, "--explain", help="Print each step's arithmetic (table and markdown)."),
     input_shape: str = INPUT_OPT,
     fmt: Format = FORMAT_OPT,
     as_json: bool = JSON_OPT,
@@ -26,20 +26,10 @@ def rf(
 
     Per-axis values are shown as HxW when the axes differ. Example: [bold]convcli rf architectures/s7.yaml[/]
     """
-    from convcli.render import print_json, print_table
+    from convcli.commands.common import spec_label
+    from convcli.render import emit
     from convcli.sources import load_analysis
-    from convcli.views import explain as explain_lines
-    from convcli.views import rf_json, rf_table
+    from convcli.views import rf_output
 
-    form = output_format(fmt, as_json)
-    analyses = [load_analysis(p, input_shape) for p in expand_specs(specs)]
-    if form == "json":
-        docs = [rf_json(a) for a in analyses]
-        print_json(docs[0] if len(docs) == 1 else docs)
-        return
-    for a in analyses:
-        if explain:
-            print("\n".join(explain_lines(a)))
-            print()
-        else:
-            print_table(rf_table(a), form)
+    outputs = [rf_output(load_analysis(p, input_shape), explain, spec_label(p)) for p in expand_specs(specs)]
+    emit(outputs, output_format(fmt, as_json))

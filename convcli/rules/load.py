@@ -12,6 +12,7 @@ the checks off for that run.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from convcli.errors import SpecError, did_you_mean
@@ -142,17 +143,7 @@ def resolve_rules(spec, override: str | None = None) -> RuleSet | None:
 def accuracy_from_run(run) -> float | None:
     """The accuracy an `accuracy` rule checks, from a training run: a run directory, its summary.json, or
     the summary dict `convcli train` returns. Uses `best_acc` (a fraction), else `final_test_acc`."""
-    if isinstance(run, dict):
-        summary = run
-    else:
-        path = Path(run)
-        path = path / "summary.json" if path.is_dir() else path
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SpecError("no summary.json (has this run finished an epoch?)", file=str(path)) from None
-        except (OSError, ValueError) as exc:
-            raise SpecError(f"cannot read the run summary: {exc}", file=str(path)) from None
+    summary = run if isinstance(run, dict) else read_run(run).summary
     for key in ("best_acc", "final_test_acc"):
         value = summary.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -160,5 +151,163 @@ def accuracy_from_run(run) -> float | None:
     return None
 
 
-__all__ = ["accuracy_from_run", "resolve_rules", "load_rules", "load_ref", "find_profile", "list_profiles",
-           "profile_dirs"]
+# --------------------------------------------------------------------------- training runs
+
+
+@dataclass
+class Run:
+    """A finished training run (`convcli train` writes runs/NAME/summary.json and args.yaml)."""
+
+    dir: Path
+    summary: dict
+    args: dict = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        return accuracy_from_run(self.summary)
+
+    @property
+    def test_subset(self) -> int | None:
+        for source in (self.summary, self.args):
+            value = source.get("test_subset")
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
+
+    @property
+    def spec(self) -> str | None:
+        return self.args.get("spec") or self.summary.get("spec")
+
+
+def read_run(run) -> Run:
+    """A run directory (or its summary.json); SpecError when it has no readable summary.json."""
+    path = Path(run)
+    summary_path = path / "summary.json" if path.is_dir() or not path.suffix else path
+    run_dir = summary_path.parent
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        what = "no summary.json (has this run finished?)" + ("" if run_dir.exists() else "; no such run directory")
+        raise SpecError(what, file=str(summary_path if run_dir.exists() else path)) from None
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot read the run summary: {exc}", file=str(summary_path)) from None
+    if not isinstance(summary, dict):
+        raise SpecError("not a run summary (expected a JSON object)", file=str(summary_path))
+    args = {}
+    if (run_dir / "args.yaml").is_file():
+        import yaml
+
+        try:
+            loaded = yaml.safe_load((run_dir / "args.yaml").read_text(encoding="utf-8"))
+            args = loaded if isinstance(loaded, dict) else {}
+        except (OSError, yaml.YAMLError):
+            args = {}
+    return Run(run_dir, summary, args)
+
+
+def check_run(run: Run, analysis, allow_subset: bool = False) -> tuple[str | None, list[str]]:
+    """Whether a run's accuracy may stand for this network: (why not, or None; warnings)."""
+    from convcli.fingerprint import VERSION, fingerprint, first_difference, layer_records
+
+    warnings: list[str] = []
+    theirs = run.summary.get("fingerprint")
+    if not theirs:
+        warnings.append(f"{run.dir}: the run has no fingerprint (trained by an older convcli); "
+                        "cannot check that it trained this network")
+    elif theirs != fingerprint(analysis):
+        layers = run.summary.get("layers")
+        same_version = str(theirs).split(":", 1)[0] == VERSION
+        diff = None
+        if isinstance(layers, list) and layers:
+            diff = first_difference(layer_records(analysis), layers, analysis.input_shape, run.summary.get("input"))
+        if diff is None and not same_version and layers is None:
+            warnings.append(f"{run.dir}: the run's fingerprint comes from another convcli version; "
+                            "cannot check that it trained this network")
+        elif diff is not None or same_version:
+            return (f"{run.dir} trained a different network ("
+                    + (f"first difference: {diff}" if diff else "the fingerprints differ") + ")"), warnings
+    n = run.test_subset
+    if n is not None:
+        if not allow_subset:
+            return (f"{run.dir} was scored on a {n:,}-image test subset (--test-subset {n}), not the whole test "
+                    "set; retrain without --test-subset, or pass --allow-subset to use it anyway"), warnings
+        warnings.append(f"{run.dir}: its accuracy comes from a {n:,}-image test subset (--allow-subset)")
+    return None, warnings
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def find_run(runs_dir, spec_ref, analysis, allow_subset: bool = False) -> tuple[Run | None, str, list[str]]:
+    """The training run of a spec in a runs directory: `DIR/<file name>` or `DIR/<spec name>` first, else
+    the newest run whose args.yaml names this spec file; a run of another network (fingerprint) or on a
+    test subset is passed over. Returns (run or None, what was found or why none, warnings)."""
+    root = Path(runs_dir)
+    ref = str(spec_ref)
+    is_file = ":" not in ref or Path(ref).exists()
+    stem = Path(ref).stem if is_file else ref.rpartition(":")[2]
+    names = list(dict.fromkeys([stem, getattr(analysis, "name", stem)]))
+    candidates = [root / n for n in names if (root / n).is_dir()]
+    if root.is_dir() and is_file:
+        others = []
+        for d in root.iterdir():
+            if d in candidates or not d.is_dir():
+                continue
+            r = _peek(d)
+            if r is not None and r.spec and _same_file(r.spec, ref):
+                others.append(d)
+        others.sort(key=lambda d: _mtime(d), reverse=True)
+        candidates += others
+    passed, warnings = [], []
+    for d in candidates:
+        try:
+            run = read_run(d)
+        except SpecError:
+            passed.append(f"{d} has no summary.json (not finished?)")
+            continue
+        problem, warns = check_run(run, analysis, allow_subset)
+        if problem:
+            passed.append(problem)
+            continue
+        return run, f"accuracy from {run.dir}", warnings + warns
+    looked = " or ".join(str(root / n) for n in names)
+    hint = (f"no finished training run of this spec in {root}/ (looked for {looked}"
+            + (" and runs trained from " + ref if is_file else "") + ")")
+    if passed:
+        hint += "; passed over: " + "; ".join(passed)
+    return None, hint, warnings
+
+
+def _peek(d: Path) -> Run | None:
+    import yaml
+
+    args = {}
+    try:
+        loaded = yaml.safe_load((d / "args.yaml").read_text(encoding="utf-8"))
+        args = loaded if isinstance(loaded, dict) else {}
+    except (OSError, yaml.YAMLError):
+        pass
+    summary = {}
+    try:
+        loaded = json.loads((d / "summary.json").read_text(encoding="utf-8"))
+        summary = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        pass
+    return Run(d, summary, args) if args or summary else None
+
+
+def _mtime(d: Path) -> float:
+    for name in ("summary.json", "args.yaml"):
+        try:
+            return (d / name).stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+__all__ = ["accuracy_from_run", "Run", "read_run", "check_run", "find_run", "resolve_rules", "load_rules",
+           "load_ref", "find_profile", "list_profiles", "profile_dirs"]

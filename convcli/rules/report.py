@@ -1,44 +1,57 @@
-"""Rendering verdicts: the verdict table, the batch summary (one row per spec) and JUnit XML.
+"""Verdicts as neutral tables (rendered by `convcli.render`), the grader's batch summary and JUnit XML.
 
-Plain-data twins (`verdict_rows`, `batch_rows`) give header + string rows for csv/markdown output.
-A batch result is `(spec, checks)` or `(spec, checks, analysis)`; with an analysis the summary adds
-params and RF columns. `checks` may be an exception (a spec that failed to load): an error row, and a
-JUnit `<error>`.
+- `verdict_table(checks)`: rule, measured, limit, pass/FAIL/not checked, details.
+- `batch_table(results)`: one row per spec: status (PASS / FAIL / ERROR), each rule's measured value
+  (a failed one marked ✗), and the reason for a FAIL or ERROR; `tally(results)`: `31 pass, 6 fail, 2 error`.
+  As CSV it is the gradebook: raw measured values, one row per spec.
+- `junit_tree(results)`: one `<testsuite>` per spec, one `<testcase>` per rule; valid against the strict
+  Jenkins JUnit schema (no `skipped` on `<testsuites>`, a bare `<skipped>` text, classnames from the
+  spec names).
+
+A batch result is `(spec, checks)` or `(spec, checks, analysis)`; `checks` may be an exception (a spec
+that could not be read): an ERROR row, and a JUnit `<error>`.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from pathlib import Path, PurePath
 
-from rich import box
-from rich.table import Table
-from rich.text import Text
-
+from convcli.render import Cell, Column, TableData
 from convcli.rules.model import Check, all_ok, failed, fmt_number, plain
 
-STYLE = {True: "green", False: "bold red", None: "yellow"}
+STATUS_STYLES = {"pass": "green", "FAIL": "bold red", "not checked": "yellow", "PASS": "bold green",
+                 "ERROR": "bold red"}
 CELL = {True: "pass", False: "FAIL", None: "--"}
+FAIL_MARK = " ✗"
 
 VERDICT_HEADER = ["Rule", "Measured", "Limit", "Result", "Details"]
+
+
+# --------------------------------------------------------------------------- one spec
 
 
 def verdict_rows(checks: list[Check]) -> list[list[str]]:
     return [[c.rule, c.measured, c.limit, c.status, c.message] for c in checks]
 
 
-def render_checks(checks: list[Check], title: str | None = "Rules") -> Table:
+def verdict_table(checks: list[Check], title: str | None = "Rules") -> TableData:
     """Rule, measured, limit, pass/FAIL/not checked, and what was found (layer paths, labels)."""
-    table = Table(title=title, title_justify="left", show_lines=False, box=box.SIMPLE_HEAD, header_style="bold")
-    table.add_column("Rule", no_wrap=True)
-    table.add_column("Measured", justify="right")
-    table.add_column("Limit")
-    table.add_column("Result")
-    table.add_column("Details", overflow="fold")
+    t = TableData(
+        title=title or "",
+        columns=[Column("rule", "Rule", numeric=False), Column("measured", "Measured"),
+                 Column("limit", "Limit", numeric=False, wrap=True),
+                 Column("result", "Result", numeric=False, styles=STATUS_STYLES),
+                 Column("details", "Details", numeric=False, wrap=True)],
+    )
     for c in checks:
-        table.add_row(Text(c.rule), Text(c.measured), Text(c.limit), Text(c.status, style=STYLE[c.ok]),
-                      Text(c.message))
-    return table
+        t.add({"rule": c.rule, "measured": Cell(c.measured, plain(c.value)), "limit": c.limit, "result": c.status,
+               "details": c.message})
+    return t
+
+
+render_checks = verdict_table  # the old name: a TableData is a rich renderable
 
 
 def summary_line(checks: list[Check]) -> str:
@@ -51,6 +64,10 @@ def summary_line(checks: list[Check]) -> str:
     return f"{len(bad)} of {len(checks)} rules failed: " + ", ".join(c.rule for c in bad) + tail
 
 
+def verdict_line(checks: list[Check]) -> str:
+    return ("PASS: " if all_ok(checks) else "FAIL: ") + summary_line(checks)
+
+
 # --------------------------------------------------------------------------- batch
 
 
@@ -61,99 +78,173 @@ def _unpack(result):
     return name, checks, None
 
 
-def _rf_before_gap(analysis) -> str:
+def _rf_before_gap(analysis):
     row = analysis.last_spatial_row()
     if row is None:
-        return "--"
+        return None
     sizes = [plain(a.r) for a in row.rf_out]
-    return fmt_number(sizes[0]) if len(set(sizes)) == 1 else "x".join(fmt_number(s) for s in sizes)
+    return sizes[0] if len(set(map(str, sizes))) == 1 else sizes
+
+
+def status_of(checks) -> str:
+    if isinstance(checks, BaseException):
+        return "ERROR"
+    return "PASS" if all_ok(checks) else "FAIL"
+
+
+def error_text(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def reason(checks) -> str:
+    """Why a spec failed (each failed rule and what was found), or why it could not be read."""
+    if isinstance(checks, BaseException):
+        return error_text(checks)
+    bad = failed(checks)
+    parts = [f"{c.rule}: {c.message}" for c in bad]
+    skipped = [c.rule for c in checks if c.ok is None]
+    if skipped:
+        parts.append("not checked: " + ", ".join(skipped))
+    return "; ".join(parts) if checks else "no rules"
+
+
+def rule_ids(results) -> list[str]:
+    ids: list[str] = []
+    for _, checks, _ in map(_unpack, results):
+        if not isinstance(checks, BaseException):
+            ids += [c.rule for c in checks if c.rule not in ids]
+    return ids
+
+
+def batch_table(results, title: str | None = "Rules: summary") -> TableData:
+    """One row per spec: status, each rule's measured value (✗ = failed, -- = not checked, blank = not in
+    that spec's rule set), the reason. Without any rules: params, MACs and RF instead."""
+    results = [_unpack(r) for r in results]
+    ids = rule_ids(results)
+    cols = [Column("spec", "Spec", numeric=False), Column("status", "Status", numeric=False, styles=STATUS_STYLES)]
+    if ids:
+        cols += [Column(f"rule:{i}", i) for i in ids]
+    else:
+        cols += [Column("params", "Params"), Column("macs", "MACs"), Column("rf", "RF")]
+    cols.append(Column("reason", "Reason", numeric=False, wrap=True))
+    t = TableData(title=title or "", columns=cols)
+    for name, checks, analysis in results:
+        status = status_of(checks)
+        row = {"spec": str(name), "status": status, "reason": reason(checks)}
+        if not ids and analysis is not None:
+            row.update(params=analysis.params, macs=analysis.macs, rf=_rf_before_gap(analysis))
+        if isinstance(checks, BaseException):
+            row.update({f"rule:{i}": Cell("", None) for i in ids})
+        else:
+            by_id = {c.rule: c for c in checks}
+            for i in ids:
+                c = by_id.get(i)
+                if c is None:
+                    row[f"rule:{i}"] = Cell("", None)
+                elif c.ok is None:
+                    row[f"rule:{i}"] = Cell("--", None, "yellow")
+                else:
+                    text = c.measured + ("" if c.ok else FAIL_MARK)
+                    row[f"rule:{i}"] = Cell(text, plain(c.value), None if c.ok else "bold red")
+        t.add(row)
+    return t
 
 
 def batch_rows(results) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: spec, [params, RF before GAP,] one column per rule id (union, first-seen order),
-    overall (PASS / FAIL / ERROR). A rule a spec's set lacks is blank."""
-    results = [_unpack(r) for r in results]
-    ids: list[str] = []
-    for _, checks, _ in results:
-        if not isinstance(checks, BaseException):
-            ids += [c.rule for c in checks if c.rule not in ids]
-    with_analysis = any(a is not None for _, _, a in results)
-    header = ["Spec"] + (["Params", "RF"] if with_analysis else []) + ids + ["Overall"]
-    rows = []
-    for name, checks, analysis in results:
-        row = [str(name)]
-        if with_analysis:
-            row += [f"{analysis.params:,}", _rf_before_gap(analysis)] if analysis is not None else ["--", "--"]
-        if isinstance(checks, BaseException):
-            first = str(checks).splitlines()[0] if str(checks) else type(checks).__name__
-            rows.append(row + [""] * len(ids) + [f"ERROR: {first}"])
-            continue
-        by_id = {c.rule: c for c in checks}
-        row += [CELL[by_id[i].ok] if i in by_id else "" for i in ids]
-        row.append("PASS" if all_ok(checks) else "FAIL")
-        rows.append(row)
-    return header, rows
+    """The batch table as header + text rows."""
+    from convcli.render import cell
+
+    t = batch_table(results)
+    return [c.header for c in t.columns], [[cell(r.get(c.key)) for c in t.columns] for r in t.rows]
 
 
-def render_batch(results, title: str | None = "Rules: summary") -> Table:
-    header, rows = batch_rows(results)
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
-    for i, h in enumerate(header):
-        right = h in ("Params", "RF")
-        table.add_column(h, justify="right" if right else "left", no_wrap=(i == 0))
-    for row in rows:
-        cells = []
-        for h, v in zip(header, row):
-            style = None
-            if v in ("pass", "PASS"):
-                style = "green"
-            elif v in ("FAIL",) or v.startswith("ERROR"):
-                style = "bold red"
-            elif v == "--" and h not in ("Params", "RF"):
-                style = "yellow"
-            cells.append(Text(v, style=style or ""))
-        table.add_row(*cells)
-    return table
+render_batch = batch_table
+
+
+def counts(results) -> dict[str, int]:
+    out = {"PASS": 0, "FAIL": 0, "ERROR": 0}
+    for _, checks, _ in map(_unpack, results):
+        out[status_of(checks)] += 1
+    return out
+
+
+def tally(results) -> str:
+    """`31 pass, 6 fail, 2 error`."""
+    n = counts(results)
+    return f"{n['PASS']} pass, {n['FAIL']} fail, {n['ERROR']} error"
 
 
 # --------------------------------------------------------------------------- JUnit
 
 
+def junit_names(names: list[str]) -> list[str]:
+    """JUnit classnames from the spec names: the path relative to the specs' common folder, without the
+    extension, folders as dots (`alice.s7` for alice/s7.yaml); never an absolute path."""
+    paths = [PurePath(n) for n in names]
+    files = [p for p, n in zip(paths, names) if ":" not in n]
+    common = None
+    if len(files) > 1:
+        parts = [p.parent.parts for p in files]
+        prefix = []
+        for level in zip(*parts):
+            if len(set(level)) != 1:
+                break
+            prefix.append(level[0])
+        common = PurePath(*prefix) if prefix else None
+    out = []
+    for p, n in zip(paths, names):
+        if ":" in n:  # a PyTorch model reference: model.py:Net
+            file, _, obj = n.rpartition(":")
+            text = f"{PurePath(file).stem}.{obj}"
+        else:
+            if len(files) < 2:
+                rel = PurePath(p.name)
+            elif common is not None:
+                rel = p.relative_to(common)
+            else:
+                rel = p.relative_to(p.anchor) if p.is_absolute() else p
+            text = ".".join((*rel.parent.parts, rel.stem)) if rel.parent.parts else rel.stem
+            text = text.lstrip("./") or p.stem
+        out.append(re.sub(r"[^A-Za-z0-9_.\-]", "_", text))
+    return out
+
+
 def junit_tree(results, suite_name: str = "convcli rules") -> ET.ElementTree:
-    """<testsuites> with one <testsuite> per spec and one <testcase> per rule: <failure> for a failed
-    rule, <skipped> for a rule not checked (accuracy before training), <error> for a spec that failed
-    to load."""
+    """<testsuites> with one <testsuite> per spec and one <testcase> per rule: <failure> for a failed rule,
+    <skipped> (text only) for a rule not checked, <error> for a spec that could not be read. Only the
+    attributes the strict Jenkins schema allows (see tests/data/junit/jenkins-junit-strict.xsd)."""
+    results = [_unpack(r) for r in results]
     root = ET.Element("testsuites", name=suite_name)
-    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for result in results:
-        name, checks, _ = _unpack(result)
-        classname = str(name).replace(".", "_")
-        suite = ET.SubElement(root, "testsuite", name=str(name))
-        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    totals = {"tests": 0, "failures": 0, "errors": 0}
+    for (name, checks, _), classname in zip(results, junit_names([str(r[0]) for r in results])):
+        suite = ET.SubElement(root, "testsuite", name=classname)
+        counts_ = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         if isinstance(checks, BaseException):
-            case = ET.SubElement(suite, "testcase", classname=classname, name="load")
-            err = ET.SubElement(case, "error", message=str(checks).splitlines()[0] if str(checks) else "error",
-                                type=type(checks).__name__)
+            case = ET.SubElement(suite, "testcase", name="load", classname=classname)
+            err = ET.SubElement(case, "error", message=error_text(checks), type=type(checks).__name__)
             err.text = str(checks)
-            counts["tests"] += 1
-            counts["errors"] += 1
+            counts_["tests"] += 1
+            counts_["errors"] += 1
         else:
             for c in checks:
-                case = ET.SubElement(suite, "testcase", classname=classname, name=c.rule)
-                counts["tests"] += 1
+                case = ET.SubElement(suite, "testcase", name=c.rule, classname=classname)
+                counts_["tests"] += 1
                 if c.ok is False:
-                    counts["failures"] += 1
+                    counts_["failures"] += 1
                     fail = ET.SubElement(case, "failure", message=c.message, type="rule")
                     fail.text = f"rule: {c.rule}\nmeasured: {c.measured}\nlimit: {c.limit}\n{c.message}"
                 elif c.ok is None:
-                    counts["skipped"] += 1
-                    ET.SubElement(case, "skipped", message=c.message)
+                    counts_["skipped"] += 1
+                    ET.SubElement(case, "skipped").text = c.message
                 else:
                     out = ET.SubElement(case, "system-out")
                     out.text = f"measured: {c.measured}; limit: {c.limit}; {c.message}"
-        for k, v in counts.items():
-            suite.set(k, str(v))
-            totals[k] += v
+        for k in ("tests", "failures", "errors", "skipped"):
+            suite.set(k, str(counts_[k]))
+        for k in totals:
+            totals[k] += counts_[k]
+        ET.SubElement(suite, "system-out").text = f"spec: {name}"
     for k, v in totals.items():
         root.set(k, str(v))
     ET.indent(root)
@@ -168,5 +259,6 @@ def write_junit(path: str | Path, results, suite_name: str = "convcli rules") ->
     return path
 
 
-__all__ = ["render_checks", "render_batch", "verdict_rows", "batch_rows", "summary_line", "junit_tree",
-           "write_junit", "VERDICT_HEADER"]
+__all__ = ["verdict_table", "render_checks", "batch_table", "render_batch", "verdict_rows", "batch_rows",
+           "summary_line", "verdict_line", "tally", "counts", "status_of", "reason", "junit_tree", "junit_names",
+           "write_junit", "VERDICT_HEADER", "fmt_number"]
