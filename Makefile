@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SPECS  ?= architectures/s7.yaml architectures/s7_strided.yaml
+RUNS   ?= runs
 
 .PHONY: install demo test check lint clean
 
@@ -22,9 +23,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-# The pre-submission gate: every submission spec must pass its rules (exit 1 names the failing rule).
+# The pre-submission gate: every submission spec must pass every rule, the accuracy rule included.
+# Each spec needs a finished training run in $(RUNS)/: runs/NAME for NAME.yaml (convcli train SPEC --out
+# runs/NAME), else the newest run trained from that spec file; a run of a different network or on a
+# test subset does not count. --strict: a rule that cannot be checked fails. Exit 1 names what failed.
 check: install
-	$(BIN)/convcli inspect $(SPECS)
+	$(BIN)/convcli inspect --strict --runs $(RUNS) $(SPECS)
 
 lint: install
 	$(BIN)/ruff check convcli tests

@@ -222,35 +222,47 @@ def _cut(word: str, room: int) -> int:
     return best
 
 
-def wrap_text(text: str, width: int) -> list[str]:
-    """Greedy word wrap; a word longer than the width is split (text columns only, never numbers)."""
-    if len(text) <= width:
+def wrap_text(text: str, width: int, first: int | None = None) -> list[str]:
+    """Greedy word wrap (the first line may have its own width); a word longer than the line is split
+    after a / _ , = - . when it can be (text columns only, never numbers)."""
+    limit = first if first is not None else width
+    if len(text) <= limit:
         return [text]
-    lines, cur = [], ""
+    lines: list[str] = []
+    cur = ""
+
+    def push(line: str) -> None:
+        nonlocal limit
+        lines.append(line)
+        limit = width
+
     for word in text.split(" "):
-        while len(word) > width:
-            if cur and len(cur) + 1 < width:  # start the long word on this line
-                room = width - len(cur) - 1
-                cut = _cut(word, room)
+        if not word:
+            if cur:
+                cur += " "
+            continue
+        while len(word) > limit:
+            if cur and len(cur.rstrip()) + 1 < limit:  # start the long word on this line
+                cut = _cut(word, limit - len(cur.rstrip()) - 1)
                 if cut:
-                    lines.append(cur + " " + word[:cut])
+                    push(cur.rstrip() + " " + word[:cut])
                     word, cur = word[cut:], ""
                     continue
             if cur:
-                lines.append(cur)
+                push(cur.rstrip())
                 cur = ""
-            cut = _cut(word, width) or width
-            lines.append(word[:cut])
+            cut = _cut(word, limit) or limit
+            push(word[:cut])
             word = word[cut:]
         if not cur:
             cur = word
-        elif len(cur) + 1 + len(word) <= width:
+        elif len(cur) + 1 + len(word) <= limit:
             cur += " " + word
         else:
-            lines.append(cur)
+            push(cur.rstrip())
             cur = word
-    if cur:
-        lines.append(cur)
+    if cur.strip():
+        lines.append(cur.rstrip())
     return lines or [""]
 
 
@@ -265,11 +277,10 @@ def wrap_lines(lines: list[str], width: int | None, indent: str = "  ") -> list[
             out.append(line)
             continue
         lead = line[: len(line) - len(line.lstrip(" "))]
-        rest = wrap_text(line.strip(), max(8, width - len(lead)))
-        out.append((lead + rest[0]).rstrip())
         sub = lead + indent
-        for piece in rest[1:]:
-            out += [(sub + p.strip()).rstrip() for p in wrap_text(piece.strip(), max(8, width - len(sub)))]
+        pieces = wrap_text(line.strip(), max(8, width - len(sub)), first=max(8, width - len(lead)))
+        out.append((lead + pieces[0]).rstrip())
+        out += [(sub + p.strip()).rstrip() for p in pieces[1:]]
     return out
 
 
@@ -352,8 +363,12 @@ def _spread(ws: list[int], natural: list[int], width: int | None, idx: list[int]
     if width is None:
         return ws
     spare = width - (sum(ws[i] for i in idx) + len(GAP) * (len(idx) - 1))
-    if spare > 0:
-        _grow(ws, natural, idx, spare)
+    # The smallest shortfalls first: the most headers back on one line for the room there is.
+    for i in sorted(idx, key=lambda i: natural[i] - ws[i]):
+        need = natural[i] - ws[i]
+        if 0 < need <= spare:
+            ws[i] += need
+            spare -= need
     return ws
 
 

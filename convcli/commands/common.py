@@ -54,6 +54,24 @@ def output_format(fmt: Format, as_json: bool) -> str:
     return "json" if as_json else fmt.value
 
 
+def batch_labels(args) -> tuple[str | None, list[str]]:
+    """Labels for a batch: when every spec file sits under one folder other than the current one, the
+    folder (said once, in the title) and the paths below it (alice.yaml, not /home/ta/sub/alice.yaml)."""
+    import os
+
+    labels = [spec_label(a) for a in args]
+    files = [lab for lab in labels if ":" not in lab or Path(lab).exists()]
+    if len(files) != len(labels) or len(labels) < 2:
+        return None, labels
+    try:
+        common = os.path.commonpath([os.path.dirname(lab) or "." for lab in labels])
+    except ValueError:
+        return None, labels
+    if common in ("", ".", os.sep):
+        return None, labels
+    return common, [os.path.relpath(lab, common) for lab in labels]
+
+
 def spec_label(arg) -> str:
     """A spec as tables and gradebooks show it: relative to the current directory when inside it."""
     text = str(arg)

@@ -53,7 +53,7 @@ def inspect(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Everything about a spec in one table, and the verdict of its assignment rules."""
-    from convcli.commands.common import spec_label
+    from convcli.commands.common import batch_labels, spec_label
     from convcli.errors import ConvcliError
     from convcli.render import Lines, Output, console, emit
     from convcli.rules import read_run
@@ -70,9 +70,9 @@ def inspect(
                            "use --runs DIR (one run per spec: DIR/NAME)")
     the_run = read_run(run) if run is not None else None
 
+    folder, labels = batch_labels(paths) if batch else (None, [spec_label(p) for p in paths])
     entries = []
-    for path in paths:
-        label = spec_label(path)
+    for path, label in zip(paths, labels):
         try:
             entries.append(grade(path, label, input_shape, rules, the_run, runs, strict, allow_subset))
         except ConvcliError as exc:
@@ -94,7 +94,7 @@ def inspect(
         if details and form in ("table", "markdown"):
             outputs += [inspect_output(e.analysis, e.totals, e.ruleset, e.checks, e.label) for e in entries
                         if e.analysis is not None]
-        table = batch_table(results)
+        table = batch_table(results, title="Rules: summary" + (f" (specs in {folder}/)" if folder else ""))
         n = counts(results)
         docs = [inspect_document_of(e) for e in entries]
         style = "bold red" if n["FAIL"] or n["ERROR"] else "bold green"

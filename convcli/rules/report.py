@@ -97,10 +97,15 @@ def error_text(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def reason(checks) -> str:
-    """Why a spec failed (each failed rule and what was found), or why it could not be read."""
+def reason(checks, name: str | None = None) -> str:
+    """Why a spec failed (each failed rule and what was found), or why it could not be read (the error's
+    file path shortened to the spec's file name)."""
     if isinstance(checks, BaseException):
-        return error_text(checks)
+        text = error_text(checks)
+        head = text.split(":", 1)[0]
+        if name and head != name and (head.endswith("/" + name) or head.endswith("\\" + name)):
+            return name + text[len(head):]
+        return text
     bad = failed(checks)
     parts = [f"{c.rule}: {c.message}" for c in bad]
     skipped = [c.rule for c in checks if c.ok is None]
@@ -131,7 +136,7 @@ def batch_table(results, title: str | None = "Rules: summary") -> TableData:
     t = TableData(title=title or "", columns=cols)
     for name, checks, analysis in results:
         status = status_of(checks)
-        row = {"spec": str(name), "status": status, "reason": reason(checks)}
+        row = {"spec": str(name), "status": status, "reason": reason(checks, str(name))}
         if not ids and analysis is not None:
             row.update(params=analysis.params, macs=analysis.macs, rf=_rf_before_gap(analysis))
         if isinstance(checks, BaseException):
