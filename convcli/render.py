@@ -416,13 +416,16 @@ def _grid(t: TableData, texts, idx, widths, folded, width, mode, color) -> Laid:
             sp: list[Span] = [(0, len(line), style)] if style else []
             if k == 0:
                 pos = 0
-                for i, w in zip(idx, ws):
-                    if i in styled:
-                        value = t.rows[r].get(cols[i].key)
-                        st = value.style if isinstance(value, Cell) and value.style else cols[i].styles.get(
-                            row_texts[i])
-                        if st:
-                            sp.append((pos, min(pos + w, len(line)), st))
+                row = t.rows[r]
+                for i, w, rj in zip(idx, ws, right):
+                    value = row.get(cols[i].key)
+                    st = value.style if isinstance(value, Cell) else None
+                    if st is None and i in styled:
+                        st = cols[i].styles.get(row_texts[i])
+                    if st:
+                        text = row_texts[i]
+                        start = pos + (w - len(text) if rj else 0)
+                        sp.append((start, min(start + len(text), len(line)), st))
                     pos += w + len(GAP)
             spans.append(sp or None)
         if folded:
@@ -516,8 +519,11 @@ def to_text(lines: list[str], spans: list):
 
 
 def to_rich(t: TableData) -> TableData:
-    """A TableData is itself a rich renderable (kept for callers of the old API)."""
-    return t
+    """The title and the table as a rich renderable, without the footer lines (the old `rich.Table`
+    contract: callers print the footer themselves). A TableData itself renders with its footer."""
+    from dataclasses import replace
+
+    return replace(t, footer=[])
 
 
 class RichLines:

@@ -46,7 +46,7 @@ def verdict_table(checks: list[Check], title: str | None = "Rules") -> TableData
                  Column("details", "Details", numeric=False, wrap=True)],
     )
     for c in checks:
-        t.add({"rule": c.rule, "measured": Cell(c.measured, plain(c.value)), "limit": c.limit, "result": c.status,
+        t.add({"rule": c.rule, "measured": Cell(c.measured, raw_value(c)), "limit": c.limit, "result": c.status,
                "details": c.message})
     return t
 
@@ -84,6 +84,14 @@ def _rf_before_gap(analysis):
         return None
     sizes = [plain(a.r) for a in row.rf_out]
     return sizes[0] if len(set(map(str, sizes))) == 1 else sizes
+
+
+def raw_value(c: Check):
+    """A gradebook cell: the number itself (179146, 0.8123), else the value as shown (C1 C2 C3 C4 O)."""
+    v = plain(c.value)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v  # an accuracy shown as 81.23% is written as 0.8123
+    return c.measured
 
 
 def status_of(checks) -> str:
@@ -151,7 +159,7 @@ def batch_table(results, title: str | None = "Rules: summary") -> TableData:
                     row[f"rule:{i}"] = Cell("--", None, "yellow")
                 else:
                     text = c.measured + ("" if c.ok else FAIL_MARK)
-                    row[f"rule:{i}"] = Cell(text, plain(c.value), None if c.ok else "bold red")
+                    row[f"rule:{i}"] = Cell(text, raw_value(c), None if c.ok else "bold red")
         t.add(row)
     return t
 
