@@ -1,0 +1,126 @@
+"""The gradient-support check of the analytic receptive field, for users (`convcli rf SPEC --empirical`).
+
+Make the model structural (`convcli.visual.structural`: constant positive weights, zero biases,
+average pools for max pools, identity activations, float64, eval mode), run it once on an input of
+ones, and for every layer back-propagate 1 from the centre unit of its output (channels summed).
+The input pixels with a non-zero gradient are that unit's receptive field; per axis, their span is
+the measured RF.
+
+The measurement cannot see padding, so it is compared with the analytic region of the same unit
+clipped to the input (`rf_box` + `pixel_range`), exactly as tests/test_rf_empirical.py does:
+a mismatch means the analysis (or the model given) is wrong, or the row is one the analysis
+approximates (its note says which).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from convcli.visual.rf_box import centre_unit, pixel_range, rf_box
+
+# Analysis notes that announce an approximation the gradient check will disagree with.
+APPROXIMATIONS = ("broadcast", "alternat", "not aligned", "centres differ", "deformable", "data-dependent",
+                  "largest window")
+
+
+@dataclass
+class EmpiricalRF:
+    """One row's check. Sizes are per spatial axis, in input pixels."""
+
+    path: str
+    label: str | None
+    unit: tuple[int, ...]  # the unit measured (the centre of the row's output map)
+    analytic: list[int]  # the analytic RF size, unclipped (the table's number)
+    expected: list[int]  # the analytic region of that unit, clipped to the input
+    measured: list[int]  # the span of input pixels with a non-zero gradient
+    expected_span: list[tuple[int, int]]  # first and last pixel, inclusive
+    measured_span: list[tuple[int, int]]
+    notes: list[str] = field(default_factory=list)  # the analysis' notes on approximations upstream
+
+    @property
+    def mismatch(self) -> bool:
+        return self.measured_span != self.expected_span
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatch
+
+    @property
+    def clipped(self) -> bool:
+        return self.expected != self.analytic
+
+    def cell(self) -> str:
+        """The measured size as a table cell: `6`, `5x3`, `32 (84 clipped)`, `30 ≠ 32`."""
+        def fmt(v):
+            return str(v[0]) if len(set(v)) == 1 else "x".join(str(x) for x in v)
+        text = fmt(self.measured)
+        if self.mismatch:
+            return f"{text} ≠ {fmt(self.expected)}"
+        if self.clipped:
+            return f"{text} ({fmt(self.analytic)} clipped)"
+        return text
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "label": self.label, "unit": list(self.unit), "analytic": self.analytic,
+                "expected": self.expected, "measured": self.measured,
+                "expected_span": [list(s) for s in self.expected_span],
+                "measured_span": [list(s) for s in self.measured_span], "mismatch": self.mismatch,
+                "notes": self.notes}
+
+
+def _upstream_notes(analysis, row) -> list[str]:
+    ids = analysis.graph.ancestors(row.node) | {row.node}
+    notes = []
+    for i in sorted(ids):
+        for note in analysis.by_node[i].notes:
+            if any(key in note for key in APPROXIMATIONS) and note not in notes:
+                notes.append(note)
+    return notes
+
+
+def empirical_rf(analysis, model=None, rows=None) -> list[EmpiricalRF]:
+    """Measure every leaf row's RF (or just `rows`) by gradient support and compare it with the analysis.
+
+    `model`: the spec's model (`build_model(analysis)`) or the PyTorch module the analysis was traced
+    from; it is copied, never changed. None builds it from the analysis (weights do not matter)."""
+    import torch
+
+    from convcli.visual.structural import make_structural
+    from convcli.visual.taps import default_model, run_rows
+
+    model = default_model(analysis) if model is None else copy.deepcopy(model)
+    model = make_structural(model.cpu())
+    rows = [r for r in (rows or analysis.layers) if r.rf_out]
+    x = torch.ones(1, *analysis.input_shape, dtype=torch.float64, requires_grad=True)
+    outputs = run_rows(model, analysis, x, rows, structural=True)
+    results = []
+    for row in rows:
+        y = outputs[row.path]
+        nd = len(row.rf_out)
+        unit = centre_unit(row)
+        if y.dim() - 2 == nd:  # a spatial map: the centre unit, channels summed
+            target = y[(0, slice(None), *(n // 2 for n in y.shape[2:]))].sum()
+        else:  # a vector (after GAP / flatten / linear): every output sees the whole input
+            target = y[0].sum()
+        (grad,) = torch.autograd.grad(target, x, retain_graph=True, allow_unused=True)
+        support = grad[0].abs().sum(0) > 0 if grad is not None else torch.zeros(analysis.input_shape[1:], dtype=bool)
+        spans = []
+        for ax in range(support.dim()):
+            others = tuple(i for i in range(support.dim()) if i != ax)
+            line = support.any(dim=others) if others else support
+            idx = line.nonzero().flatten()
+            spans.append((int(idx.min()), int(idx.max())) if len(idx) else (0, -1))
+        expected_span = pixel_range(rf_box(analysis, row, unit), analysis.input_shape)
+        results.append(EmpiricalRF(
+            path=row.path, label=row.label, unit=unit,
+            analytic=[int(a.r) if a.r == int(a.r) else float(a.r) for a in row.rf_out],
+            expected=[hi - lo + 1 for lo, hi in expected_span],
+            measured=[hi - lo + 1 for lo, hi in spans],
+            expected_span=expected_span, measured_span=spans,
+            notes=_upstream_notes(analysis, row),
+        ))
+    return results
+
+
+__all__ = ["EmpiricalRF", "empirical_rf"]
