@@ -200,7 +200,7 @@ def wrap_header(header: str, width: int) -> list[str]:
             if cur:
                 cur += " "
             continue
-        if cur and len(cur.rstrip()) + len(p) > width:
+        if cur.strip() and len(cur) + len(p) > width:
             lines.append(cur.rstrip())
             cur = ""
         cur += p
