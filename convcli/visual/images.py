@@ -4,6 +4,7 @@ the model's input (channels, size, normalisation)."""
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from convcli.errors import ConvcliError
@@ -41,7 +42,9 @@ def _decode_file(path: Path):
         from torchvision.io import ImageReadMode, decode_image
 
         blob = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-        return decode_image(blob, mode=ImageReadMode.RGB)
+        with warnings.catch_warnings():  # torchvision 0.29 warns on every decode that torchcodec will take over
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_image(blob, mode=ImageReadMode.RGB)
     except Exception:
         pass
     try:
