@@ -251,7 +251,7 @@ def test_a_wrong_analysis_is_flagged(small):
                                        {"maxpool": {"k": 2, "name": "P"}}])
     model = build_model(analyze_layers([1, 8, 8], SMALL))
     results = empirical_rf(wrong, model)
-    assert [r.mismatch for r in results] == [True, True, True]
+    assert [r.mismatch for r in results] == [True, True, True] and not any(r.notes for r in results)
     assert results[0].expected == [5, 5] and results[0].measured == [3, 3]
     assert results[0].cell() == "3 ≠ 5"
 
@@ -261,8 +261,22 @@ def test_broadcast_gate_mismatch_is_explained():
     # gradient of the gated map reaches the whole 16x16 input, and the row says why.
     a = load_analysis(f"{ROOT}/tests/models/students.py:SharedSEResidual", "3,16,16")  # no model: built from the file
     mul = {r.path: r for r in empirical_rf(a)}["mul"]
-    assert mul.mismatch and mul.measured == [16, 16] and mul.expected == [8, 8]
-    assert any("broadcast" in n for n in mul.notes)
+    assert mul.differs and mul.measured == [16, 16] and mul.expected == [8, 8]
+    assert mul.explained and not mul.mismatch and any("broadcast" in n for n in mul.notes)
+    assert mul.cell() == "16 vs 8 (approximation)"
+
+
+def test_upsampling_differences_are_explained():
+    # Bilinear x2 upsampling on 8 pixels after a 3x3 conv (r 3, j 1, start 0.5): output o sits at input
+    # coordinate (o + 1/2)/2 - 1/2 and reads its two neighbours, so outputs 7 and 8 both read inputs 3 and 4
+    # (pixels 2..5). The analysis gives r = 3 + 1 = 4, j = 1/2, start = 0.5 + (1/4 - 1/2) = 1/4: unit 8 (the
+    # centre of 16) centred at 1/4 + 4 = 4.25, [2.25, 6.25): pixels 2..5 as measured. Here the pixel-centre
+    # rule absorbs the quarter-pixel offsets (unit 7: [1.75, 5.75), also 2..5); after a jump of 8 they are
+    # 2 px (architectures/encoder_decoder.yaml), so every row after an upsampling layer carries the note.
+    a = analyze_layers([1, 8], [{"conv": {"out": 1, "k": 3, "p": 1}}, {"upsample": {"scale": 2, "mode": "linear"}}])
+    up = empirical_rf(a)[1]
+    assert up.measured_span == [(2, 5)] and up.expected_span == [(2, 5)] and not up.differs
+    assert any("upsampling" in n for n in up.notes)
 
 
 def test_dilated_ceil_max_pool_as_average():

@@ -7,9 +7,11 @@ The input pixels with a non-zero gradient are that unit's receptive field; per a
 the measured RF.
 
 The measurement cannot see padding, so it is compared with the analytic region of the same unit
-clipped to the input (`rf_box` + `pixel_range`), exactly as tests/test_rf_empirical.py does:
-a mismatch means the analysis (or the model given) is wrong, or the row is one the analysis
-approximates (its note says which).
+clipped to the input (`rf_box` + `pixel_range`), exactly as tests/test_rf_empirical.py does. A
+difference is a mismatch (the analysis, or the model given, is wrong) unless the analysis says it
+approximates there: a squeeze-and-excitation gate (global context), branches whose centres differ, a
+deformable conv, or an upsampling layer upstream (a fractional jump: neighbouring units share inputs,
+so the RF is not the same at every unit); `notes` says which.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ APPROXIMATIONS = ("broadcast", "alternat", "not aligned", "centres differ", "def
                   "largest window")
 
 
+UPSAMPLING_NOTE = ("after an upsampling layer (the jump shrinks), neighbouring units read the same inputs: the RF's "
+                   "size and position vary from unit to unit, and the analysis shows a regular-grid approximation")
+
+
 @dataclass
 class EmpiricalRF:
     """One row's check. Sizes are per spatial axis, in input pixels."""
@@ -36,11 +42,22 @@ class EmpiricalRF:
     measured: list[int]  # the span of input pixels with a non-zero gradient
     expected_span: list[tuple[int, int]]  # first and last pixel, inclusive
     measured_span: list[tuple[int, int]]
-    notes: list[str] = field(default_factory=list)  # the analysis' notes on approximations upstream
+    notes: list[str] = field(default_factory=list)  # why the analysis is approximate here (upstream of the row)
+
+    @property
+    def differs(self) -> bool:
+        """The measured pixels are not the analytic region (clipped to the input)."""
+        return self.measured_span != self.expected_span
+
+    @property
+    def explained(self) -> bool:
+        """It differs where the analysis says it approximates (see `notes`)."""
+        return self.differs and bool(self.notes)
 
     @property
     def mismatch(self) -> bool:
-        return self.measured_span != self.expected_span
+        """It differs and nothing explains it: the analysis (or the model given) is wrong."""
+        return self.differs and not self.notes
 
     @property
     def ok(self) -> bool:
@@ -51,12 +68,18 @@ class EmpiricalRF:
         return self.expected != self.analytic
 
     def cell(self) -> str:
-        """The measured size as a table cell: `6`, `5x3`, `32 (84 clipped)`, `30 ≠ 32`."""
+        """The measured size as a table cell: `6`, `5x3`, `32 (84 clipped)`, `3 ≠ 5` (a mismatch), `16 vs 8
+        (approximation)` (a difference the notes explain), `25, shifted -2 px (approximation)`."""
         def fmt(v):
             return str(v[0]) if len(set(v)) == 1 else "x".join(str(x) for x in v)
         text = fmt(self.measured)
-        if self.mismatch:
-            return f"{text} ≠ {fmt(self.expected)}"
+        if self.differs:
+            if self.measured == self.expected:  # the same size, somewhere else
+                shift = [m[0] - e[0] for m, e in zip(self.measured_span, self.expected_span)]
+                text += f", shifted {fmt([f'{v:+d}' for v in shift])} px"
+                return text + (" (approximation)" if self.explained else " ≠ analysis")
+            return f"{text} ≠ {fmt(self.expected)}" if self.mismatch else \
+                f"{text} vs {fmt(self.expected)} (approximation)"
         if self.clipped:
             return f"{text} ({fmt(self.analytic)} clipped)"
         return text
@@ -65,17 +88,21 @@ class EmpiricalRF:
         return {"path": self.path, "label": self.label, "unit": list(self.unit), "analytic": self.analytic,
                 "expected": self.expected, "measured": self.measured,
                 "expected_span": [list(s) for s in self.expected_span],
-                "measured_span": [list(s) for s in self.measured_span], "mismatch": self.mismatch,
-                "notes": self.notes}
+                "measured_span": [list(s) for s in self.measured_span], "differs": self.differs,
+                "mismatch": self.mismatch, "notes": self.notes}
 
 
 def _upstream_notes(analysis, row) -> list[str]:
+    """The analysis' notes on approximations at this row or before it, and the upsampling caveat."""
     ids = analysis.graph.ancestors(row.node) | {row.node}
     notes = []
     for i in sorted(ids):
-        for note in analysis.by_node[i].notes:
+        r = analysis.by_node[i]
+        for note in r.notes:
             if any(key in note for key in APPROXIMATIONS) and note not in notes:
                 notes.append(note)
+        if UPSAMPLING_NOTE not in notes and any(b.j < a.j for a, b in zip(r.rf_in, r.rf_out)):
+            notes.append(UPSAMPLING_NOTE)
     return notes
 
 
