@@ -404,3 +404,17 @@ def test_save_activations_of_a_module(tmp_path):
     files = save_activations(model, a, torch.zeros(1, 24, 24, dtype=torch.uint8), tmp_path, max_channels=2)
     assert [f.name for f in files] == ["01_conv1.png", "02_conv2.png", "03_conv2_call_2.png", "04_conv3.png"]
     assert all(png_size(f) == (940, 264) for f in files)
+
+
+def test_one_dimensional_inputs():
+    # A 1-D net: the RF numbers work on any rank (conv k5 on 20 samples: r 5, start 2.5, centre unit 8 of 16
+    # at 10.5, [8, 13)); the image pictures say they need a 2-D input.
+    a = analyze_layers([1, 20], [{"conv": {"out": 2, "k": 5}}])
+    assert rf_box(a, a.layers[0]) == [(8, 13)]
+    assert [r.measured_span for r in empirical_rf(a)] == [[(8, 12)]]
+    heat, region = effective_rf(build_model(a), torch.randn(3, 1, 20), a)
+    assert heat.shape == (20,) and heat[:8].sum() == 0 and heat[13:].sum() == 0 and region[0] <= 5
+    with pytest.raises(ConvcliError, match="2-D"):
+        plot_erf(a, "unused.png", build_model(a), torch.randn(1, 1, 20))
+    with pytest.raises(ConvcliError, match="2-D"):
+        show_rf(a, torch.zeros(1, 20, dtype=torch.uint8), a.layers[0].path)

@@ -124,17 +124,17 @@ def plot_erf(analysis, path, model, images, *, layer=None, unit=None, compare_ra
     Returns the numbers: {"layer", "unit", "theoretical_rf", "panels": [{"title", "region95", "heatmap"}]}."""
     from matplotlib.patches import Patch, Rectangle
 
+    if len(analysis.input_shape) != 3:
+        from convcli.errors import ConvcliError
+
+        raise ConvcliError(f"{analysis.source}: the ERF picture is drawn for 2-D inputs; effective_rf gives the "
+                           "numbers for any input")
     heat, box, (row, unit) = _erf(model, images, analysis, layer, unit, 64)
     panels = [(f"{weights_label}{accuracy_text(accuracy)}", heat, box)]
     if compare_random:
         other = random_model if random_model is not None else randomised(model)
         h2, b2, _ = _erf(other, images, analysis, row, unit, 64)
         panels.append(("random weights (untrained)", h2, b2))
-    if len(analysis.input_shape) != 3:
-        from convcli.errors import ConvcliError
-
-        raise ConvcliError(f"{analysis.source}: the ERF picture is drawn for 2-D inputs; effective_rf gives the "
-                           "numbers for any input")
     _, h, w = analysis.input_shape
     rf = rf_box(analysis, row, unit)
     (y0, y1), (x0, x1) = [(float(lo), float(hi)) for lo, hi in rf]
