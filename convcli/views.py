@@ -331,3 +331,28 @@ def inspect_output(a: Analysis, totals: dict, ruleset=None, checks=None, label: 
         ok = not any(c.ok is False for c in checks)
         blocks.append(Lines([verdict_line(checks)], style="bold green" if ok else "bold red"))
     return Output(blocks, data=inspect_document(a, totals, ruleset, checks), records=table, label=label or a.name)
+
+
+def add_empirical(output: Output, a: Analysis, results) -> None:
+    """`rf --empirical`: the gradient-support RF beside the analytic one (a column, and JSON keys
+    `rf_measured`, `rf_mismatch` per layer, `empirical_ok` for the spec)."""
+    by_path = {r.path: r for r in results}
+    table = output.records
+    table.columns.append(Column("measured", "RF measured", numeric=False))
+    leaf_rows = iter(a.rows)
+    for row, kind in zip(table.rows, table.kinds):
+        r = next(leaf_rows)
+        e = by_path.get(r.path) if kind != "block" else None
+        row["measured"] = (Cell(e.cell(), e.measured[0] if len(set(e.measured)) == 1 else e.measured,
+                                style="bold red" if e.mismatch else None) if e else "")
+    for layer in output.data["layers"]:
+        e = by_path.get(layer["name"])
+        if e is not None:
+            layer["rf_measured"] = per_axis_value(e.measured)
+            layer["rf_mismatch"] = e.mismatch
+    output.data["empirical_ok"] = not any(e.mismatch for e in results)
+    table.footer.append("RF measured: input pixels with a non-zero gradient from the centre unit (constant "
+                        "positive weights, max-pool as average, activations as identity), clipped to the "
+                        "input; '≠' marks a mismatch with the analysis.")
+    for note in dict.fromkeys(n for e in results for n in e.notes):
+        table.footer.append(f"note (measured): {note}")
