@@ -14,7 +14,8 @@ Prints images/s for each and, as its last two lines, `ratio convcli/plain: X` an
     python benchmarks/train_speed.py --device cpu --steps 20 --threads 1
     python benchmarks/train_speed.py --device cuda --steps 200
 
-Each measurement skips `--warmup` steps first and syncs the device before reading the clock. The plain loop
+Each measurement skips `--warmup` steps first and syncs the device before reading the clock; the three take
+turns for `--repeats` rounds and each reports its median round (a shared machine's load hits all alike). The plain loop
 needs the JPEG tree on disk: the archive is unpacked once into the convcli cache (not timed).
 """
 
@@ -24,6 +25,7 @@ import argparse
 import contextlib
 import os
 import platform
+import statistics
 import sys
 import tarfile
 import time
@@ -40,10 +42,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(device, steps: int, warmup: int, step) -> float:
-    """images/s of `step()` (which returns the batch size) over `steps` steps after `warmup` steps."""
-    for _ in range(warmup):
-        step()
+def timed(device, steps: int, step) -> float:
+    """images/s of `step()` (which returns the batch size) over `steps` steps."""
     sync(device)
     start = time.perf_counter()
     images = sum(step() for _ in range(steps))
@@ -51,10 +51,23 @@ def timed(device, steps: int, warmup: int, step) -> float:
     return images / (time.perf_counter() - start)
 
 
+def measure(device, steps: int, warmup: int, repeats: int, benches: dict) -> dict:
+    """{name: [images/s per round]}: each step function warms up, then the measurements take turns for
+    `repeats` rounds, so a load change on a shared machine hits all of them alike."""
+    for step in benches.values():
+        for _ in range(warmup):
+            step()
+    rates: dict = {name: [] for name in benches}
+    for _ in range(repeats):
+        for name, step in benches.items():
+            rates[name].append(timed(device, steps, step))
+    return rates
+
+
 # --- (a) convcli ----------------------------------------------------------------------------------
 
-def bench_convcli(spec: str, data: str, device: torch.device, batch: int, steps: int, warmup: int,
-                  options: dict) -> tuple[float, str]:
+def bench_convcli(spec: str, data: str, device: torch.device, batch: int, total_steps: int,
+                  options: dict) -> tuple:
     from convcli.analysis import analyze_file
     from convcli.train.config import build_config
     from convcli.train.data import load_data
@@ -69,7 +82,7 @@ def bench_convcli(spec: str, data: str, device: torch.device, batch: int, steps:
     s = make_session(cfg, spec, analysis, device, load_data(data))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     ctx = autocast(device, cfg.amp)
-    s.schedule.total_steps = max(s.schedule.total_steps, steps + warmup)
+    s.schedule.total_steps = max(s.schedule.total_steps, total_steps)
     batches = iter(())
 
     def step():
@@ -87,7 +100,7 @@ def bench_convcli(spec: str, data: str, device: torch.device, batch: int, steps:
     how = (f"{'bf16' if amp_active(device, cfg.amp) else 'fp32'}"
            f"{' + channels_last' if use_channels_last(device, cfg.channels_last) else ''}"
            f"{' + compile' if cfg.compile else ''}{' + lookahead' if cfg.lookahead else ''}")
-    return timed(device, steps, warmup, step), how
+    return step, how
 
 
 # --- (b) the notebook loop ------------------------------------------------------------------------
@@ -109,8 +122,7 @@ def unpacked(archive: Path) -> Path:
     raise SystemExit(f"{archive}: no train/ folder inside")
 
 
-def bench_plain(spec: str, data: Path, device: torch.device, batch: int, steps: int, warmup: int,
-                workers: int) -> float:
+def bench_plain(spec: str, data: Path, device: torch.device, batch: int, workers: int):
     import torchvision.transforms as T
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
@@ -143,12 +155,12 @@ def bench_plain(spec: str, data: Path, device: torch.device, batch: int, steps: 
         optimizer.step()
         return y.shape[0]
 
-    return timed(device, steps, warmup, step)
+    return step
 
 
 # --- (c) the compute ceiling ----------------------------------------------------------------------
 
-def bench_ceiling(spec: str, device: torch.device, batch: int, steps: int, warmup: int) -> tuple[float, str]:
+def bench_ceiling(spec: str, device: torch.device, batch: int) -> tuple:
     from convcli.analysis import analyze_file
     from convcli.build import build_model
     from convcli.train.device import amp_active
@@ -170,7 +182,7 @@ def bench_ceiling(spec: str, device: torch.device, batch: int, steps: int, warmu
         optimizer.step()
         return batch
 
-    return timed(device, steps, warmup, step), f"{'bf16' if bf16 else 'fp32'} + channels_last"
+    return step, f"{'bf16' if bf16 else 'fp32'} + channels_last"
 
 
 def main(argv=None) -> None:
@@ -181,6 +193,7 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds; each measurement reports its median round")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
@@ -200,24 +213,28 @@ def main(argv=None) -> None:
 
     what = set(args.only or ("convcli", "plain", "ceiling"))
     cpu = platform.processor() or platform.machine()
-    print(f"train_speed: {Path(args.spec).name}, batch {args.batch_size}, {args.steps} steps (+{args.warmup} warm-up), "
+    print(f"train_speed: {Path(args.spec).name}, batch {args.batch_size}, {args.repeats} rounds of {args.steps} steps "
+          f"(+{args.warmup} warm-up), "
           f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"cpu {cpu}{' (native bf16)' if cpu_native_bf16() else ''}, python {sys.version.split()[0]}", flush=True)
-    results = {}
+    benches, notes = {}, {}
     if "convcli" in what:
         options = {"amp": not args.no_amp, "channels_last": not args.no_channels_last, "compile": args.compile}
-        results["convcli"], how = bench_convcli(args.spec, args.data, device, args.batch_size, args.steps,
-                                                args.warmup, options)
-        print(f"(a) convcli  {results['convcli']:9,.0f} img/s   ({how}, device-resident data, batched augmentation)",
-              flush=True)
+        benches["convcli"], how = bench_convcli(args.spec, args.data, device, args.batch_size,
+                                                (args.steps * args.repeats + args.warmup), options)
+        notes["convcli"] = f"{how}, device-resident data, batched augmentation"
     if "plain" in what:
-        results["plain"] = bench_plain(args.spec, Path(args.data), device, args.batch_size, args.steps, args.warmup,
-                                       args.workers)
-        print(f"(b) plain    {results['plain']:9,.0f} img/s   (fp32, ImageFolder + per-sample transforms, "
-              f"DataLoader with {args.workers} workers)", flush=True)
+        benches["plain"] = bench_plain(args.spec, Path(args.data), device, args.batch_size, args.workers)
+        notes["plain"] = f"fp32, ImageFolder + per-sample transforms, DataLoader with {args.workers} workers"
     if "ceiling" in what:
-        results["ceiling"], how = bench_ceiling(args.spec, device, args.batch_size, args.steps, args.warmup)
-        print(f"(c) ceiling  {results['ceiling']:9,.0f} img/s   ({how}, one preallocated batch, no data)", flush=True)
+        benches["ceiling"], how = bench_ceiling(args.spec, device, args.batch_size)
+        notes["ceiling"] = f"{how}, one preallocated batch, no data"
+    rates = measure(device, args.steps, args.warmup, args.repeats, benches)
+    results = {name: statistics.median(r) for name, r in rates.items()}
+    for label, name in (("(a)", "convcli"), ("(b)", "plain"), ("(c)", "ceiling")):
+        if name in results:
+            rounds = ", ".join(f"{r:,.0f}" for r in rates[name])
+            print(f"{label} {name:<8} {results[name]:9,.0f} img/s   ({notes[name]}; rounds: {rounds})")
     if "convcli" in results and "plain" in results:
         print(f"ratio convcli/plain: {results['convcli'] / results['plain']:.2f}")
     if "convcli" in results and "ceiling" in results:
