@@ -15,9 +15,14 @@ def load_analysis(arg, input_text: str | None = None):
 
     text = str(arg)
     if is_model_ref(text) and not Path(text).exists():
+        from convcli.spec import Spec
         from convcli.torch_graph import trace_ref
 
-        return analyze(trace_ref(text, input_text))
+        graph = trace_ref(text, input_text)
+        a = analyze(graph)
+        # What train/eval read of a spec: its file (here the model reference), name, input and text.
+        a.spec = Spec(file=text, name=graph.name, input=graph.input, layers=[], text=_model_text(graph))
+        return a
     from convcli.spec import load_spec
 
     spec = load_spec(arg)
@@ -35,3 +40,27 @@ def is_model(arg) -> bool:
 def require_spec(arg, what: str):
     if is_model(arg):
         raise ConvcliError(f"{arg}: {what} needs a YAML spec")
+
+
+def build_for(analysis):
+    """The torch model to train or evaluate: a spec's model from the registry, or a fresh instance of the
+    PyTorch model the analysis was traced from (its own module, so its state_dict keys are its own)."""
+    if is_model(analysis.source):
+        from convcli.torch_graph import load_module
+
+        return load_module(analysis.source)
+    from convcli.build import build_model
+
+    return build_model(analysis)
+
+
+def _model_text(graph) -> str:
+    """What a run directory keeps of a PyTorch model: the same network written as a spec (for reading;
+    resume and eval rebuild the module itself from its reference)."""
+    head = f"# the PyTorch model {graph.source}, input {list(graph.input)}, as a spec (convcli import)\n"
+    try:
+        from convcli.spec_writer import spec_yaml
+
+        return head + spec_yaml(graph)
+    except ConvcliError as exc:
+        return head + f"# (not expressible as a spec: {exc})\n"

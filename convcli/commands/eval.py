@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
+from convcli.commands.common import FORMAT_OPT, JSON_OPT, Format
 from convcli.train.config import OPTION  # the training options' declarations (stdlib only)
 
 AS_TRAINED = " (default: as in training)."
@@ -18,61 +14,81 @@ def _help(name: str, default: str = AS_TRAINED) -> str:
     return OPTION[name].help.rstrip(".") + default
 
 
+PICTURES = "Pictures"
+
+
 def evaluate(
-    spec: str = typer.Argument(None, help="Spec YAML the weights were trained from (default: the spec copy "
-                               "beside the weights, else the project's default spec).", show_default=False),
+    spec: str = typer.Argument(None, help="Spec YAML or PyTorch model (FILE.py:NAME) the weights were trained "
+                               "from (default: the one recorded beside the weights, else the project's default "
+                               "spec).", show_default=False),
     weights: str = typer.Option(..., "--weights", "-w", help="Checkpoint (best.pt / last.pt) or a state_dict file.",
                                 show_default=False),
     data: str = typer.Option(None, "--data", help=_help("data", " (default: the data the weights were trained on).")),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables."),
+    input_shape: str = typer.Option(None, "--input", "-i", help="Input shape C,H,W for a PyTorch model (default: "
+                                    "as in training).", show_default=False),
+    fmt: Format = FORMAT_OPT,
+    as_json: bool = JSON_OPT,
     tta: bool = typer.Option(None, "--tta/--no-tta", help=_help("tta")),
     device: str = typer.Option(None, "--device", help=_help("device", " (auto).")),
     amp: bool = typer.Option(None, "--amp/--no-amp", help=_help("amp")),
     test_subset: int = typer.Option(None, "--test-subset", help=_help("test_subset", " (default: as in training, "
                                                                                      "else all).")),
-    out: str = typer.Option(None, "--out", help="Where to write confusion.png and misclassified.png "
-                            "(default: runs/eval, runs/eval2, ...)."),
+    out: str = typer.Option(None, "--out", help="Where to write confusion.png, misclassified.png and the feature "
+                            "maps (default: runs/eval, runs/eval2, ...)."),
+    erf: str = typer.Option(None, "--erf", help="Draw the effective receptive field (Luo et al. 2016) of the centre "
+                            "unit, trained beside random weights, into this PNG.", rich_help_panel=PICTURES),
+    layer: str = typer.Option(None, "--layer", help="The layer --erf looks at (default: the last before GAP).",
+                              rich_help_panel=PICTURES),
+    filters: str = typer.Option(None, "--filters", help="Draw the first-layer filters into this PNG.",
+                                rich_help_panel=PICTURES),
+    activations: str = typer.Option(None, "--activations", help="Save each block's feature maps for this image "
+                                    "(a file or cifar10:INDEX) under OUT/activations/.", rich_help_panel=PICTURES),
 ) -> None:
     """Test accuracy and loss, per-class accuracy, the confusion matrix (table and confusion.png) and a
-    gallery of misclassified images (misclassified.png)."""
+    gallery of misclassified images (misclassified.png); with --erf/--filters/--activations, pictures."""
+    from convcli.commands.common import output_format
+    from convcli.render import emit
     from convcli.train.evaluation import evaluate as run_eval
 
-    result = run_eval(spec, weights, data=data, device=device, tta=tta, amp=amp, test_subset=test_subset, out=out)
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
-    print_report(result, Console(highlight=False, soft_wrap=True))
+    result = run_eval(spec, weights, data=data, device=device, tta=tta, amp=amp, test_subset=test_subset, out=out,
+                      input_text=input_shape, erf=erf, filters=filters, activations=activations, layer=layer)
+    emit(report_output(result), output_format(fmt, as_json))
 
 
-def print_report(r: dict, console: Console) -> None:
-    console.print(f"spec: {r['spec']}\nweights: {r['weights']}\ndata: {r['data']} ({r['n']:,} test images"
-                  f"{', flip TTA' if r['tta'] else ''}; device {r['device']})")
-    overall = Table(title="test", title_justify="left")
-    overall.add_column("accuracy", justify="right")
-    overall.add_column("loss", justify="right")
-    overall.add_column("images", justify="right")
-    overall.add_row(f"{100 * r['accuracy']:.2f}%", f"{r['loss']:.4f}", f"{r['n']:,}")
-    console.print(overall)
+def report_output(r: dict):
+    """The eval report as the one renderer's neutral objects (terminal, plain, csv, markdown, json)."""
+    from convcli.render import Cell, Column, Lines, Output, TableData
 
+    tta = ", flip TTA" if r["tta"] else ""
+    head = Lines([f"spec: {r['spec']}", f"weights: {r['weights']}",
+                  f"data: {r['data']} ({r['n']:,} test images{tta}; device {r['device']})"])
+    overall = TableData("test", [Column("accuracy", "accuracy"), Column("loss", "loss"), Column("images", "images")])
+    overall.add({"accuracy": Cell(f"{100 * r['accuracy']:.2f}%", r["accuracy"]),
+                 "loss": Cell(f"{r['loss']:.4f}", r["loss"]), "images": r["n"]})
     classes, confusion = r["classes"], r["confusion"]
-    per_class = Table(title="per class", title_justify="left")
-    for name, justify in (("class", "left"), ("accuracy", "right"), ("correct", "right"), ("images", "right"),
-                          ("most confused with", "left")):
-        per_class.add_column(name, justify=justify)
+    per_class = TableData("per class", [Column("class", "class", numeric=False), Column("accuracy", "accuracy"),
+                                        Column("correct", "correct"), Column("images", "images"),
+                                        Column("confused", "most confused with", numeric=False)])
     for i, c in enumerate(classes):
         row = confusion[i]
-        others = [(n, j) for j, n in enumerate(row) if j != i and n]
-        worst = max(others, default=None)
-        per_class.add_row(c, f"{100 * r['per_class'][c]:.2f}%", f"{row[i]:,}", f"{sum(row):,}",
-                          f"{classes[worst[1]]} ({worst[0]})" if worst else "-")
-    console.print(per_class)
-
-    matrix = Table(title="confusion matrix (rows: true class, columns: predicted class number)",
-                   title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    matrix.add_column("true class", no_wrap=True)
-    for j in range(len(classes)):
-        matrix.add_column(str(j), justify="right", no_wrap=True)
+        worst = max(((n, j) for j, n in enumerate(row) if j != i and n), default=None)
+        per_class.add({"class": c, "accuracy": Cell(f"{100 * r['per_class'][c]:.2f}%", r["per_class"][c]),
+                       "correct": row[i], "images": sum(row),
+                       "confused": f"{classes[worst[1]]} ({worst[0]})" if worst else None})
+    matrix = TableData("confusion matrix (rows: true class, columns: predicted class number)",
+                       [Column("true", "true class", numeric=False)] + [Column(str(j), str(j))
+                                                                         for j in range(len(classes))])
     for i, (c, row) in enumerate(zip(classes, confusion)):
-        matrix.add_row(f"{i} {c}", *(f"[bold]{n}[/]" if j == i else str(n) for j, n in enumerate(row)))
-    console.print(matrix)
-    console.print(f"wrote {r['out']}/confusion.png and {r['out']}/misclassified.png")
+        matrix.add({"true": f"{i} {c}", **{str(j): Cell(str(n), n, style="bold") if j == i else n
+                                          for j, n in enumerate(row)}})
+    wrote = [f"wrote {r['out']}/confusion.png and {r['out']}/misclassified.png"]
+    if "erf" in r:
+        e = r["erf"]
+        sides = "; ".join(f"{t or 'panel'}: {'x'.join(map(str, s))} px" for t, s in zip(e["panels"], e["region95"]))
+        wrote.append(f"wrote {e['file']}: theoretical RF {'x'.join(f'{x:g}' for x in e['theoretical_rf'])} px; "
+                     f"95% of the gradient mass within {sides}")
+    if "filters" in r:
+        wrote.append(f"wrote {r['filters']}")
+    if "activations" in r:
+        wrote.append(f"wrote {len(r['activations'])} feature-map pictures under {r['out']}/activations/")
+    return Output([head, overall, per_class, matrix, Lines(wrote)], data=r, records=per_class)

@@ -13,8 +13,11 @@ from convcli.train.config import OPTIONS, typer_parameters
 
 
 def train(
-    spec: str = typer.Argument(None, help="Spec YAML. Default: \\[tool.convcli] default_spec in ./pyproject.toml, "
+    spec: str = typer.Argument(None, help="Spec YAML, or a PyTorch model FILE.py:NAME / package.module:NAME "
+                               "(with --input). Default: \\[tool.convcli] default_spec in ./pyproject.toml, "
                                "default_spec in ./convcli.yaml, else architectures/s7.yaml.", show_default=False),
+    input_shape: str = typer.Option(None, "--input", "-i", help="Input shape C,H,W for a PyTorch model.",
+                                    show_default=False),
     recipe: str = typer.Option(None, "--recipe", help="YAML file of training options (overrides the spec's)."),
     out: str = typer.Option(None, "--out", help="Run directory (default: runs/train, runs/train2, ...)."),
     resume: str = typer.Option(None, "--resume", help="Continue the run in this directory."),
@@ -30,7 +33,7 @@ def train(
     from convcli.train.trainer import train as run_train
 
     run_train(spec, {o.name: options.get(o.name) for o in OPTIONS}, recipe=recipe, out=out, resume=resume,
-              stop_after=stop_after)
+              stop_after=stop_after, input_text=input_shape)
 
 
 def _with_declared_options(func):
@@ -40,7 +43,8 @@ def _with_declared_options(func):
     fixed = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     declared = typer_parameters()
     func.__signature__ = sig.replace(parameters=fixed + declared)
-    func.__annotations__ = {**{p.name: str | None if p.name in ("spec", "recipe", "out", "resume") else int | None
+    func.__annotations__ = {**{p.name: str | None if p.name in ("spec", "recipe", "out", "resume", "input_shape")
+                               else int | None
                                for p in fixed}, **{p.name: p.annotation for p in declared}}
     return func
 

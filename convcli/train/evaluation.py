@@ -19,9 +19,12 @@ GALLERY = 32  # misclassified images shown, the most confident mistakes first
 
 
 def spec_for_weights(spec: str | None, weights: Path, ckpt: dict) -> str:
-    """SPEC if given; else the spec copy saved beside the weights by `convcli train`; else the default spec."""
+    """SPEC if given; else the PyTorch model or the spec copy the weights were trained from; else the default
+    spec."""
     if spec:
         return spec
+    if ckpt.get("model_ref"):
+        return ckpt["model_ref"]
     copy = ckpt.get("spec_copy")
     if copy and (weights.parent / copy).is_file():
         return str(weights.parent / copy)
@@ -47,24 +50,40 @@ def check_weights_match(model: torch.nn.Module, state: dict, spec_file: str, wei
                            + ". Pass the spec the weights were trained from.")
 
 
+def check_fingerprint(analysis, ckpt: dict, spec_file: str, weights) -> None:
+    """Weights whose tensors fit a spec whose layers differ (a max-pool made an average pool, relu made tanh)
+    would load silently and score nonsense: refuse them, naming the first differing layer."""
+    from convcli.fingerprint import fingerprint, first_difference, layer_records
+
+    if ckpt.get("fingerprint") and ckpt["fingerprint"] != fingerprint(analysis):
+        diff = first_difference(layer_records(analysis), ckpt.get("layers") or [],
+                                names=(spec_file, "the weights' network"))
+        raise ConvcliError(f"{weights} does not match {spec_file}: the weights were trained on a different network"
+                           + (f" ({diff})" if diff else "") + ". Pass the spec the weights were trained from.")
+
+
 def evaluate(spec: str | None, weights: str, data: str | None = None, device: str | None = None,
              tta: bool | None = None, amp: bool | None = None, test_subset: int | None = None,
-             out: str | None = None) -> dict:
-    """Evaluate; returns the result dict (the --json document) and writes confusion.png, misclassified.png."""
-    from convcli.analysis import analyze_file
-    from convcli.build import build_model
+             out: str | None = None, input_text: str | None = None, erf: str | None = None,
+             filters: str | None = None, activations: str | None = None, layer: str | None = None) -> dict:
+    """Evaluate; returns the result dict (the --json document) and writes confusion.png, misclassified.png
+    (and, when asked, the effective-RF, filter and feature-map pictures)."""
+    from convcli.sources import build_for, load_analysis
     from convcli.train.plots import plot_confusion, plot_misclassified
 
     weights_path = Path(weights)
     ckpt = load_checkpoint(weights_path)
     cfg = ckpt.get("config", {})
     spec_file = spec_for_weights(spec, weights_path, ckpt)
-    analysis = analyze_file(spec_file)
+    if input_text is None and ckpt.get("model_input") and spec_file == ckpt.get("model_ref"):
+        input_text = ",".join(map(str, ckpt["model_input"]))
+    analysis = load_analysis(spec_file, input_text)
     check_spec_for_training(analysis)
+    check_fingerprint(analysis, ckpt, spec_file, weights)
     if "input" in ckpt and list(ckpt["input"]) != list(analysis.spec.input):
         raise ConvcliError(f"{weights} was trained for input {list(ckpt['input'])}, but {spec_file} takes "
                            f"{list(analysis.spec.input)}")
-    model = build_model(analysis)
+    model = build_for(analysis)
     check_weights_match(model, ckpt["model"], spec_file, weights_path)
     model.load_state_dict(ckpt["model"])
 
@@ -110,7 +129,10 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
     plot_confusion(confusion.tolist(), images.classes, out_dir / "confusion.png")
     plot_misclassified(raw[worst], y[worst.to(dev)].tolist(), pred[worst.to(dev)].tolist(), images.classes,
                        out_dir / "misclassified.png")
+    pictures = draw_pictures(analysis, model.float().cpu().to(memory_format=torch.contiguous_format), source,
+                             mean, std, metrics["acc"], weights_path, erf, filters, activations, layer, out_dir)
     return {
+        **pictures,
         "spec": str(spec_file),
         "weights": str(weights_path),
         "data": source,
@@ -124,3 +146,30 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
         "device": str(dev),
         "out": str(out_dir),
     }
+
+
+def draw_pictures(analysis, model, source, mean, std, accuracy, weights, erf, filters, activations, layer,
+                  out_dir) -> dict:
+    """`eval --erf / --filters / --activations`: the pictures of the trained network (convcli.visual)."""
+    out: dict = {}
+    if erf:
+        from convcli.visual import plot_erf, sample_batch
+
+        images = sample_batch(source, 256, analysis.input_shape, mean, std)
+        res = plot_erf(analysis, erf, model, images, layer=layer, accuracy=accuracy,
+                       weights_label=f"trained weights ({weights})")
+        out["erf"] = {"file": str(erf), "theoretical_rf": res["theoretical_rf"],
+                      "region95": [p["region95"] for p in res["panels"]],
+                      "panels": [p.get("title", "") for p in res["panels"]]}
+    if filters:
+        from convcli.visual import plot_filters
+
+        plot_filters(model, filters, analysis, accuracy=accuracy)
+        out["filters"] = str(filters)
+    if activations:
+        from convcli.visual import save_activations
+
+        files = save_activations(model, analysis, activations, Path(out_dir) / "activations", data=source,
+                                 mean=mean, std=std, accuracy=accuracy)
+        out["activations"] = [str(f) for f in files]
+    return out

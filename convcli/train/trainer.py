@@ -23,6 +23,7 @@ import torch
 from rich.console import Console
 
 from convcli.errors import ConvcliError
+from convcli.fingerprint import run_record
 from convcli.train.config import FIELDS, RESUME_OPTIONS, TrainConfig, build_config, coerce, resolve_spec_path
 from convcli.train.data import ImageData, load_data
 from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device, use_channels_last
@@ -90,10 +91,11 @@ def place_split(images: torch.Tensor, labels: torch.Tensor, channels: int, devic
 
 def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.device, data: ImageData,
                  mean=None, std=None) -> Session:
-    from convcli.build import build_model, count_params
+    from convcli.build import count_params
+    from convcli.sources import build_for
 
     torch.manual_seed(cfg.seed)  # the model's initial weights depend on the seed only
-    model = build_model(analysis).to(device)
+    model = build_for(analysis).to(device)
     channels_last = use_channels_last(device, cfg.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -285,6 +287,8 @@ def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_d
         "classes": list(s.data.classes),
         "seed": s.cfg.seed,
         "torch": str(torch.__version__),
+        "test_subset": s.cfg.test_subset,
+        **run_record(s.analysis),  # fingerprint + per-layer facts: `eval`, `inspect --run` match the network
     }
 
 
@@ -324,15 +328,18 @@ def _print_end(console: Console, summary: dict, spec_file: str, run_dir: Path) -
 
 
 def train(spec: str | None, options: dict, recipe: str | None = None, out: str | None = None,
-          resume: str | None = None, stop_after: int | None = None, console: Console | None = None) -> dict:
-    """The `convcli train` command. `options` holds the command-line values (None: not given)."""
+          resume: str | None = None, stop_after: int | None = None, console: Console | None = None,
+          input_text: str | None = None) -> dict:
+    """The `convcli train` command. `options` holds the command-line values (None: not given). SPEC may be a
+    PyTorch model (`model.py:Net` with `input_text` "3,32,32"): it is traced for the analysis and trained
+    as it is."""
     console = console or Console(highlight=False, soft_wrap=True)
     if resume:
         return _resume(resume, spec, options, recipe, out, stop_after, console)
-    from convcli.analysis import analyze_file
+    from convcli.sources import is_model, load_analysis
 
-    spec_file = resolve_spec_path(spec)
-    analysis = analyze_file(spec_file)
+    spec_file = spec if spec and is_model(spec) else resolve_spec_path(spec)
+    analysis = load_analysis(spec_file, input_text)
     cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe)
     check_spec_for_training(analysis)
     run_dir = plan_run_dir(out)
@@ -348,7 +355,8 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
             "classes": list(data.classes), "torch": str(torch.__version__), "python": platform.python_version(),
             "command": " ".join(sys.argv)}
     spec_copy = writer.start(spec_file, analysis.spec.text, args)
-    meta = {"spec_file": str(spec_file), "spec_copy": spec_copy, "data_n_train": len(data.train_y),
+    meta = {"spec_file": str(spec_file), "spec_copy": spec_copy, **model_ref_meta(analysis), **run_record(analysis),
+            "data_n_train": len(data.train_y),
             "data_n_test": len(data.test_y), "train_seconds": 0.0, "total_seconds": 0.0}
     _print_start(console, s, run_dir)
     summary = fit(s, writer, console, 0, {"acc": -1.0, "epoch": 0}, meta, stop_after)
@@ -356,9 +364,25 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
     return summary
 
 
+def model_ref_meta(analysis) -> dict:
+    """For a PyTorch model: its reference and input, so resume and eval rebuild the same module."""
+    from convcli.sources import is_model
+
+    if not is_model(analysis.source):
+        return {}
+    return {"model_ref": analysis.source, "model_input": list(analysis.input_shape)}
+
+
+def resume_analysis(ckpt: dict, spec_file: str):
+    from convcli.sources import load_analysis
+
+    if ckpt.get("model_ref"):
+        return load_analysis(ckpt["model_ref"], ",".join(map(str, ckpt["model_input"])))
+    return load_analysis(spec_file)
+
+
 def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: str | None,
             stop_after: int | None, console: Console) -> dict:
-    from convcli.analysis import analyze_file
 
     run_dir = Path(run)
     if not (run_dir / "last.pt").is_file():
@@ -378,7 +402,7 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
             saved[k] = coerce(k, options[k])
     cfg = TrainConfig(**saved)
     epochs_done, best = int(ckpt["epoch"]), {"acc": float(ckpt["best_acc"]), "epoch": int(ckpt["best_epoch"])}
-    spec_file = str(run_dir / ckpt["spec_copy"])
+    spec_file = ckpt["model_ref"] if ckpt.get("model_ref") else str(run_dir / ckpt["spec_copy"])
     if spec:
         console.print(f"note: resuming uses the run's own spec copy {spec_file}; ignoring {spec}", highlight=False)
     if is_finished(cfg, epochs_done, best["acc"]):
@@ -387,7 +411,10 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
                       f"Pass --epochs N (more than {epochs_done}) to extend it.", highlight=False)
         return {"finished": True, "trained": False, "epochs_done": epochs_done, "run_dir": str(run_dir)}
 
-    analysis = analyze_file(spec_file)
+    analysis = resume_analysis(ckpt, spec_file)
+    from convcli.train.evaluation import check_fingerprint
+
+    check_fingerprint(analysis, ckpt, spec_file, run_dir / "last.pt")
     device = resolve_device(cfg.device)
     configure_backend(device)
     data = load_data(cfg.data)
@@ -407,8 +434,9 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
                       f"{s.device.type}: the data order and augmentation start a new random stream", highlight=False)
     writer = RunWriter(run_dir)
     writer.truncate_metrics(epochs_done)
-    meta = {k: ckpt[k] for k in ("spec_file", "spec_copy", "data_n_train", "data_n_test", "train_seconds",
-                                  "total_seconds") if k in ckpt}
+    meta = {k: ckpt[k] for k in ("spec_file", "spec_copy", "model_ref", "model_input", "data_n_train",
+                                  "data_n_test", "train_seconds", "total_seconds") if k in ckpt}
+    meta.update(run_record(analysis))
     if cfg.epochs != ckpt["config"]["epochs"]:
         import yaml
 

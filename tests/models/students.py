@@ -118,3 +118,16 @@ class Custom(nn.Module):
 def make_attributes():
     """A zero-argument factory, as `students.py:make_attributes`."""
     return Attributes()
+
+
+class TinyTrainable(nn.Module):
+    """The tests' tiny spec written as a module (training a PyTorch model like a spec)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(*cbr(3, 16, padding=1), nn.MaxPool2d(2), *cbr(16, 32, padding=1),
+                                      nn.MaxPool2d(2))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
