@@ -18,7 +18,7 @@ from convcli.errors import ConvcliError
 
 app = typer.Typer(
     name="convcli",
-    help="Design, analyse and train convolutional networks written as YAML specs.",
+    help="Design, analyse and train convolutional networks written as YAML specs or PyTorch modules.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -34,6 +34,20 @@ app.command("export", rich_help_panel=ANALYSE)(export_cmd.export)
 app.command("import", rich_help_panel=ANALYSE)(import_model.import_model)
 app.command("train", rich_help_panel=TRAIN)(train.train)
 app.command("eval", rich_help_panel=TRAIN)(eval_cmd.evaluate)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from convcli import __version__
+
+        typer.echo(f"convcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", help="Print the version and exit.",
+                                       callback=_version, is_eager=True)) -> None:
+    """Design, analyse and train convolutional networks written as YAML specs or PyTorch modules."""
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,18 @@ def test_block_that_uses_itself(tmp_path):
 def test_runaway_repeat_is_refused_quickly(tmp_path):
     f = write(tmp_path, "input: [3, 8, 8]\nlayers:\n  - repeat: {times: 100000000, layers: [relu]}\n")
     assert_user_error(run("rf", f), "layers[0].repeat", "more than 100,000 layers")
+
+
+def test_version_and_completion():
+    import convcli
+
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"convcli {convcli.__version__}"
+    env = {**os.environ, "_CONVCLI_COMPLETE": "complete_bash"}
+    for words, cword, expected in (("convcli layers maxp", 2, "maxpool"), ("convcli inspect x --rules s7-", 4,
+                                                                          "s7-strided"),
+                                   ("convcli train --device cu", 3, "cuda")):
+        script = Path(sys.executable).parent / "convcli"  # completion is keyed to the installed script's name
+        out = subprocess.run([str(script)], capture_output=True, text=True, cwd=ROOT,
+                             env={**env, "COMP_WORDS": words, "COMP_CWORD": str(cword)}).stdout.split()
+        assert expected in out, (words, out)

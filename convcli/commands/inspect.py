@@ -34,10 +34,16 @@ class Entry:
     checks: object  # list[Check], or the exception of a spec that could not be read
 
 
+def complete_profiles(incomplete: str) -> list[str]:
+    from convcli.rules import list_profiles
+
+    return [p for p in [*list_profiles(), "none"] if p.startswith(incomplete)]
+
+
 def inspect(
     specs: list[str] = SPECS_ARG,
     rules: str = typer.Option(None, "--rules", "-r", help="Rule profile (s7, s7-strided), a rules file, or none."
-                              " Default: the spec's own `rules:`."),
+                              " Default: the spec's own `rules:`.", autocompletion=complete_profiles),
     run: Path = typer.Option(None, "--run", help="The training run of this spec (runs/NAME): check the accuracy rule "
                              "on its best test accuracy. A run of a different network is refused."),
     runs: Path = typer.Option(None, "--runs", help="A directory of training runs, one per spec: runs/NAME (NAME = "

@@ -16,8 +16,14 @@ def key_text(p) -> str:
     return f"{names}={p.default}" if p.default not in (None, (), "") else names
 
 
+def complete_types(incomplete: str) -> list[str]:
+    from convcli.layers.registry import all_names
+
+    return [n for n in all_names() if n.startswith(incomplete)]
+
+
 def layers(
-    name: str = typer.Argument(None, help="Show one type (or alias) only."),
+    name: str = typer.Argument(None, help="Show one type (or alias) only.", autocompletion=complete_types),
     fmt: Format = FORMAT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:

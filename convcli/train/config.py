@@ -185,6 +185,14 @@ def _check_range(opt: Option, value, prefix: str):
     return value
 
 
+def _completer(o: Option):
+    """Shell completion for an option with known values (its choices; devices)."""
+    values = list(o.choices) or (["auto", "cpu", "cuda", "cuda:0", "mps"] if o.name == "device" else [])
+    if not values:
+        return None
+    return lambda incomplete: [str(v) for v in values if str(v).startswith(incomplete)]
+
+
 def typer_parameters() -> list:
     """The `convcli train` command-line options, one per declared option (all default to None = not given,
     so the spec's `train:` section and a recipe can fill them in)."""
@@ -196,7 +204,7 @@ def typer_parameters() -> list:
     for o in OPTIONS:
         decls = [f"{o.flag}/--no-{o.flag[2:]}"] if o.kind is bool else [o.flag] + ([o.short] if o.short else [])
         info = typer.Option(None, *decls, help=f"{o.help} \\[{o.default_text()}]", rich_help_panel=o.panel,
-                            show_default=False)
+                            show_default=False, autocompletion=_completer(o))
         params.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=info,
                                         annotation=o.kind | None))
     return params
