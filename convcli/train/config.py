@@ -7,6 +7,7 @@ wins). Also: which spec to train when none is given."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, make_dataclass
@@ -164,6 +165,8 @@ def coerce(name: str, value, where: str | None = None) -> object:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConvcliError(f"{prefix}expected a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):  # inf passes `> 0` and nan passes every comparison
+            raise ConvcliError(f"{prefix}expected a finite number, got {value!r}")
     elif kind is str:
         if not isinstance(value, str):
             raise ConvcliError(f"{prefix}expected a string, got {value!r}")
