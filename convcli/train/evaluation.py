@@ -126,7 +126,8 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
     wrong = (pred != y).nonzero().flatten()
     confidence = logits.softmax(1).max(1).values
     worst = wrong[confidence[wrong].argsort(descending=True)][:GALLERY].cpu()
-    plot_confusion(confusion.tolist(), images.classes, out_dir / "confusion.png")
+    plot_confusion(confusion.tolist(), images.classes, out_dir / "confusion.png",
+                   title=f"{analysis.name}: confusion matrix, test accuracy {100 * metrics['acc']:.2f}%")
     plot_misclassified(raw[worst], y[worst.to(dev)].tolist(), pred[worst.to(dev)].tolist(), images.classes,
                        out_dir / "misclassified.png")
     pictures = draw_pictures(analysis, model.float().cpu().to(memory_format=torch.contiguous_format), source,

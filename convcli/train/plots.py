@@ -14,8 +14,10 @@ def _pyplot():
     return plt
 
 
-def plot_curves(rows: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, train and test, from metrics.csv rows."""
+def plot_curves(rows: list[dict], path: Path, title: str | None = None) -> None:
+    """Loss and accuracy per epoch, train and test, from metrics.csv rows. `title`: the spec's name and best
+    accuracy. With a few epochs (a quick try), the points carry their values and the axis is padded, so
+    one or two points are still a readable picture."""
     plt = _pyplot()
     epochs = [int(r["epoch"]) for r in rows]
     col = {k: [float(r[k]) for r in rows] for k in ("train_loss", "test_loss", "train_acc", "test_acc")}
@@ -32,12 +34,24 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
+        if len(epochs) <= 3:
+            ax.set_xlim(min(epochs, default=1) - 0.5, max(epochs, default=1) + 0.5)
+            ax.set_xticks(epochs)
+            ax.margins(y=0.25)
+            for line in ax.get_lines():
+                for x, y in zip(line.get_xdata(), line.get_ydata()):
+                    ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center",
+                                fontsize=8, color=line.get_color())
+    ax_loss.set_ylabel("cross-entropy")
+    ax_acc.set_ylabel("%")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> None:
+def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, title: str | None = None) -> None:
     """Rows are true classes, columns predictions; cells show counts, coloured by the row's share."""
     plt = _pyplot()
     import numpy as np
@@ -50,7 +64,7 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> N
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(k), classes, rotation=45, ha="right")
     ax.set_yticks(range(k), classes)
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     if k <= 30:
         for i in range(k):
             for j in range(k):
