@@ -169,23 +169,51 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Sch
     return loss.detach() * y.shape[0], (logits.detach().argmax(1) == y).sum()
 
 
+class NonFiniteLoss(ArithmeticError):
+    """The training loss became NaN or infinite at `step` (1-based, within the epoch)."""
+
+    def __init__(self, step: int, value: float, lr: float):
+        self.step, self.value, self.lr = step, value, lr
+        super().__init__(f"the training loss became {value} at step {step} (lr {lr:.4g})")
+
+
 def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast, timer: Timer,
                 on_progress: Callable[[int, dict], None] | None = None, updates: int = 20,
-                lookahead: Lookahead | None = None, base_model: nn.Module | None = None) -> dict:
+                lookahead: Lookahead | None = None, base_model: nn.Module | None = None,
+                should_stop: Callable[[], bool] | None = None, start: dict | None = None) -> dict:
     """One pass over the training loader. `on_progress(step, stats)` is called about `updates` times
     (each call syncs the device once to read the running loss/accuracy). `lookahead` acts on `base_model`
-    (the uncompiled module holding the weights; default `model`)."""
+    (the uncompiled module holding the weights; default `model`).
+
+    A non-finite loss raises NonFiniteLoss naming the first step it appeared at (each step records it on
+    the device; it is read at every progress update and at the end, so at most an update's worth of steps
+    run on before the check). `should_stop()` is asked after every step: True ends the epoch there, and
+    the result's `stopped_at` is the number of steps done. `start` continues an epoch ended that way, from
+    {"step", "loss_sum", "correct", "seen"}, the loader's generator having been restored to the epoch's
+    start: the batches already trained on are drawn again (same shuffle, same augmentation) and skipped."""
     model.train()
     device = loader.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
+    first = int(start["step"]) if start else 0
+    loss_sum = start["loss_sum"].to(device) if start else torch.zeros((), device=device)
+    correct = start["correct"].to(device) if start else torch.zeros((), device=device, dtype=torch.int64)
+    seen = int(start["seen"]) if start else 0
+    bad = torch.zeros((), device=device, dtype=torch.int64)  # the first step with a non-finite loss (0: none)
     steps = len(loader)
     every = max(1, steps // updates)
     lr = optimizer.param_groups[0]["lr"]
+    stopped = None
+
+    def check():
+        if bad.item():
+            raise NonFiniteLoss(int(bad.item()), loss_sum.item(), lr)
+
     with timer:
-        for i, (x, y) in enumerate(loader, 1):
+        batches = enumerate(loader, 1)
+        for _ in range(first):
+            next(batches)
+        for i, (x, y) in batches:
             loss, ok = train_step(model, optimizer, schedule, x, y, loss_fn, autocast)
+            bad = torch.where((bad == 0) & ~torch.isfinite(loss), i, bad)
             if lookahead is not None:
                 lookahead.after_step(base_model or model, schedule.step, schedule.total_steps)
             lr = optimizer.param_groups[0]["lr"]  # the LR this step used
@@ -193,10 +221,16 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
             correct += ok
             seen += y.shape[0]
             if on_progress and (i % every == 0 or i == steps):
+                check()
                 on_progress(i, {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "lr": lr,
                                 "img_s": seen / max(timer.now(), 1e-9)})
+            if should_stop is not None and should_stop() and i < steps:
+                stopped = i
+                break
+    check()
     return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
-            "lr": lr, "images": seen}
+            "lr": lr, "images": seen, "stopped_at": stopped, "loss_sum": loss_sum.detach().cpu(),
+            "correct": correct.detach().cpu()}
 
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

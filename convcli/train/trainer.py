@@ -9,6 +9,13 @@ Extending a run (`--resume DIR --epochs M`, M larger than the saved total): the 
 M epochs and continues at the saved step. The LR therefore jumps to the value the M-epoch schedule has at
 that step (onecycle/cosine: higher than where the shorter run ended, since the decay is now stretched over M
 epochs) and then decays to the new end. There is no new warm-up, and the steps taken are not replayed.
+
+Faults (issue 10; see docs/robustness.md): the run directory is locked for the run's life (`guard.RunLock`);
+memory and disk are checked before the data loads; a non-finite loss or weights stop the run (exit 1) with
+nothing non-finite saved; a failed write stops it (exit 2) keeping the last complete checkpoint. Ctrl-C or
+SIGTERM during training stops after the current step and saves last.pt: mid-epoch it records the step and
+the data generator's state at the epoch's start, and `--resume` draws that epoch's batches again up to the
+step (same shuffle and augmentation), skips them and continues, so the result equals an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -27,9 +34,20 @@ from convcli.fingerprint import run_record
 from convcli.train.config import FIELDS, RESUME_OPTIONS, TrainConfig, build_config, coerce, resolve_spec_path
 from convcli.train.data import ImageData, load_data
 from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device, use_channels_last
+from convcli.train.guard import (
+    WRITE_MARGIN,
+    Diverged,
+    StopRequest,
+    check_memory,
+    check_output,
+    checkpoint_bytes,
+    fault_point,
+    human_bytes,
+)
 from convcli.train.loader import EVAL_BATCH, DeviceLoader, channel_stats, match_channels, stratified_subset
 from convcli.train.loop import (
     Lookahead,
+    NonFiniteLoss,
     Schedule,
     eval_metrics,
     make_optimizer,
@@ -38,7 +56,7 @@ from convcli.train.loop import (
     train_epoch,
     whiten_first_conv,
 )
-from convcli.train.runs import RunWriter, create_run_dir, load_checkpoint, plan_run_dir
+from convcli.train.runs import RunWriter, WriteError, claim_run_dir, load_checkpoint
 
 CHECKPOINT_FORMAT = "convcli-train-v1"
 # Options added after runs were first saved, with the value that reproduces how those runs were trained.
@@ -179,21 +197,63 @@ def checkpoint_state(s: Session, epoch: int, best: dict, meta: dict) -> dict:
 
 # --- the epoch loop ------------------------------------------------------------------------------
 
+def nonfinite_tensors(s: Session) -> list[str]:
+    """Names of the model's floating-point tensors (weights, BN statistics) holding NaN or inf."""
+    return [k for k, v in s.model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _batches(n: int) -> str:
+    return "batch" if n == 1 else f"{n} batches"
+
+
+def _kept(saved: str | None, run_dir: Path) -> str:
+    return (f"last.pt still holds {saved}, the last good checkpoint" if saved
+            else "no checkpoint had been written yet, so there is nothing to resume")
+
+
 def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best: dict, meta: dict,
-        stop_after: int | None = None) -> dict:
-    """Train epochs start_epoch+1 .. cfg.epochs; returns the summary (also written to summary.json)."""
+        stop_after: int | None = None, stop: StopRequest | None = None, partial: dict | None = None,
+        saved: str | None = None) -> dict:
+    """Train epochs start_epoch+1 .. cfg.epochs; returns the summary (also written to summary.json).
+
+    `partial` continues epoch start_epoch+1 from a mid-epoch checkpoint; `saved` says what last.pt holds
+    (None: nothing yet). Stops: a non-finite loss or weights raise Diverged (exit 1; nothing non-finite is
+    saved); a failed write raises a ConvcliError (exit 2; the last complete checkpoint stays); a stop asked
+    by `stop` (Ctrl-C, SIGTERM) saves a resumable last.pt after the current step (mid-epoch: the epoch's
+    data-generator state at its start and the step reached, so the resumed run replays the epoch's batches
+    up to it and continues exactly), prints how to continue and raises KeyboardInterrupt."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     cfg, device = s.cfg, s.device
+    stop = stop or StopRequest()  # not entered: no signal handlers, never requested
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     ctx = autocast(device, cfg.amp)
     wall0 = time.perf_counter()
     last = {}
     reason = None
     epoch = start_epoch
+    steps = len(s.train_loader)
+    pending: BaseException | None = None
+    interrupted = None
+
+    def should_stop() -> bool:
+        fault_point("step", s.schedule.step)
+        return stop.requested
+
+    def check_weights(where: str) -> None:
+        bad = nonfinite_tensors(s)
+        if bad:
+            raise Diverged(f"training diverged at {where}: {bad[0]} holds NaN or inf"
+                           + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else "")
+                           + f". Nothing non-finite was saved; {_kept(saved, writer.dir)}. Try a lower --lr "
+                           f"(this run: {cfg.lr:g}).")
+
     try:
+        stop.armed = True
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             timer = Timer(device)
+            data_state = s.generator.get_state()  # the epoch's start: a mid-epoch checkpoint replays from here
+            start = partial if partial and int(partial["epoch"]) == epoch else None
             with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console,
                           transient=True, disable=not console.is_terminal) as progress:
@@ -205,7 +265,24 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
                                     f"lr {st['lr']:.4g} {st['img_s']:,.0f} img/s")
 
                 tr = train_epoch(s.step_model, s.train_loader, s.optimizer, s.schedule, loss_fn, ctx, timer, show,
-                                 lookahead=s.lookahead, base_model=s.model)
+                                 lookahead=s.lookahead, base_model=s.model, should_stop=should_stop, start=start)
+            seconds = timer.seconds + (float(start["seconds"]) if start else 0.0)
+            meta["train_seconds"] = meta.get("train_seconds", 0.0) + timer.seconds
+            if tr["stopped_at"]:  # asked to stop mid-epoch: save where it stands
+                step = int(tr["stopped_at"])
+                check_weights(f"epoch {epoch}, step {step} of {steps}")
+                elapsed = meta.get("total_seconds", 0.0) + time.perf_counter() - wall0
+                state = checkpoint_state(s, epoch - 1, best, {**meta, "total_seconds": elapsed})
+                state["rng"]["data"] = data_state
+                state["partial"] = {"epoch": epoch, "step": step, "loss_sum": tr["loss_sum"],
+                                    "correct": tr["correct"], "seen": tr["images"], "seconds": seconds}
+                writer.checkpoint("last.pt", state)
+                saved = f"epoch {epoch} up to step {step}"
+                reason = f"interrupted at epoch {epoch}, step {step} of {steps}"
+                interrupted = (f"{reason}: saved last.pt there; `convcli train --resume {writer.dir}` continues "
+                               f"from step {step + 1} (it draws the epoch's first {_batches(step)} again and skips "
+                               "them)")
+                break
             bn_timer, eval_timer = Timer(device), Timer(device)
             if cfg.precise_bn:
                 with bn_timer:
@@ -213,8 +290,8 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             with eval_timer:
                 te = eval_metrics(*predict(s.step_model, s.test_loader, ctx, tta=cfg.tta))
             row = {"epoch": epoch, "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
-                   "test_loss": te["loss"], "test_acc": te["acc"], "lr": tr["lr"], "seconds": round(timer.seconds, 3)}
-            meta["train_seconds"] = meta.get("train_seconds", 0.0) + timer.seconds
+                   "test_loss": te["loss"], "test_acc": te["acc"], "lr": tr["lr"], "seconds": round(seconds, 3)}
+            check_weights(f"the end of epoch {epoch} (step {steps} of {steps})")
             improved = te["acc"] > best["acc"]
             if improved:
                 best.update(acc=te["acc"], epoch=epoch)
@@ -222,13 +299,16 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             elapsed = meta.get("total_seconds", 0.0) + time.perf_counter() - wall0
             state = checkpoint_state(s, epoch, best, {**meta, "total_seconds": elapsed})
             writer.checkpoint("last.pt", state)
+            saved = f"epoch {epoch}"
             if improved:
                 writer.checkpoint("best.pt", state)
+            fault_point("epoch", epoch)
             console.print(
                 f"epoch {epoch:>{len(str(cfg.epochs))}}/{cfg.epochs}  "
                 f"train loss {tr['train_loss']:.4f} acc {100 * tr['train_acc']:5.2f}%  "
                 f"test loss {te['loss']:.4f} acc {100 * te['acc']:5.2f}%  lr {tr['lr']:.4g}  "
-                f"{tr['images'] / max(timer.seconds, 1e-9):,.0f} img/s  {timer.seconds:.1f}s"
+                f"{(tr['images'] - (int(start['seen']) if start else 0)) / max(timer.seconds, 1e-9):,.0f} img/s  "
+                f"{timer.seconds:.1f}s"
                 + (f"  (+ precise BN {bn_timer.seconds:.1f}s" if cfg.precise_bn else "  (+")
                 + f" eval{' TTA' if cfg.tta else ''} {eval_timer.seconds:.1f}s)"
                 + ("  [bold green]best[/]" if improved else ""), highlight=False)
@@ -239,19 +319,53 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             if stop_after is not None and epoch >= stop_after and epoch < cfg.epochs:
                 reason = f"stopped after epoch {epoch} (--stop-after)"
                 break
+            if stop.requested and epoch < cfg.epochs:
+                reason = f"interrupted after epoch {epoch}"
+                interrupted = f"{reason}: last.pt holds it; continue with: convcli train --resume {writer.dir}"
+                break
         else:
             reason = f"completed {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
-    except KeyboardInterrupt:
+    except NonFiniteLoss as exc:
+        reason = f"diverged at epoch {epoch}, step {exc.step} of {steps}"
+        pending = Diverged(
+            f"training diverged at epoch {epoch}, step {exc.step} of {steps} (global step "
+            f"{(epoch - 1) * steps + exc.step}): the training loss became {exc.value} (lr {exc.lr:.4g}). The run "
+            f"stopped; nothing from epoch {epoch} was saved and nothing non-finite ever is; "
+            f"{_kept(saved, writer.dir)}. Try a lower --lr (this run: {cfg.lr:g}; e.g. {cfg.lr / 10:g}).")
+    except Diverged as exc:
+        reason = f"diverged in epoch {epoch}"
+        pending = exc
+    except WriteError as exc:
+        reason = f"stopped in epoch {epoch}: cannot write {exc.path.name}"
+        pending = ConvcliError(
+            f"{exc} (while saving epoch {epoch}). The run stopped; {_kept(saved, writer.dir)}"
+            + (f": free some space (or fix the directory), then continue with convcli train --resume {writer.dir}"
+               if saved else "; free some space (or fix the directory) and start it again"))
+    except KeyboardInterrupt as exc:  # a second Ctrl-C, or no handler could be installed
         reason = "interrupted"
-        console.print(f"interrupted; continue with: convcli train --resume {writer.dir}")
-        raise
-    finally:
-        meta["total_seconds"] = meta.get("total_seconds", 0.0) + time.perf_counter() - wall0
-        summary = make_summary(s, writer, best, meta, epochs_done=last["epoch"] if last else start_epoch,
-                               last=last, reason=reason)
+        pending = exc
+        console.print("interrupted, quitting without saving; "
+                      + (f"last.pt holds {saved}: continue with: convcli train --resume {writer.dir}" if saved
+                         else "no checkpoint had been written, so there is nothing to resume"), highlight=False)
+    except BaseException as exc:
+        reason = f"failed: {type(exc).__name__}"
+        pending = exc
+    stop.armed = False
+    meta["total_seconds"] = meta.get("total_seconds", 0.0) + time.perf_counter() - wall0
+    summary = make_summary(s, writer, best, meta, epochs_done=last["epoch"] if last else start_epoch,
+                           last=last, reason=reason)
+    try:
         writer.summary(summary)
         if writer.read_metrics():
             writer.curves()
+    except WriteError as exc:
+        if pending is None:
+            pending = ConvcliError(f"{exc}; {_kept(saved, writer.dir)}")
+    if pending is not None:
+        raise pending
+    if interrupted:
+        console.print(interrupted, highlight=False)
+        raise KeyboardInterrupt
     return summary
 
 
@@ -342,13 +456,46 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
     analysis = load_analysis(spec_file, input_text)
     cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe)
     check_spec_for_training(analysis)
-    run_dir = plan_run_dir(out)
-    device = resolve_device(cfg.device)  # before the data, so a bad --device fails at once
-    configure_backend(device)
-    data = load_data(cfg.data)
-    check_spec_for_training(analysis, data)
-    s = make_session(cfg, spec_file, analysis, device, data)
-    run_dir = create_run_dir(run_dir if out else plan_run_dir(None))  # numbered now: another run may have started
+    claimed = claim_run_dir(out)  # created and locked now: a second run into it is refused at once
+    if claimed.note:
+        console.print(claimed.note, highlight=False)
+    started = False
+    try:
+        with StopRequest() as stop:
+            device = resolve_device(cfg.device)  # before the data, so a bad --device fails at once
+            configure_backend(device)
+            check_resources(analysis, cfg, device, claimed.path, fresh=True)
+            fault_point("data")
+            data = load_data(cfg.data)
+            check_spec_for_training(analysis, data)
+            s = make_session(cfg, spec_file, analysis, device, data)
+            started = True
+            return _train_new(s, cfg, spec_file, analysis, data, device, claimed.path, console, stop_after, stop)
+    except KeyboardInterrupt:
+        if not started:
+            console.print("interrupted before training started: nothing was saved, so there is nothing to resume; "
+                          "run the same command again", highlight=False)
+        raise
+    finally:
+        claimed.release()
+
+
+def check_resources(analysis, cfg: TrainConfig, device: torch.device, run_dir: Path, fresh: bool) -> None:
+    """Before any data is loaded: the network must fit the device's memory, and the run directory must be
+    writable with room for the checkpoints (exit 2 otherwise, with the estimate and the limit)."""
+    batch = min(cfg.batch_size, cfg.subset) if cfg.subset else cfg.batch_size
+    check_memory(analysis, device, batch, cfg.optimizer, cfg.lookahead, amp_active(device, cfg.amp), EVAL_BATCH)
+    one = checkpoint_bytes(analysis.params, cfg.optimizer, cfg.lookahead)
+    if fresh:
+        check_output(run_dir, 3 * one + WRITE_MARGIN, f"last.pt and best.pt ({human_bytes(one)} each) and the "
+                     "temporary copy written before each rename")
+    else:
+        check_output(run_dir, one + WRITE_MARGIN, f"the new checkpoint ({human_bytes(one)}) written beside the "
+                     "old one before the rename")
+
+
+def _train_new(s: Session, cfg: TrainConfig, spec_file: str, analysis, data: ImageData, device: torch.device,
+               run_dir: Path, console: Console, stop_after: int | None, stop: StopRequest) -> dict:
     writer = RunWriter(run_dir)
     args = {"spec": str(spec_file), **cfg.to_dict(), "run_dir": str(run_dir), "device_resolved": str(device),
             "params": s.params, "n_train": len(s.train_loader.labels), "n_test": len(s.test_loader.labels),
@@ -359,7 +506,7 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
             "data_n_train": len(data.train_y),
             "data_n_test": len(data.test_y), "train_seconds": 0.0, "total_seconds": 0.0}
     _print_start(console, s, run_dir)
-    summary = fit(s, writer, console, 0, {"acc": -1.0, "epoch": 0}, meta, stop_after)
+    summary = fit(s, writer, console, 0, {"acc": -1.0, "epoch": 0}, meta, stop_after, stop=stop)
     _print_end(console, summary, spec_file, run_dir)
     return summary
 
@@ -386,6 +533,10 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
 
     run_dir = Path(run)
     if not (run_dir / "last.pt").is_file():
+        if (run_dir / "args.yaml").is_file():
+            raise ConvcliError(f"--resume {run}: no last.pt there: the run saved no checkpoint (it diverged, failed "
+                               "or was stopped before its first one), so there is nothing to resume; start it again "
+                               f"with the same command and --out {run}")
         raise ConvcliError(f"--resume {run}: no last.pt there (expected a run directory written by convcli train)")
     given = sorted(k for k, v in options.items() if v is not None and k not in RESUME_OPTIONS)
     if given or recipe or out:
@@ -393,6 +544,30 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
             ["--out"] if out else [])
         raise ConvcliError(f"--resume continues the run's saved config; {', '.join(names)} cannot change it "
                            f"(only {', '.join('--' + k.replace('_', '-') for k in RESUME_OPTIONS)} can)")
+    claimed = claim_run_dir(str(run_dir), resume=True)  # no other process may write the run meanwhile
+    if claimed.note:
+        console.print(claimed.note, highlight=False)
+    started = False
+
+    def begin():
+        nonlocal started
+        started = True
+
+    try:
+        with StopRequest() as stop:
+            return _resume_locked(run_dir, spec, options, stop_after, console, stop, begin)
+    except KeyboardInterrupt:
+        if not started:
+            console.print("interrupted before training resumed: the run is unchanged; run the same command again",
+                          highlight=False)
+        raise
+    finally:
+        claimed.release()
+
+
+def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: int | None, console: Console,
+                   stop: StopRequest, begin) -> dict:
+    run = str(run_dir)
     ckpt = load_checkpoint(run_dir / "last.pt")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ConvcliError(f"{run_dir / 'last.pt'}: not a resumable convcli training checkpoint")
@@ -417,6 +592,8 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
     check_fingerprint(analysis, ckpt, spec_file, run_dir / "last.pt")
     device = resolve_device(cfg.device)
     configure_backend(device)
+    check_resources(analysis, cfg, device, run_dir, fresh=False)
+    fault_point("data")
     data = load_data(cfg.data)
     check_spec_for_training(analysis, data)
     if (len(data.train_y), len(data.test_y), list(data.classes)) != (
@@ -444,7 +621,13 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
         writer.write_args({**args, "epochs": cfg.epochs})
         console.print(f"extending the run from {ckpt['config']['epochs']} to {cfg.epochs} epochs; the LR schedule "
                       f"is rebuilt for {cfg.epochs} epochs and continues at step {s.schedule.step}", highlight=False)
+    partial = ckpt.get("partial")
     _print_start(console, s, run_dir, resumed_from=epochs_done)
-    summary = fit(s, writer, console, epochs_done, best, meta, stop_after)
+    if partial:
+        console.print(f"continuing epoch {partial['epoch']} after step {partial['step']} (where it was interrupted): "
+                      f"its first {_batches(int(partial['step']))} drawn again and skipped", highlight=False)
+    saved = f"epoch {partial['epoch']} up to step {partial['step']}" if partial else f"epoch {epochs_done}"
+    begin()
+    summary = fit(s, writer, console, epochs_done, best, meta, stop_after, stop=stop, partial=partial, saved=saved)
     _print_end(console, summary, spec_file, run_dir)
     return summary
