@@ -511,8 +511,8 @@ def test_a_conv_beyond_the_registry_caps_is_a_spec_error(cli, tmp_path):
 
 
 @pytest.mark.parametrize("content, said", [
-    ("hello\nthis is just text\n", "not a PyTorch checkpoint (a text file)"),
-    ("name: tiny\ninput: [3, 32, 32]\nlayers: []\n", "not a PyTorch checkpoint (a YAML file"),
+    ("hello\nthis is just text\n", "cannot load: this is a text file, not a PyTorch checkpoint"),
+    ("name: tiny\ninput: [3, 32, 32]\nlayers: []\n", "cannot load: this is a YAML file (a spec? pass it as SPEC"),
 ])
 def test_eval_weights_that_are_not_a_checkpoint_get_a_plain_message(content, said, tiny_spec, cli, tmp_path):
     weights = tmp_path / "weights.pt"

@@ -33,7 +33,7 @@ from convcli.errors import ConvcliError
 
 LOCK_NAME = "train.lock"
 WRITE_MARGIN = 1 << 20  # metrics.csv, summary.json, args.yaml, curves.png
-ACTIVATION_FACTOR = 3  # saved activations (conv, BN and activation outputs of a row), their gradients, workspace
+ACTIVATION_FACTOR = 2  # tensors autograd keeps per layer row (e.g. a conv's output for BN, BN's for the activation)
 OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2}  # per-parameter state tensors (momentum; Adam's two moments)
 
 
@@ -219,30 +219,33 @@ def available_memory(device) -> tuple[int, str] | None:
         import torch
 
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free), f"free memory of {device}"
+        return int(free), f"free on {device}"
     if device.type == "cpu":
         ram = available_ram()
-        return (ram, "available RAM") if ram is not None else None
+        return (ram, "of RAM available") if ram is not None else None
     return None
 
 
 def memory_estimate(analysis, batch_size: int, optimizer: str, lookahead: bool, amp: bool,
                     eval_batch: int) -> dict:
     """Bytes for training the analysed network: parameters with their gradients, optimizer state and
-    lookahead copy, and the activations of a training batch (every layer's output, ×3 for the tensors the
-    backward pass keeps and produces), or of an evaluation batch (forward only, the largest layer's input and
-    output, twice for the flip TTA) when that is larger."""
+    lookahead copy, plus the larger of the activations of a training batch (every layer row's output kept
+    for the backward pass, ×ACTIVATION_FACTOR, and the gradients of the largest layer in flight) and of an
+    evaluation batch (forward only, no graph kept: the largest layer's input and output).
+
+    It is meant to refuse what cannot fit (a network 10× too large), not to predict the peak exactly: it
+    ignores workspace and allocator slack, and a network near the limit may still run out of memory."""
     params = analysis.params
     param_bytes = params * 4 * (2 + OPTIMIZER_SLOTS.get(optimizer, 2) + (1 if lookahead else 0))
     elem = 2 if amp else 4
     layers = analysis.layers
     per_image = sum(math.prod(r.out_shape) for r in layers if r.out_shape)
-    train_act = batch_size * per_image * elem * ACTIVATION_FACTOR
     largest = max((math.prod(r.in_shape or (0,)) + math.prod(r.out_shape or (0,)) for r in layers), default=0)
-    eval_act = eval_batch * largest * 4 * 2
+    train_act = batch_size * (per_image * ACTIVATION_FACTOR + largest) * elem
+    eval_act = eval_batch * largest * elem
     activations = max(train_act, eval_act)
     return {"total": param_bytes + activations, "params": param_bytes, "activations": activations,
-            "batch": batch_size, "per_image": per_image * elem}
+            "batch": batch_size, "per_image": train_act // max(batch_size, 1)}
 
 
 def check_memory(analysis, device, batch_size: int, optimizer: str, lookahead: bool, amp: bool,
@@ -252,14 +255,14 @@ def check_memory(analysis, device, batch_size: int, optimizer: str, lookahead: b
     have = available_memory(device)
     est["limit"] = have[0] if have else None
     if have and est["total"] > have[0]:
-        hint = (f"; a smaller --batch-size shrinks the activations ({human_bytes(est['per_image'])} per image "
-                "per layer output)" if est["activations"] > est["params"] else "")
+        hint = (f"; a smaller --batch-size shrinks the activations (about {human_bytes(est['per_image'])} per "
+                "image)" if est["activations"] > est["params"] else "")
         raise ConvcliError(
             f"{analysis.spec.file if analysis.spec is not None else analysis.source}: this network does not fit "
             f"in memory for training on {device}: about {human_bytes(est['total'])} needed "
             f"({human_bytes(est['params'])} for {analysis.params:,} parameters with their gradients and optimizer "
             f"state, {human_bytes(est['activations'])} for the activations of a batch of {batch_size}), "
-            f"{human_bytes(have[0])} available ({have[1]}){hint}")
+            f"{human_bytes(have[0])} {have[1]}{hint}")
     return est
 
 

@@ -206,7 +206,7 @@ def _what_file(head: bytes) -> str | None:
         return None
     first = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
     if first.startswith(("name:", "input:", "layers:", "classes:", "blocks:", "train:", "rules:")) or first == "---":
-        return "a YAML file (a spec? pass the spec as SPEC and the checkpoint as --weights)"
+        return "a YAML file (a spec? pass it as SPEC and the checkpoint as --weights)"
     return "a text file"
 
 
@@ -223,9 +223,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     # torch.save writes a zip archive (PK..); the legacy format starts with a pickle (0x80, protocol).
     if not head.startswith(b"PK\x03\x04") and not head[:1] == b"\x80":
         what = _what_file(head)
-        raise ConvcliError(f"{path}: cannot load: not a PyTorch checkpoint"
-                           + (f" ({what})" if what else "") + "; pass a best.pt / last.pt written by convcli "
-                           "train, or a state_dict saved with torch.save")
+        raise ConvcliError(f"{path}: cannot load: " + (f"this is {what}, " if what else "")
+                           + "not a PyTorch checkpoint; pass a best.pt / last.pt written by convcli train, or a "
+                           "state_dict saved with torch.save")
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
