@@ -270,6 +270,19 @@ def test_summary_json_is_strict_with_non_finite_values_written_as_null(tmp_path)
     assert strict_json(tmp_path / "summary.json") == {"loss": None, "nested": [None, 1.5], "ok": 2}
 
 
+def test_eval_json_of_weights_with_nan_is_strict_json(reference, cli, tmp_path):
+    ckpt = torch.load(reference / "best.pt", weights_only=True)
+    first = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][first].fill_(float("nan"))
+    weights = tmp_path / "nan.pt"
+    torch.save(ckpt, weights)
+    result = cli("eval", reference / "tiny.yaml", "--weights", weights, "--json", "--device", "cpu",
+                 "--out", tmp_path / "eval")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = json.loads(result.output, parse_constant=lambda name: pytest.fail(f"non-standard JSON {name}"))
+    assert report["loss"] is None
+
+
 # --- 3. the output directory -------------------------------------------------------------------------
 
 def test_a_read_only_output_directory_is_refused_before_training(tiny_spec, png_data, cli, tmp_path):

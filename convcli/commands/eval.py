@@ -49,10 +49,13 @@ def evaluate(
     from convcli.commands.common import output_format
     from convcli.render import emit
     from convcli.train.evaluation import evaluate as run_eval
+    from convcli.train.runs import strict_json
 
     result = run_eval(spec, weights, data=data, device=device, tta=tta, amp=amp, test_subset=test_subset, out=out,
                       input_text=input_shape, erf=erf, filters=filters, activations=activations, layer=layer)
-    emit(report_output(result), output_format(fmt, as_json))
+    output = report_output(result)
+    output.data = strict_json(output.data)  # --json is strict JSON: a NaN loss (foreign weights) is null
+    emit(output, output_format(fmt, as_json))
 
 
 def report_output(r: dict):
