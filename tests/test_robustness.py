@@ -403,6 +403,23 @@ def test_sigint_saves_a_checkpoint_that_resumes_to_the_uninterrupted_result(faul
     assert strict_json(run / "summary.json")["finished"] is True
 
 
+def test_a_second_sigint_quits_at_once():
+    from convcli.train.guard import StopRequest
+
+    with StopRequest() as stop:
+        with pytest.raises(KeyboardInterrupt):  # unarmed (setup): at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        stop.armed = True
+        os.kill(os.getpid(), signal.SIGINT)  # training: asks to stop after the step
+        time.sleep(0.01)
+        assert stop.requested and stop.signal_name == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):  # again: at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_spec, png_data, cli, reference, tmp_path):
     run = tmp_path / "killed"
     done = train_process(tiny_spec, png_data, run, fault="KILL@step:7")  # epoch 2, step 2

@@ -203,7 +203,7 @@ def nonfinite_tensors(s: Session) -> list[str]:
 
 
 def _batches(n: int) -> str:
-    return "batch" if n == 1 else f"{n} batches"
+    return "batch is" if n == 1 else f"{n} batches are"
 
 
 def _kept(saved: str | None, run_dir: Path) -> str:
@@ -280,8 +280,7 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
                 saved = f"epoch {epoch} up to step {step}"
                 reason = f"interrupted at epoch {epoch}, step {step} of {steps}"
                 interrupted = (f"{reason}: saved last.pt there; `convcli train --resume {writer.dir}` continues "
-                               f"from step {step + 1} (it draws the epoch's first {_batches(step)} again and skips "
-                               "them)")
+                               f"from step {step + 1} (the epoch's first {_batches(step)} drawn again and skipped)")
                 break
             bn_timer, eval_timer = Timer(device), Timer(device)
             if cfg.precise_bn:
