@@ -309,13 +309,17 @@ class RunWriter:
         text = json.dumps(strict_json(summary), indent=2, allow_nan=False) + "\n"
         atomic_write_bytes(self.dir / "summary.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
-    def curves(self) -> None:
+    def curves(self, name: str | None = None) -> None:
         if not self.enabled:
             return
         from convcli.train.plots import plot_curves
 
+        rows = self.read_metrics()
+        best = max(rows, key=lambda r: float(r["test_acc"]), default=None)
+        title = (f"{name or self.dir.name}: training curves; best test accuracy {100 * float(best['test_acc']):.2f}%"
+                 f" (epoch {best['epoch']})") if best else None
         with _writing(self.dir / "curves.png"):
-            plot_curves(self.read_metrics(), self.dir / "curves.png")
+            plot_curves(rows, self.dir / "curves.png", title=title)
 
 
 @contextlib.contextmanager

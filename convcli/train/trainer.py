@@ -356,7 +356,7 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
     try:
         writer.summary(summary)
         if writer.read_metrics():
-            writer.curves()
+            writer.curves(s.analysis.name)
     except WriteError as exc:
         if pending is None:
             pending = ConvcliError(f"{exc}; {_kept(saved, writer.dir)}")
