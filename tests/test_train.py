@@ -331,3 +331,13 @@ def test_whitening_init_decorrelates_the_first_convs_patches():
     # ...and they are its top eigenvectors: no other unit direction has more variance than the first.
     top = w[0] / np.linalg.norm(w[0])
     assert top @ cov @ top == pytest.approx(np.linalg.eigvalsh(cov)[-1])
+
+
+def test_a_quick_try_that_cannot_learn_gets_a_warning_with_the_fix():
+    from convcli.train.config import TrainConfig
+    from convcli.train.trainer import quick_try_warning
+
+    # --subset 500 with batch 512: ceil(500/512) = 1 step an epoch, 3 steps in 3 epochs.
+    text = quick_try_warning(TrainConfig(batch_size=512, epochs=3), steps_per_epoch=1, n_train=500)
+    assert "only 3 optimizer steps" in text and "--batch-size 50" in text
+    assert quick_try_warning(TrainConfig(batch_size=64, epochs=3), steps_per_epoch=32, n_train=2000) is None

@@ -407,8 +407,26 @@ def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_d
 
 # --- entry points --------------------------------------------------------------------------------
 
+QUICK_TRY_STEPS = 30  # fewer optimizer steps in a whole run than this cannot learn much: say so
+
+
+def quick_try_warning(cfg: TrainConfig, steps_per_epoch: int, n_train: int) -> str | None:
+    """A quick try that cannot learn anything (`--subset 500` with batch 512 is one step an epoch) gets a
+    warning with the fix."""
+    total = steps_per_epoch * cfg.epochs
+    if total >= QUICK_TRY_STEPS:
+        return None
+    batch = max(8, min(cfg.batch_size, n_train // 10))
+    return (f"warning: only {total} optimizer step{'s' if total != 1 else ''} in all ({n_train:,} images, batch "
+            f"{cfg.batch_size}, {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}): too few to learn; try "
+            f"--batch-size {batch}, a larger --subset or more --epochs")
+
+
 def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int | None = None) -> None:
     cfg = s.cfg
+    warning = quick_try_warning(cfg, len(s.train_loader), len(s.train_loader.labels))
+    if warning:
+        console.print(warning, style="yellow", highlight=False)
     console.print(f"spec: {s.spec_file} ({s.analysis.spec.name}, {s.params:,} params)", highlight=False)
     console.print(f"run: {run_dir}" + (f" (resuming after epoch {resumed_from})" if resumed_from else ""),
                   highlight=False)
