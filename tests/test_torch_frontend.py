@@ -16,6 +16,7 @@ import torch
 import torchvision
 from helpers import analyze_layers
 from test_rf_empirical import ACTIVATIONS
+from test_zoo import TORCHVISION
 
 from convcli.analysis import analyze, analyze_file
 from convcli.rules import resolve_rules, run_checks
@@ -37,14 +38,7 @@ def rf(a):
 
 # --------------------------------------------------------------------------- torchvision, traced directly
 
-ZOO = {
-    "alexnet": lambda: torchvision.models.alexnet(weights=None),
-    "vgg16": lambda: torchvision.models.vgg16(weights=None),
-    "resnet18": lambda: torchvision.models.resnet18(weights=None),
-    "resnet50": lambda: torchvision.models.resnet50(weights=None),
-    "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(weights=None),
-    "googlenet": lambda: torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False),
-}
+ZOO = TORCHVISION  # the same references as test_zoo.py
 
 
 @pytest.fixture(scope="module", params=sorted(ZOO))

@@ -6,44 +6,46 @@ import torch
 from torch import nn
 
 
-class Add(nn.Module):
-    """Element-wise sum of branch outputs (a module, so hooks, tables and RF see it)."""
+class _Join(nn.Module):
+    """The join of parallel branches (a module, so hooks, tables and RF see it), then an optional activation."""
 
     def __init__(self, act: nn.Module | None = None):
         super().__init__()
         self.act = act
 
+    def combine(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        y = self.combine(xs)
+        return self.act(y) if self.act is not None else y
+
+
+class Add(_Join):
+    """Element-wise sum of branch outputs."""
+
+    def combine(self, xs):
         y = xs[0]
         for x in xs[1:]:
             y = y + x
-        return self.act(y) if self.act is not None else y
+        return y
 
 
-class Concat(nn.Module):
+class Concat(_Join):
     """Channel concatenation of branch outputs."""
 
-    def __init__(self, act: nn.Module | None = None):
-        super().__init__()
-        self.act = act
-
-    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        y = torch.cat(xs, dim=1)
-        return self.act(y) if self.act is not None else y
+    def combine(self, xs):
+        return torch.cat(xs, dim=1)
 
 
-class Mul(nn.Module):
+class Mul(_Join):
     """Element-wise product of branch outputs, broadcasting size-1 axes (an SE block's channel gate)."""
 
-    def __init__(self, act: nn.Module | None = None):
-        super().__init__()
-        self.act = act
-
-    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+    def combine(self, xs):
         y = xs[0]
         for x in xs[1:]:
             y = y * x
-        return self.act(y) if self.act is not None else y
+        return y
 
 
 class Reuse(nn.Module):

@@ -46,19 +46,6 @@ def increment_path(base: Path) -> Path:
     return base.with_name(f"{base.name}{n}")
 
 
-def plan_run_dir(out: str | None, root: str = "runs", name: str = "train") -> Path:
-    """The run directory a new run will use (checked now, created by `create_run_dir` once setup worked)."""
-    if out is None:
-        return increment_path(Path(root) / name)
-    path = Path(out)
-    if (path / "last.pt").exists():
-        raise ConvcliError(f"--out {out}: already holds a run; continue it with --resume {out} "
-                           "or choose another --out")
-    if path.exists() and not path.is_dir():
-        raise ConvcliError(f"--out {out}: exists and is not a directory")
-    return path
-
-
 def create_run_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
