@@ -129,7 +129,8 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
     plot_confusion(confusion.tolist(), images.classes, out_dir / "confusion.png",
                    title=f"{analysis.name}: confusion matrix, test accuracy {100 * metrics['acc']:.2f}%")
     plot_misclassified(raw[worst], y[worst.to(dev)].tolist(), pred[worst.to(dev)].tolist(), images.classes,
-                       out_dir / "misclassified.png")
+                       out_dir / "misclassified.png",
+                       title=f"{analysis.name} ({100 * metrics['acc']:.2f}% test accuracy)")
     pictures = draw_pictures(analysis, model.float().cpu().to(memory_format=torch.contiguous_format), source,
                              mean, std, metrics["acc"], weights_path, erf, filters, activations, layer, out_dir)
     return {

@@ -76,7 +76,7 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, titl
 
 
 def plot_misclassified(images, true: list[int], pred: list[int], classes: list[str], path: Path,
-                       cols: int = 8) -> None:
+                       cols: int = 8, title: str | None = None) -> None:
     """A gallery of uint8 [N, C, H, W] images titled "true → predicted"."""
     plt = _pyplot()
     n = len(true)
@@ -91,7 +91,8 @@ def plot_misclassified(images, true: list[int], pred: list[int], classes: list[s
         ax.set_title(f"{classes[true[i]]}\n→ {classes[pred[i]]}", fontsize=8)
     if n == 0:
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
-    fig.suptitle("misclassified: true → predicted", fontsize=10)
+    fig.suptitle(f"{title + ': ' if title else ''}misclassified, most confident first: true → predicted",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
