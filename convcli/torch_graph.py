@@ -90,7 +90,7 @@ def load_module(ref: str):
 # --------------------------------------------------------------------------- modules → registry types
 
 
-def _t(v, nd=None):
+def _t(v):
     """An int or per-axis tuple as a spec value (a list for tuples)."""
     return list(v) if isinstance(v, (tuple, list)) else v
 
@@ -205,6 +205,10 @@ class _Unsupported(Exception):
     """A module or call convcli cannot map (becomes a ConvcliError naming the node)."""
 
 
+class _Located(ConvcliError):
+    """An error already naming the model's file, line and node (not wrapped again)."""
+
+
 # --------------------------------------------------------------------------- functions → registry types
 
 ACT_FUNCS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "gelu": "gelu", "silu": "silu",
@@ -311,7 +315,7 @@ class _Mapper:
         path = fx_node.target if fx_node.op == "call_module" else fx_node.name
         w = self.where(fx_node, str(path))
         loc = f"{_relative(w.file)}:{w.line}" if w.line else self.source
-        return ConvcliError(f"{loc}: {path}: {msg}")
+        return _Located(f"{loc}: {path}: {msg}")
 
     def scope(self, fx_node) -> list[str]:
         stack = fx_node.meta.get("nn_module_stack") or {}
@@ -386,9 +390,9 @@ class _Mapper:
                 self.visit(n)
             except _Unsupported as exc:
                 raise self.fail(n, str(exc)) from None
-            except ConvcliError as exc:
-                if isinstance(exc, ConvcliError) and "please report" in str(exc):
-                    raise
+            except _Located:
+                raise
+            except ConvcliError as exc:  # the registry refused the mapped layer: say which node it was
                 raise self.fail(n, getattr(exc, "message", str(exc))) from None
         out = [n for n in self.gm.graph.nodes if n.op == "output"][0]
         result = out.args[0]
