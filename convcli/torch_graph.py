@@ -19,7 +19,7 @@ from pathlib import Path
 
 from convcli.errors import ConvcliError, did_you_mean
 from convcli.graph import INPUT, Graph
-from convcli.layers.registry import Where, lookup, normalize
+from convcli.layers.registry import ACTIVATIONS, Where, lookup, normalize
 
 MODEL_REF = re.compile(r"^(?P<where>[^:]+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -169,6 +169,8 @@ def _flatten_module(m):
 def module_table():
     import torch.nn as nn
 
+    from convcli.layers.act import act_modules
+
     table = {
         **{c: _conv for c in (nn.Conv1d, nn.Conv2d, nn.Conv3d)},
         **{c: _convt for c in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
@@ -181,11 +183,8 @@ def module_table():
                                                      nn.AdaptiveAvgPool3d)},
         **{c: _adaptive("adaptivemaxpool") for c in (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                                                      nn.AdaptiveMaxPool3d)},
-        nn.ReLU: _act("relu"), nn.ReLU6: _act("relu6"), nn.GELU: _act("gelu"), nn.SiLU: _act("silu"),
-        nn.Sigmoid: _act("sigmoid"), nn.Tanh: _act("tanh"), nn.Identity: _act("identity"),
-        nn.LeakyReLU: _act("leaky_relu", slope="negative_slope"), nn.ELU: _act("elu"), nn.CELU: _act("celu"),
-        nn.Hardswish: _act("hardswish"), nn.Hardsigmoid: _act("hardsigmoid"), nn.Mish: _act("mish"),
-        nn.Softplus: _act("softplus"),
+        **{cls: _act(name, **({"slope": "negative_slope"} if name == "leaky_relu" else {}))
+           for name, cls in act_modules().items()},
         **{c: (lambda m: ("dropout", {"p": m.p})) for c in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
                                                             nn.AlphaDropout)},
         nn.Softmax: _softmax("softmax"), nn.LogSoftmax: _softmax("log_softmax"),
@@ -211,9 +210,8 @@ class _Located(ConvcliError):
 
 # --------------------------------------------------------------------------- functions → registry types
 
-ACT_FUNCS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "gelu": "gelu", "silu": "silu",
-             "sigmoid": "sigmoid", "tanh": "tanh", "leaky_relu": "leaky_relu", "elu": "elu", "celu": "celu",
-             "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "mish": "mish", "softplus": "softplus"}
+# F.relu, torch.sigmoid, x.tanh(), ...: the registry's activation names, which are also torch's function names.
+ACT_FUNCS = {name: name for name in ACTIVATIONS if name != "identity"}
 PASS_METHODS = {"contiguous", "clone", "float", "to", "detach", "type_as", "requires_grad_"}
 RESHAPES = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 
@@ -440,7 +438,7 @@ class _Mapper:
         import torch
 
         fname = getattr(n.target, "__name__", str(n.target)) if n.op == "call_function" else n.target
-        fname = fname.rstrip("_") if fname not in ("relu_",) else "relu"
+        fname = fname.rstrip("_")  # in-place forms (relu_, add_) compute the same values
         x = n.args[0] if n.args else None
 
         if fname in ("add", "iadd", "mul", "imul", "sub", "isub", "truediv", "div") or n.target in (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from convcli.analysis import Analysis, Row
 from convcli.layers.geometry import IDENTITY, fmt_num
+from convcli.layers.registry import lookup
 from convcli.render import Cell, Column, Lines, Name, Output, TableData, jsonable, per_axis_value
 
 AXES = {1: "L", 2: "H×W", 3: "D×H×W"}
@@ -58,8 +59,8 @@ def describe(r: Row) -> str:
         text = f"linear {f.in_channels}→{f.out_channels}"
     elif f.op == "join" and f.act:
         text = f"{f.join} +{f.act}"
-    elif f.op == "global_pool" and r.type not in ("gap", "global_avg_pool", "globalavgpool", "global_average_pool"):
-        text = f"{r.type} (global {f.pool} pool)"
+    elif f.op == "global_pool" and (lookup(r.type) is None or lookup(r.type).name != "gap"):
+        text = f"{r.type} (global {f.pool} pool)"  # written as a pool over the whole map (or a mean)
     elif f.op == "identity" and r.type != "identity":
         text = f"{r.type} (identity)"
     if r.shares:

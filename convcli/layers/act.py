@@ -5,13 +5,15 @@ from __future__ import annotations
 from convcli.layers.registry import ACTIVATIONS, Facts, LayerType, Param, register
 
 
-def make_act(name: str | None, slope: float = 0.01):
-    """The torch module for an activation name (used by conv/linear blocks too)."""
+def act_modules() -> dict:
+    """Activation name -> torch module class: the one table the builder, export and the PyTorch front-end
+    read (a new activation is added here and in ACTIVATIONS)."""
     import torch.nn as nn
 
-    table = {
+    return {
         "relu": nn.ReLU,
         "relu6": nn.ReLU6,
+        "leaky_relu": nn.LeakyReLU,
         "gelu": nn.GELU,
         "silu": nn.SiLU,
         "sigmoid": nn.Sigmoid,
@@ -24,9 +26,12 @@ def make_act(name: str | None, slope: float = 0.01):
         "softplus": nn.Softplus,
         "identity": nn.Identity,
     }
-    if name == "leaky_relu":
-        return nn.LeakyReLU(slope)
-    return table[name]()
+
+
+def make_act(name: str | None, slope: float = 0.01):
+    """The torch module for an activation name (used by conv/linear blocks too)."""
+    cls = act_modules()[name]
+    return cls(slope) if name == "leaky_relu" else cls()
 
 
 class _Pointwise(LayerType):

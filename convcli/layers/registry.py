@@ -231,26 +231,32 @@ def register(cls: type[LayerType]) -> type[LayerType]:
     return cls
 
 
+_LOADED = []
+
+
 def _load() -> None:
-    # Importing the family modules registers their entries.
+    # Importing the family modules registers their entries (all of them, even when one family module was
+    # imported first on its own, e.g. `act` for its torch table).
     from convcli.layers import act, compose, conv, linear, norm, pool, resample  # noqa: F401
+
+    _LOADED.append(True)
 
 
 def lookup(name: str) -> LayerType | None:
-    if not _REGISTRY:
+    if not _LOADED:
         _load()
     canon = _ALIASES.get(name)
     return _REGISTRY[canon] if canon else None
 
 
 def all_names() -> list[str]:
-    if not _REGISTRY:
+    if not _LOADED:
         _load()
     return sorted(_ALIASES)
 
 
 def entries() -> list[LayerType]:
-    if not _REGISTRY:
+    if not _LOADED:
         _load()
     return [_REGISTRY[n] for n in sorted(_REGISTRY)]
 

@@ -71,23 +71,20 @@ def _fx_classes():
             self.outputs[n.name] = result
             return result
 
-        def call_function(self, target, args, kwargs):
+        def _structural(self, kind, target, args, kwargs):
             if self.structural:
                 from convcli.visual.structural import structural_call
 
-                result = structural_call("call_function", target, args, kwargs)
+                result = structural_call(kind, target, args, kwargs)
                 if result is not NotImplemented:
                     return result
-            return super().call_function(target, args, kwargs)
+            return getattr(super(), kind)(target, args, kwargs)
+
+        def call_function(self, target, args, kwargs):
+            return self._structural("call_function", target, args, kwargs)
 
         def call_method(self, target, args, kwargs):
-            if self.structural:
-                from convcli.visual.structural import structural_call
-
-                result = structural_call("call_method", target, args, kwargs)
-                if result is not NotImplemented:
-                    return result
-            return super().call_method(target, args, kwargs)
+            return self._structural("call_method", target, args, kwargs)
 
     return Tracer, Recorder
 
