@@ -95,6 +95,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("amp", bool, True, "bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX)."),
     Option("channels_last", bool, True, "NHWC memory format on CUDA and CPU."),
     Option("compile", bool, False, "torch.compile the model."),
+    Option("nproc", int, 1, "Processes to train with on this node (DistributedDataParallel: gloo on the CPU, NCCL "
+           "with one GPU each on CUDA); --batch-size is the global batch. Several nodes: torchrun (README).",
+           low=1, high=1024, resume=True, panel="Distributed"),
     Option("target_acc", float, None, "Stop once test accuracy reaches this (0.93 or 93).", low=0, low_open=True,
            high=1, resume=True),
     Option("subset", int, None, "Train on N images (class-balanced, chosen by the seed).", low=0, low_open=True,

@@ -276,7 +276,8 @@ class StopRequest:
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
-    def __init__(self):
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet  # a distributed run's other ranks: rank 0 says it
         self.requested = False
         self.armed = False
         self.signal_name: str | None = None
@@ -301,6 +302,8 @@ class StopRequest:
             raise KeyboardInterrupt
         self.requested = True
         self.signal_name = signal.Signals(signum).name
+        if self.quiet:
+            return
         sys.stderr.write(f"\n{self.signal_name}: stopping after this step to save a resumable checkpoint "
                          "(press Ctrl-C again to quit at once without saving)\n")
         sys.stderr.flush()

@@ -56,28 +56,32 @@ def match_channels(images: torch.Tensor, channels: int, where: str) -> torch.Ten
 
 
 # --- batched augmentation ------------------------------------------------------------------------
+# The random numbers are drawn for a whole (global) batch first and applied to a slice of it, so that a
+# distributed run's ranks, sharing one generator, augment their shards exactly as one process would.
 
-def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], device=x.device, generator=g) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-
-
-def random_translate(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Reflect-pad by `pad` and crop back at a random offset per image, as one gather."""
+def translate(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Reflect-pad by `pad` and crop back at offsets (dy, dx) in [0, 2·pad] per image, as one gather."""
     b, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect").permute(0, 2, 3, 1)  # B, H+2p, W+2p, C
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, b), device=x.device, generator=g)
     rows = dy[:, None] + torch.arange(h, device=x.device)  # B, H
     cols = dx[:, None] + torch.arange(w, device=x.device)  # B, W
     batch = torch.arange(b, device=x.device)[:, None, None]
     return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # B, C, H, W
 
 
-def random_cutout(x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
-    """Zero (the mean, after normalisation) a size×size square centred anywhere in each image."""
-    b, _, h, w = x.shape
-    cy = torch.randint(0, h, (b,), device=x.device, generator=g) - size // 2
-    cx = torch.randint(0, w, (b,), device=x.device, generator=g) - size // 2
+def random_translate(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, x.shape[0]), device=x.device, generator=g)
+    return translate(x, pad, dy, dx)
+
+
+def mirror(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    return torch.where(which.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def cutout(x: torch.Tensor, size: int, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
+    """Zero (the mean, after normalisation) a size×size square centred at (cy, cx) in each image."""
+    _, _, h, w = x.shape
+    cy, cx = cy - size // 2, cx - size // 2
     ys = torch.arange(h, device=x.device)
     xs = torch.arange(w, device=x.device)
     in_y = (ys >= cy[:, None]) & (ys < cy[:, None] + size)  # B, H
@@ -91,11 +95,18 @@ class DeviceLoader:
     """Batches of (normalised float images, labels) from uint8 images already on `device`.
 
     Training loaders shuffle every epoch and augment (translate, flip, cutout) with `generator`, and drop
-    the last partial batch; evaluation loaders keep the order and every image."""
+    the last partial batch; evaluation loaders keep the order and every image. `shard=(i, n)`: a training
+    loader yields slice i of n of every batch (batch_size is the global batch; every rank draws the same
+    permutation and augmentation numbers); an evaluation loader serves the i-th of n contiguous parts."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, batch_size: int, *,
                  train: bool = False, generator: torch.Generator | None = None, translate: int = 0,
-                 flip: bool = False, alt_flip: bool = False, cutout: int = 0, channels_last: bool = False):
+                 flip: bool = False, alt_flip: bool = False, cutout: int = 0, channels_last: bool = False,
+                 shard: tuple[int, int] = (0, 1)):
+        self.shard_index, self.shards = shard
+        if not train and self.shards > 1:  # each rank evaluates its own part of the set
+            part = torch.tensor_split(torch.arange(len(labels)), self.shards)[self.shard_index]
+            images, labels = images[part.to(images.device)], labels[part.to(labels.device)]
         self.images, self.labels = images, labels
         self.device = images.device
         c = images.shape[1]
@@ -108,6 +119,8 @@ class DeviceLoader:
         self.epoch = 0  # training epochs served so far (set on resume): the alternating flip's parity
         if train and generator is None:
             raise ValueError("a training loader needs a generator")
+        if train and self.batch_size % self.shards:
+            raise ValueError(f"batch {self.batch_size} does not split into {self.shards} shards")
         # Alternating flip (airbench): each image gets one random bit, and is mirrored in the epochs where
         # bit XOR (epoch odd) is set: every image is seen both ways in every two epochs.
         self.alt_flip = bool(train and flip and alt_flip)
@@ -124,44 +137,63 @@ class DeviceLoader:
     def num_images(self) -> int:
         return len(self) * self.batch_size if self.train else len(self.labels)
 
+    @property
+    def local_batch(self) -> int:
+        """Images this process computes per training step (the global batch over the shards)."""
+        return self.batch_size // self.shards
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float().div_(255) - self.mean) / self.std
 
-    def augment(self, x: torch.Tensor, idx=None) -> torch.Tensor:
-        g = self.generator
+    def draw(self, b: int) -> dict:
+        """The augmentation's random numbers for a batch of b images, always in the same order (translate,
+        flip, cutout), so that the generator's state after a batch does not depend on the shard."""
+        g, dev, d = self.generator, self.device, {}
+        h, w = self.images.shape[-2:]
         if self.translate:
-            x = random_translate(x, self.translate, g)
-        if self.alt_flip and idx is not None:
-            mirror = self.flip_bits[idx] ^ bool(self.epoch % 2)
-            x = torch.where(mirror.view(-1, 1, 1, 1), x.flip(-1), x)
-        elif self.flip:
-            x = random_flip(x, g)
+            d["dy"], d["dx"] = torch.randint(0, 2 * self.translate + 1, (2, b), device=dev, generator=g)
+        if self.flip and not self.alt_flip:
+            d["flip"] = torch.rand(b, device=dev, generator=g) < 0.5
         if self.cutout:
-            x = random_cutout(x, self.cutout, g)
+            d["cy"] = torch.randint(0, h, (b,), device=dev, generator=g)
+            d["cx"] = torch.randint(0, w, (b,), device=dev, generator=g)
+        return d
+
+    def augment(self, x: torch.Tensor, idx: torch.Tensor, d: dict) -> torch.Tensor:
+        """Augment images x (dataset indices idx) with the numbers `d` drawn for exactly these images."""
+        if self.translate:
+            x = translate(x, self.translate, d["dy"], d["dx"])
+        if self.alt_flip:
+            x = mirror(x, self.flip_bits[idx] ^ bool(self.epoch % 2))
+        elif self.flip:
+            x = mirror(x, d["flip"])
+        if self.cutout:
+            x = cutout(x, self.cutout, d["cy"], d["cx"])
         return x
 
-    def calibration_batches(self, count: int):
+    def calibration_batches(self, count: int, shard: tuple[int, int] = (0, 1)):
         """`count` training images spread evenly over the set (no shuffling, no augmentation, no use of the
-        generator), normalised, in evaluation-sized batches: the input for recomputing BN statistics."""
+        generator), normalised, in evaluation-sized batches: the input for recomputing BN statistics.
+        `shard=(i, n)`: every n-th of those batches, from the i-th (a rank's share)."""
         n = len(self.labels)
         idx = torch.linspace(0, n - 1, min(count, n), device=self.device).round().long()
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        for chunk in idx.split(EVAL_BATCH):
+        index, shards = shard
+        for chunk in idx.split(EVAL_BATCH)[index::shards]:
             yield self.normalise(self.images[chunk]).contiguous(memory_format=fmt)
 
     def __iter__(self):
-        n = len(self.labels)
-        if self.train:
-            order = torch.randperm(n, device=self.device, generator=self.generator)
-        else:
-            order = None
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        if not self.train:
+            for i in range(len(self)):
+                s = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                yield self.normalise(self.images[s]).contiguous(memory_format=fmt), self.labels[s]
+            return
+        order = torch.randperm(len(self.labels), device=self.device, generator=self.generator)
+        mine = slice(self.shard_index * self.local_batch, (self.shard_index + 1) * self.local_batch)
         for i in range(len(self)):
-            s = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            idx = order[s] if order is not None else s
-            x = self.normalise(self.images[idx])
-            if self.train:
-                x = self.augment(x, idx)
-            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            draws = self.draw(self.batch_size)  # for the whole global batch; this shard keeps its slice
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size][mine]
+            x = self.augment(self.normalise(self.images[idx]), idx, {k: v[mine] for k, v in draws.items()})
             yield x.contiguous(memory_format=fmt), self.labels[idx]
-        if self.train:
-            self.epoch += 1
+        self.epoch += 1

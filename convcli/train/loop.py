@@ -180,7 +180,7 @@ class NonFiniteLoss(ArithmeticError):
 def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast, timer: Timer,
                 on_progress: Callable[[int, dict], None] | None = None, updates: int = 20,
                 lookahead: Lookahead | None = None, base_model: nn.Module | None = None,
-                should_stop: Callable[[], bool] | None = None, start: dict | None = None) -> dict:
+                should_stop: Callable[[], bool] | None = None, start: dict | None = None, dist=None) -> dict:
     """One pass over the training loader. `on_progress(step, stats)` is called about `updates` times
     (each call syncs the device once to read the running loss/accuracy). `lookahead` acts on `base_model`
     (the uncompiled module holding the weights; default `model`).
@@ -190,7 +190,10 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
     run on before the check). `should_stop()` is asked after every step: True ends the epoch there, and
     the result's `stopped_at` is the number of steps done. `start` continues an epoch ended that way, from
     {"step", "loss_sum", "correct", "seen"}, the loader's generator having been restored to the epoch's
-    start: the batches already trained on are drawn again (same shuffle, same augmentation) and skipped."""
+    start: the batches already trained on are drawn again (same shuffle, same augmentation) and skipped.
+
+    `dist` (a distributed run's `Dist`): the non-finite check is decided over all ranks, and the returned
+    loss, accuracy and image count are those of the global batches (summed over the ranks)."""
     model.train()
     device = loader.device
     first = int(start["step"]) if start else 0
@@ -204,8 +207,14 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
     stopped = None
 
     def check():
-        if bad.item():
-            raise NonFiniteLoss(int(bad.item()), loss_sum.item(), lr)
+        first_bad = int(bad.item())
+        if dist is not None and dist.active:  # every rank stops together, or none does
+            seen_bad = torch.stack([bad, (bad > 0).long()])
+            dist.all_sum(seen_bad)
+            total, ranks = (int(v) for v in seen_bad.tolist())
+            first_bad = first_bad or (total // ranks if ranks else 0)
+        if first_bad:
+            raise NonFiniteLoss(first_bad, loss_sum.item(), lr)
 
     with timer:
         batches = enumerate(loader, 1)
@@ -228,9 +237,15 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
                 stopped = i
                 break
     check()
-    return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
-            "lr": lr, "images": seen, "stopped_at": stopped, "loss_sum": loss_sum.detach().cpu(),
-            "correct": correct.detach().cpu()}
+    total_loss, total_correct, total_seen = loss_sum.clone(), correct.clone(), seen
+    if dist is not None and dist.active:
+        count = torch.tensor(seen, device=device, dtype=torch.int64)
+        dist.all_sum(total_loss, total_correct, count)
+        total_seen = int(count.item())
+    n = max(total_seen, 1)
+    return {"train_loss": total_loss.item() / n, "train_acc": total_correct.item() / n, "lr": lr,
+            "images": total_seen, "stopped_at": stopped, "loss_sum": total_loss.detach().cpu(),
+            "correct": total_correct.detach().cpu()}
 
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -266,6 +281,30 @@ def recalibrate_bn(model: nn.Module, batches, autocast) -> bool:
 
 
 @torch.no_grad()
+def merge_bn_stats(model: nn.Module, batches: int, dist) -> None:
+    """After `recalibrate_bn` on each rank's share of the calibration batches (`batches` of them here):
+    every rank gets the statistics one process would have computed from all of them. Precise BN's cumulative
+    average weighs each batch equally, so the ranks' averages are combined weighted by their batch counts."""
+    if not dist.active:
+        return
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
+    if not norms:
+        return
+    device = norms[0].running_mean.device
+    flat = torch.cat([torch.cat([m.running_mean.double(), m.running_var.double()]) for m in norms]) * batches
+    count = torch.tensor([float(batches)], dtype=torch.float64, device=device)
+    dist.all_sum(flat, count)
+    flat /= max(count.item(), 1.0)
+    offset = 0
+    for m in norms:
+        c = m.running_mean.numel()
+        m.running_mean.copy_(flat[offset:offset + c])
+        m.running_var.copy_(flat[offset + c:offset + 2 * c])
+        m.num_batches_tracked.fill_(int(count.item()))
+        offset += 2 * c
+
+
+@torch.no_grad()
 def predict(model: nn.Module, loader, autocast, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits as float32, labels) for the whole loader in eval mode; `tta` averages with the mirror image."""
     was_training = model.training
@@ -284,7 +323,13 @@ def predict(model: nn.Module, loader, autocast, tta: bool = False) -> tuple[torc
     return torch.cat(outs), torch.cat(labels)
 
 
-def eval_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Plain cross-entropy (no label smoothing) and accuracy."""
-    return {"loss": F.cross_entropy(logits, labels).item(),
-            "acc": int((logits.argmax(1) == labels).sum()) / max(labels.numel(), 1)}
+def eval_metrics(logits: torch.Tensor, labels: torch.Tensor, dist=None) -> dict:
+    """Plain cross-entropy (no label smoothing) and accuracy; with a distributed run's `dist`, over the
+    test images of all ranks (each passes the logits of its own part)."""
+    sums = torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
+                        (logits.argmax(1) == labels).sum().double(),
+                        torch.tensor(labels.numel(), dtype=torch.float64, device=labels.device)])
+    if dist is not None and dist.active:
+        dist.all_sum(sums)
+    loss, correct, n = sums.tolist()
+    return {"loss": loss / max(n, 1), "acc": int(correct) / max(int(n), 1)}

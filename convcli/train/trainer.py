@@ -34,6 +34,7 @@ from convcli.fingerprint import run_record
 from convcli.train.config import FIELDS, RESUME_OPTIONS, TrainConfig, build_config, coerce, resolve_spec_path
 from convcli.train.data import ImageData, load_data
 from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device, use_channels_last
+from convcli.train.distributed import SINGLE, Dist
 from convcli.train.guard import (
     WRITE_MARGIN,
     Diverged,
@@ -51,6 +52,7 @@ from convcli.train.loop import (
     Schedule,
     eval_metrics,
     make_optimizer,
+    merge_bn_stats,
     predict,
     recalibrate_bn,
     train_epoch,
@@ -72,7 +74,8 @@ class Session:
     analysis: object
     device: torch.device
     model: torch.nn.Module  # the module whose state is saved
-    step_model: torch.nn.Module  # what runs the steps: the model, or torch.compile(model)
+    step_model: torch.nn.Module  # what runs the steps: the model, DDP(model), or torch.compile of either
+    eval_model: torch.nn.Module  # what evaluates: the model or torch.compile(model), never DDP (ranks differ)
     train_loader: DeviceLoader
     test_loader: DeviceLoader
     optimizer: torch.optim.Optimizer
@@ -83,6 +86,8 @@ class Session:
     mean: list
     std: list
     params: int
+    n_test: int  # test images over all ranks (each rank's loader holds its part)
+    dist: Dist = SINGLE
 
 
 # --- setup ---------------------------------------------------------------------------------------
@@ -108,7 +113,7 @@ def place_split(images: torch.Tensor, labels: torch.Tensor, channels: int, devic
 
 
 def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.device, data: ImageData,
-                 mean=None, std=None) -> Session:
+                 mean=None, std=None, dist: Dist = SINGLE) -> Session:
     from convcli.build import count_params
     from convcli.sources import build_for
 
@@ -132,19 +137,30 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
 
     train_x, train_y = place_split(data.train_x[train_idx], data.train_y[train_idx], channels, device, data.source)
     test_x, test_y = place_split(data.test_x[test_idx], data.test_y[test_idx], channels, device, data.source)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    from convcli.train.distributed import check_batch
+
+    check_batch(cfg.batch_size, len(train_y), dist)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)  # the same stream on every rank
     train_loader = DeviceLoader(train_x, train_y, mean, std, cfg.batch_size, train=True, generator=generator,
                                 translate=cfg.translate, flip=cfg.flip, alt_flip=cfg.alt_flip, cutout=cfg.cutout,
-                                channels_last=channels_last)
-    test_loader = DeviceLoader(test_x, test_y, mean, std, EVAL_BATCH, channels_last=channels_last)
+                                channels_last=channels_last, shard=dist.shard())
+    test_loader = DeviceLoader(test_x, test_y, mean, std, EVAL_BATCH, channels_last=channels_last,
+                               shard=dist.shard())
     if cfg.whiten:  # before the optimizer sees the weights; a resumed run loads its own weights over these
         whiten_first_conv(model, train_loader.calibration_batches(WHITEN_IMAGES))
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     schedule = Schedule(cfg.schedule, cfg.epochs * len(train_loader))
-    step_model = torch.compile(model) if cfg.compile else model
+    eval_model = torch.compile(model) if cfg.compile else model
+    step_model = eval_model
+    if dist.active:  # the same initial weights on every rank (same seed); DDP also broadcasts rank 0's
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        step_model = torch.compile(ddp) if cfg.compile else ddp
     lookahead = Lookahead(model) if cfg.lookahead else None
-    return Session(cfg, spec_file, analysis, device, model, step_model, train_loader, test_loader, optimizer,
-                   schedule, generator, lookahead, data, list(mean), list(std), count_params(model)[0])
+    return Session(cfg, spec_file, analysis, device, model, step_model, eval_model, train_loader, test_loader,
+                   optimizer, schedule, generator, lookahead, data, list(mean), list(std), count_params(model)[0],
+                   len(test_y), dist)
 
 
 def configure_backend(device: torch.device) -> None:
@@ -197,6 +213,20 @@ def checkpoint_state(s: Session, epoch: int, best: dict, meta: dict) -> dict:
 
 # --- the epoch loop ------------------------------------------------------------------------------
 
+def precise_bn(s: Session, ctx) -> None:
+    """Recompute the BN statistics on cfg.precise_bn training images: each rank on its share of the
+    batches, then combined, so every rank ends with what one process would compute."""
+    batches = [0]
+
+    def counted(it):
+        for x in it:
+            batches[0] += 1
+            yield x
+
+    recalibrate_bn(s.model, counted(s.train_loader.calibration_batches(s.cfg.precise_bn, s.dist.shard())), ctx)
+    merge_bn_stats(s.model, batches[0], s.dist)
+
+
 def nonfinite_tensors(s: Session) -> list[str]:
     """Names of the model's floating-point tensors (weights, BN statistics) holding NaN or inf."""
     return [k for k, v in s.model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
@@ -236,14 +266,15 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
     pending: BaseException | None = None
     interrupted = None
 
-    def should_stop() -> bool:
+    def should_stop() -> bool:  # agreed by all ranks: a signal may reach only some of them
         fault_point("step", s.schedule.step)
-        return stop.requested
+        return s.dist.any(stop.requested, device)
 
     def check_weights(where: str) -> None:
         bad = nonfinite_tensors(s)
-        if bad:
-            raise Diverged(f"training diverged at {where}: {bad[0]} holds NaN or inf"
+        if s.dist.any(bool(bad), device):
+            raise Diverged(f"training diverged at {where}: "
+                           + (f"{bad[0]} holds NaN or inf" if bad else "another rank's weights hold NaN or inf")
                            + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else "")
                            + f". Nothing non-finite was saved; {_kept(saved, writer.dir)}. Try a lower --lr "
                            f"(this run: {cfg.lr:g}).")
@@ -254,6 +285,9 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             timer = Timer(device)
             data_state = s.generator.get_state()  # the epoch's start: a mid-epoch checkpoint replays from here
             start = partial if partial and int(partial["epoch"]) == epoch else None
+            if start and not s.dist.main:  # the saved sums are the whole run's: rank 0 carries them on
+                start = {**start, "loss_sum": torch.zeros(()), "correct": torch.zeros((), dtype=torch.int64),
+                         "seen": 0}
             with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console,
                           transient=True, disable=not console.is_terminal) as progress:
@@ -265,7 +299,8 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
                                     f"lr {st['lr']:.4g} {st['img_s']:,.0f} img/s")
 
                 tr = train_epoch(s.step_model, s.train_loader, s.optimizer, s.schedule, loss_fn, ctx, timer, show,
-                                 lookahead=s.lookahead, base_model=s.model, should_stop=should_stop, start=start)
+                                 lookahead=s.lookahead, base_model=s.model, should_stop=should_stop, start=start,
+                                 dist=s.dist)
             seconds = timer.seconds + (float(start["seconds"]) if start else 0.0)
             meta["train_seconds"] = meta.get("train_seconds", 0.0) + timer.seconds
             if tr["stopped_at"]:  # asked to stop mid-epoch: save where it stands
@@ -285,9 +320,9 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             bn_timer, eval_timer = Timer(device), Timer(device)
             if cfg.precise_bn:
                 with bn_timer:
-                    recalibrate_bn(s.model, s.train_loader.calibration_batches(cfg.precise_bn), ctx)
+                    precise_bn(s, ctx)
             with eval_timer:
-                te = eval_metrics(*predict(s.step_model, s.test_loader, ctx, tta=cfg.tta))
+                te = eval_metrics(*predict(s.eval_model, s.test_loader, ctx, tta=cfg.tta), dist=s.dist)
             row = {"epoch": epoch, "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
                    "test_loss": te["loss"], "test_acc": te["acc"], "lr": tr["lr"], "seconds": round(seconds, 3)}
             check_weights(f"the end of epoch {epoch} (step {steps} of {steps})")
@@ -306,7 +341,7 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
                 f"epoch {epoch:>{len(str(cfg.epochs))}}/{cfg.epochs}  "
                 f"train loss {tr['train_loss']:.4f} acc {100 * tr['train_acc']:5.2f}%  "
                 f"test loss {te['loss']:.4f} acc {100 * te['acc']:5.2f}%  lr {tr['lr']:.4g}  "
-                f"{(tr['images'] - (int(start['seen']) if start else 0)) / max(timer.seconds, 1e-9):,.0f} img/s  "
+                f"{(tr['images'] - (int(partial['seen']) if start else 0)) / max(timer.seconds, 1e-9):,.0f} img/s  "
                 f"{timer.seconds:.1f}s"
                 + (f"  (+ precise BN {bn_timer.seconds:.1f}s" if cfg.precise_bn else "  (+")
                 + f" eval{' TTA' if cfg.tta else ''} {eval_timer.seconds:.1f}s)"
@@ -318,7 +353,7 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             if stop_after is not None and epoch >= stop_after and epoch < cfg.epochs:
                 reason = f"stopped after epoch {epoch} (--stop-after)"
                 break
-            if stop.requested and epoch < cfg.epochs:
+            if s.dist.any(stop.requested, device) and epoch < cfg.epochs:
                 reason = f"interrupted after epoch {epoch}"
                 interrupted = f"{reason}: last.pt holds it; continue with: convcli train --resume {writer.dir}"
                 break
@@ -396,7 +431,7 @@ def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_d
         "compile": s.cfg.compile,
         "data": s.data.source,
         "n_train": len(s.train_loader.labels),
-        "n_test": len(s.test_loader.labels),
+        "n_test": s.n_test,
         "classes": list(s.data.classes),
         "seed": s.cfg.seed,
         "torch": str(torch.__version__),
@@ -430,12 +465,15 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
     console.print(f"spec: {s.spec_file} ({s.analysis.spec.name}, {s.params:,} params)", highlight=False)
     console.print(f"run: {run_dir}" + (f" (resuming after epoch {resumed_from})" if resumed_from else ""),
                   highlight=False)
-    console.print(f"data: {s.data.source}: {len(s.train_loader.labels):,} train / {len(s.test_loader.labels):,} "
+    console.print(f"data: {s.data.source}: {len(s.train_loader.labels):,} train / {s.n_test:,} "
                   f"test images, {len(s.data.classes)} classes; device {describe(s.device)}"
                   f"{', bf16 autocast' if amp_active(s.device, cfg.amp) else ''}"
                   f"{', channels_last' if use_channels_last(s.device, cfg.channels_last) else ''}"
                   f"; {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
                   f"{', compiled' if cfg.compile else ''}", highlight=False)
+    if s.dist.active:
+        console.print(f"distributed: {s.dist.world} processes ({s.dist.backend}), "
+                      f"{s.train_loader.local_batch} images per process per step", highlight=False)
     epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     console.print(f"{cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g} {cfg.schedule}, batch {cfg.batch_size}, "
                   f"{epochs} ({len(s.train_loader)} steps each), label smoothing {cfg.label_smoothing:g}, "
@@ -464,45 +502,140 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
     """The `convcli train` command. `options` holds the command-line values (None: not given). SPEC may be a
     PyTorch model (`model.py:Net` with `input_text` "3,32,32"): it is traced for the analysis and trained
     as it is."""
+    from convcli.train import distributed
+
     console = console or Console(highlight=False, soft_wrap=True)
-    if resume:
-        return _resume(resume, spec, options, recipe, out, stop_after, console)
+    dist = distributed.from_env()
+    nproc = options.get("nproc")
+    if resume and nproc is None:
+        nproc = _saved_nproc(Path(resume))
+    if nproc and nproc > 1 and not distributed.in_launched_process():
+        return _launch(nproc, spec, options, recipe, out, resume, stop_after, input_text, console)
+    if not dist.main:  # only rank 0 prints; the others' errors are rank 0's too (it reports them)
+        console = Console(quiet=True)
+    try:
+        if resume:
+            return _resume(resume, spec, options, recipe, out, stop_after, console, dist)
+        return _train_fresh(spec, options, recipe, out, stop_after, console, input_text, dist)
+    except ConvcliError as exc:
+        if dist.main:
+            raise
+        raise SystemExit(exc.exit_code) from None
+    finally:
+        distributed.shutdown(dist)
+
+
+def _saved_nproc(run_dir: Path) -> int | None:
+    """The process count a run was started with (its args.yaml), so `--resume` continues it the same way."""
+    import yaml
+
+    try:
+        args = yaml.safe_load((run_dir / "args.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    value = args.get("nproc") if isinstance(args, dict) else None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def worker_argv(spec, options: dict, recipe, out, resume, stop_after, input_text) -> list[str]:
+    """The `convcli train` command line each launched process runs: the same command, spelled out from the
+    parsed values (so it does not depend on how this one was invoked)."""
+    from convcli.train.config import OPTIONS
+
+    argv = ["train"] + ([str(spec)] if spec else [])
+    for flag, value in (("--input", input_text), ("--recipe", recipe), ("--out", out), ("--resume", resume),
+                        ("--stop-after", stop_after)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for o in OPTIONS:
+        value = options.get(o.name)
+        if value is None:
+            continue
+        argv += [o.flag if value else "--no-" + o.flag[2:]] if o.kind is bool else [o.flag, str(value)]
+    return argv
+
+
+def _launch(nproc: int, spec, options: dict, recipe, out, resume, stop_after, input_text, console) -> dict:
+    """`--nproc N`: check what can be checked once, here, then run N ranks of the same command."""
+    from convcli.train import distributed
+
+    if not resume:  # a bad spec or option is reported once, not by every rank
+        from convcli.sources import is_model, load_analysis
+
+        spec_file = spec if spec and is_model(spec) else resolve_spec_path(spec)
+        analysis = load_analysis(spec_file, input_text)
+        cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe)
+        check_spec_for_training(analysis)
+        distributed.check_batch(cfg.batch_size, cfg.batch_size, distributed.Dist(world=nproc))
+    # The run directory's problems (holds a run, locked by another process) are reported here, once.
+    if resume or out:
+        claim_run_dir(resume or out, resume=bool(resume)).release()
+    console.print(f"launching {nproc} processes (torch.distributed elastic launcher, one node)", highlight=False)
+    code = distributed.launch(nproc, worker_argv(spec, options, recipe, out, resume, stop_after, input_text))
+    if code:
+        raise SystemExit(code)
+    return {"launched": nproc}
+
+
+def _train_fresh(spec, options: dict, recipe, out, stop_after, console: Console, input_text, dist: Dist) -> dict:
     from convcli.sources import is_model, load_analysis
+    from convcli.train import distributed
 
     spec_file = spec if spec and is_model(spec) else resolve_spec_path(spec)
     analysis = load_analysis(spec_file, input_text)
     cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe)
     check_spec_for_training(analysis)
-    claimed = claim_run_dir(out)  # created and locked now: a second run into it is refused at once
-    if claimed.note:
+    # Rank 0 creates and locks the run directory now: a second run into it is refused at once.
+    claimed = claim_run_dir(out) if dist.main else None
+    out_dir = claimed.path if claimed else None
+    if claimed and claimed.note:
         console.print(claimed.note, highlight=False)
     started = False
     try:
-        with StopRequest() as stop:
-            device = resolve_device(cfg.device)  # before the data, so a bad --device fails at once
+        with StopRequest(quiet=not dist.main) as stop:
+            device = distributed.rank_device(resolve_device(cfg.device), dist)  # a bad --device fails at once
+            dist = distributed.init(dist, device)
             configure_backend(device)
-            check_resources(analysis, cfg, device, claimed.path, fresh=True)
+            check_resources(analysis, cfg, device, out_dir, fresh=True, dist=dist)
+            out_dir = _agree_on_run_dir(out_dir, dist)
             fault_point("data")
             data = load_data(cfg.data)
             check_spec_for_training(analysis, data)
-            s = make_session(cfg, spec_file, analysis, device, data)
+            s = make_session(cfg, spec_file, analysis, device, data, dist=dist)
             started = True
-            return _train_new(s, cfg, spec_file, analysis, data, device, claimed.path, console, stop_after, stop)
+            return _train_new(s, cfg, spec_file, analysis, data, device, out_dir, console, stop_after, stop)
     except KeyboardInterrupt:
         if not started:
             console.print("interrupted before training started: nothing was saved, so there is nothing to resume; "
                           "run the same command again", highlight=False)
         raise
     finally:
-        claimed.release()
+        if claimed:
+            claimed.release()
 
 
-def check_resources(analysis, cfg: TrainConfig, device: torch.device, run_dir: Path, fresh: bool) -> None:
+def _agree_on_run_dir(path: Path | None, dist: Dist) -> Path:
+    """Every rank learns the run directory rank 0 claimed (chosen there when --out is not given)."""
+    if not dist.active:
+        return path
+    import torch.distributed as tdist
+
+    box = [str(path) if path is not None else None]
+    tdist.broadcast_object_list(box, src=0)
+    return Path(box[0])
+
+
+def check_resources(analysis, cfg: TrainConfig, device: torch.device, run_dir: Path | None, fresh: bool,
+                    dist: Dist = SINGLE) -> None:
     """Before any data is loaded: the network must fit the device's memory, and the run directory must be
-    writable with room for the checkpoints (exit 2 otherwise, with the estimate and the limit)."""
+    writable with room for the checkpoints (exit 2 otherwise, with the estimate and the limit). Each rank
+    computes its share of the batch; only rank 0 writes (run_dir None elsewhere)."""
     batch = min(cfg.batch_size, cfg.subset) if cfg.subset else cfg.batch_size
-    check_memory(analysis, device, batch, cfg.optimizer, cfg.lookahead, amp_active(device, cfg.amp), EVAL_BATCH)
+    check_memory(analysis, device, max(1, batch // dist.world), cfg.optimizer, cfg.lookahead,
+                 amp_active(device, cfg.amp), EVAL_BATCH)
     one = checkpoint_bytes(analysis.params, cfg.optimizer, cfg.lookahead)
+    if run_dir is None:
+        return
     if fresh:
         check_output(run_dir, 3 * one + WRITE_MARGIN, f"last.pt and best.pt ({human_bytes(one)} each) and the "
                      "temporary copy written before each rename")
@@ -513,8 +646,9 @@ def check_resources(analysis, cfg: TrainConfig, device: torch.device, run_dir: P
 
 def _train_new(s: Session, cfg: TrainConfig, spec_file: str, analysis, data: ImageData, device: torch.device,
                run_dir: Path, console: Console, stop_after: int | None, stop: StopRequest) -> dict:
-    writer = RunWriter(run_dir)
+    writer = RunWriter(run_dir, enabled=s.dist.main)
     args = {"spec": str(spec_file), **cfg.to_dict(), "run_dir": str(run_dir), "device_resolved": str(device),
+            "world_size": s.dist.world,
             "params": s.params, "n_train": len(s.train_loader.labels), "n_test": len(s.test_loader.labels),
             "classes": list(data.classes), "torch": str(torch.__version__), "python": platform.python_version(),
             "command": " ".join(sys.argv)}
@@ -546,7 +680,7 @@ def resume_analysis(ckpt: dict, spec_file: str):
 
 
 def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: str | None,
-            stop_after: int | None, console: Console) -> dict:
+            stop_after: int | None, console: Console, dist: Dist = SINGLE) -> dict:
 
     run_dir = Path(run)
     if not (run_dir / "last.pt").is_file():
@@ -561,8 +695,9 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
             ["--out"] if out else [])
         raise ConvcliError(f"--resume continues the run's saved config; {', '.join(names)} cannot change it "
                            f"(only {', '.join('--' + k.replace('_', '-') for k in RESUME_OPTIONS)} can)")
-    claimed = claim_run_dir(str(run_dir), resume=True)  # no other process may write the run meanwhile
-    if claimed.note:
+    # Rank 0 locks the run: no other process may write it meanwhile.
+    claimed = claim_run_dir(str(run_dir), resume=True) if dist.main else None
+    if claimed and claimed.note:
         console.print(claimed.note, highlight=False)
     started = False
 
@@ -571,19 +706,22 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
         started = True
 
     try:
-        with StopRequest() as stop:
-            return _resume_locked(run_dir, spec, options, stop_after, console, stop, begin)
+        with StopRequest(quiet=not dist.main) as stop:
+            return _resume_locked(run_dir, spec, options, stop_after, console, stop, begin, dist)
     except KeyboardInterrupt:
         if not started:
             console.print("interrupted before training resumed: the run is unchanged; run the same command again",
                           highlight=False)
         raise
     finally:
-        claimed.release()
+        if claimed:
+            claimed.release()
 
 
 def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: int | None, console: Console,
-                   stop: StopRequest, begin) -> dict:
+                   stop: StopRequest, begin, dist: Dist = SINGLE) -> dict:
+    from convcli.train import distributed
+
     run = str(run_dir)
     ckpt = load_checkpoint(run_dir / "last.pt")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -607,16 +745,17 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
     from convcli.train.evaluation import check_fingerprint
 
     check_fingerprint(analysis, ckpt, spec_file, run_dir / "last.pt")
-    device = resolve_device(cfg.device)
+    device = distributed.rank_device(resolve_device(cfg.device), dist)
+    dist = distributed.init(dist, device)
     configure_backend(device)
-    check_resources(analysis, cfg, device, run_dir, fresh=False)
+    check_resources(analysis, cfg, device, run_dir if dist.main else None, fresh=False, dist=dist)
     fault_point("data")
     data = load_data(cfg.data)
     check_spec_for_training(analysis, data)
     if (len(data.train_y), len(data.test_y), list(data.classes)) != (
             ckpt.get("data_n_train"), ckpt.get("data_n_test"), list(ckpt["classes"])):
         raise ConvcliError(f"--resume {run}: the data {cfg.data} is not the data this run was trained on")
-    s = make_session(cfg, spec_file, analysis, device, data, ckpt["mean"], ckpt["std"])
+    s = make_session(cfg, spec_file, analysis, device, data, ckpt["mean"], ckpt["std"], dist=dist)
     s.model.load_state_dict(ckpt["model"])
     s.optimizer.load_state_dict(ckpt["optimizer"])
     s.schedule.step = int(ckpt["scheduler"]["step"])  # total_steps is rebuilt for cfg.epochs (see module doc)
@@ -626,7 +765,7 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
     if not restore_rng(s, ckpt["rng"]):
         console.print(f"note: the run was trained on {ckpt['rng'].get('device_type')} and continues on "
                       f"{s.device.type}: the data order and augmentation start a new random stream", highlight=False)
-    writer = RunWriter(run_dir)
+    writer = RunWriter(run_dir, enabled=dist.main)
     writer.truncate_metrics(epochs_done)
     meta = {k: ckpt[k] for k in ("spec_file", "spec_copy", "model_ref", "model_input", "data_n_train",
                                   "data_n_test", "train_seconds", "total_seconds") if k in ckpt}

@@ -1,0 +1,168 @@
+"""Training on several processes: torch.distributed DistributedDataParallel, launched by `--nproc N` or torchrun.
+
+`convcli train ... --nproc N` starts N copies of the same command through torch.distributed's elastic
+launcher, the machinery behind `torchrun --standalone --nproc-per-node N`; `torchrun ... -m convcli train`
+(one node or several, with torchrun's rendezvous options) reaches the same code through the environment
+(RANK, WORLD_SIZE, LOCAL_RANK). Each process is a rank:
+
+- gloo on the CPU, NCCL on CUDA (rank r uses cuda:LOCAL_RANK);
+- every rank holds the whole dataset and the same seeded generator. It draws the same permutation and the
+  same augmentation numbers for the whole global batch, and keeps its own slice (`DeviceLoader` with a
+  `shard`): the images a run sees, and how they are augmented, do not depend on the number of ranks;
+- `--batch-size` is the global batch: each of N ranks computes B/N images a step, DDP averages the gradients;
+- BN statistics (precise BN) and the metrics are summed over the ranks (`Dist.all_sum`);
+- only rank 0 writes the run directory (lock, checkpoints, metrics) and prints; every rank reads last.pt
+  to resume, so a multi-node run needs its run directory on a shared file system.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+
+import torch
+
+from convcli.errors import ConvcliError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the run: rank, world size, local rank, and the process group's backend
+    (None: a single process, where every collective is the identity)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def shard(self) -> tuple[int, int]:
+        """(index, count) of this rank's slice of every batch."""
+        return self.rank, self.world
+
+    def all_sum(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """The tensors summed over the ranks (in place; returned for convenience)."""
+        if self.active:
+            import torch.distributed as dist
+
+            for t in tensors:
+                dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return list(tensors)
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when `flag` is true on any (a stop request, a failure seen by one rank)."""
+        if not self.active:
+            return bool(flag)
+        t = torch.tensor([1 if flag else 0], device=device, dtype=torch.int64)
+        self.all_sum(t)
+        return bool(t.item())
+
+    def barrier(self) -> None:
+        if self.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+SINGLE = Dist()
+SHUTDOWN_SECONDS = 15  # after a rank fails or a SIGTERM: time the others get to finish a step and save
+ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def in_launched_process() -> bool:
+    """True inside a process started by torchrun or `--nproc` (its rank and world are in the environment)."""
+    return all(k in os.environ for k in ENV)
+
+
+def from_env() -> Dist:
+    """This process's rank and world from the environment torchrun sets (a single process without it)."""
+    if not in_launched_process():
+        return SINGLE
+    rank, world, local = (int(os.environ[k]) for k in ENV)
+    return Dist(rank, world, local, None)
+
+
+def init(dist_info: Dist, device: torch.device) -> Dist:
+    """Join the process group (gloo on the CPU, NCCL on CUDA); returns the Dist with its backend set."""
+    if not dist_info.active:
+        return dist_info
+    import torch.distributed as dist
+
+    if device.type not in ("cpu", "cuda"):
+        raise ConvcliError(f"--device {device.type}: distributed training runs on cpu or cuda")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend=backend, **kwargs)
+    return Dist(dist_info.rank, dist_info.world, dist_info.local_rank, backend)
+
+
+def shutdown(dist_info: Dist) -> None:
+    if dist_info.active:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def rank_device(device: torch.device, dist_info: Dist) -> torch.device:
+    """Rank r of a CUDA run uses the GPU numbered by its local rank (one GPU per process)."""
+    if dist_info.active and device.type == "cuda":
+        count = torch.cuda.device_count()
+        if dist_info.local_rank >= count:
+            raise ConvcliError(f"local rank {dist_info.local_rank} needs cuda:{dist_info.local_rank}, but this node "
+                               f"has {count} CUDA device{'s' if count != 1 else ''}: start at most {count} "
+                               "processes per node")
+        torch.cuda.set_device(dist_info.local_rank)
+        return torch.device("cuda", dist_info.local_rank)
+    return device
+
+
+def check_batch(batch_size: int, n_train: int, dist_info: Dist) -> None:
+    if not dist_info.active:
+        return
+    world = dist_info.world
+    if batch_size % world:
+        raise ConvcliError(f"--batch-size {batch_size} is the global batch and must divide evenly over the "
+                           f"{world} processes (e.g. {batch_size - batch_size % world or world})")
+    if n_train < batch_size:
+        raise ConvcliError(f"{n_train} training images are fewer than one global batch of {batch_size}: "
+                           "lower --batch-size or raise --subset")
+
+
+# --- launching ---------------------------------------------------------------------------------------
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run `python -m convcli <argv>` as `nproc` processes on this node through the elastic launcher (what
+    `torchrun --standalone --nproc-per-node N` does); returns the exit code (the first failed rank's)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if in_launched_process():
+        raise ConvcliError("--nproc: this process was itself started by torchrun (RANK and WORLD_SIZE are set); "
+                           "pass the process count to torchrun only")
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    # The ranks run in sessions of their own: Ctrl-C reaches the launcher only, and its agent sends each rank
+    # SIGTERM, their first signal: they agree to stop after the step, rank 0 saves a resumable last.pt. The
+    # agent waits SHUTDOWN_SECONDS for that (and after a rank fails, for the others) before killing them.
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+                          shutdown_timeout=SHUTDOWN_SECONDS)
+    try:
+        elastic_launch(config, sys.executable)("-m", "convcli", *argv)
+    except ChildFailedError as exc:
+        codes = [f.exitcode for _, f in sorted(exc.failures.items()) if f.exitcode]
+        return next((c for c in codes if c > 0), 1)
+    except SignalException as exc:  # Ctrl-C or SIGTERM: the ranks have stopped (and rank 0 said how)
+        return 128 + int(exc.sigval)
+    return 0
