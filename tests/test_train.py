@@ -341,3 +341,24 @@ def test_a_quick_try_that_cannot_learn_gets_a_warning_with_the_fix():
     text = quick_try_warning(TrainConfig(batch_size=512, epochs=3), steps_per_epoch=1, n_train=500)
     assert "only 3 optimizer steps" in text and "--batch-size 50" in text
     assert quick_try_warning(TrainConfig(batch_size=64, epochs=3), steps_per_epoch=32, n_train=2000) is None
+
+
+def test_six_view_tta_weighs_the_unshifted_pair_half_and_each_diagonal_shift_a_quarter():
+    """A 'network' that reads the top-left pixel, on a 4x4 image holding 0..15 (row-major), shift 1 px:
+    image 0, mirror 3 (pair 1.5); shifted up-left the reflect padding puts x[1,1] = 5 there, and its mirror
+    x[1,2] = 6 (pair 5.5); shifted down-right the corner is x[1,1] = 5 again, mirror x[1,2] = 6 (5.5).
+    1.5/2 + 5.5/4 + 5.5/4 = 3.5. Without the shifts: 1.5; without TTA: 0."""
+    import contextlib
+
+    from convcli.train.loop import predict
+
+    class Corner(torch.nn.Module):
+        def forward(self, x):
+            return x[:, :, 0, 0]
+
+    x = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4)
+    batches = [(x, torch.tensor([0]))]
+    ctx = contextlib.nullcontext()
+    assert predict(Corner(), batches, ctx)[0].item() == 0.0
+    assert predict(Corner(), batches, ctx, tta=True)[0].item() == 1.5
+    assert predict(Corner(), batches, ctx, tta=True, translate=1)[0].item() == 3.5

@@ -29,6 +29,7 @@ def evaluate(
     fmt: Format = FORMAT_OPT,
     as_json: bool = JSON_OPT,
     tta: bool = typer.Option(None, "--tta/--no-tta", help=_help("tta")),
+    tta_translate: int = typer.Option(None, "--tta-translate", help=_help("tta_translate"), show_default=False),
     device: str = typer.Option(None, "--device", help=_help("device", " (auto).")),
     amp: bool = typer.Option(None, "--amp/--no-amp", help=_help("amp")),
     test_subset: int = typer.Option(None, "--test-subset", help=_help("test_subset", " (default: as in training, "
@@ -51,7 +52,8 @@ def evaluate(
     from convcli.train.evaluation import evaluate as run_eval
     from convcli.train.runs import strict_json
 
-    result = run_eval(spec, weights, data=data, device=device, tta=tta, amp=amp, test_subset=test_subset, out=out,
+    result = run_eval(spec, weights, data=data, device=device, tta=tta, tta_translate=tta_translate, amp=amp,
+                      test_subset=test_subset, out=out,
                       input_text=input_shape, erf=erf, filters=filters, activations=activations, layer=layer)
     output = report_output(result)
     output.data = strict_json(output.data)  # --json is strict JSON: a NaN loss (foreign weights) is null
@@ -62,7 +64,7 @@ def report_output(r: dict):
     """The eval report as the one renderer's neutral objects (terminal, plain, csv, markdown, json)."""
     from convcli.render import Cell, Column, Lines, Output, TableData
 
-    tta = ", flip TTA" if r["tta"] else ""
+    tta = (", flip + translate TTA" if r.get("tta_translate") else ", flip TTA") if r["tta"] else ""
     head = Lines([f"spec: {r['spec']}", f"weights: {r['weights']}",
                   f"data: {r['data']} ({r['n']:,} test images{tta}; device {r['device']})"])
     overall = TableData("test", [Column("accuracy", "accuracy"), Column("loss", "loss"), Column("images", "images")])

@@ -116,6 +116,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("lookahead", bool, True, "Lookahead: every 5 steps pull the weights towards their moving average "
            "(airbench).", panel=R),
     Option("tta", bool, True, "Test accuracy with flip test-time augmentation (the image and its mirror).", panel=R),
+    Option("tta_translate", int, 0, "With --tta, also the image shifted diagonally by N pixels each way (reflect "
+           "padding), each with its mirror: airbench's 6-view TTA, weights 1/2 unshifted, 1/4 per shift (0: off).",
+           low=0, high=4, unit="pixels", panel=R),
 )
 OPTION = {o.name: o for o in OPTIONS}
 

@@ -148,6 +148,7 @@ def launch(nproc: int, argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    _quiet_launcher_logs()
     if in_launched_process():
         raise ConvcliError("--nproc: this process was itself started by torchrun (RANK and WORLD_SIZE are set); "
                            "pass the process count to torchrun only")
@@ -166,3 +167,15 @@ def launch(nproc: int, argv: list[str]) -> int:
     except SignalException as exc:  # Ctrl-C or SIGTERM: the ranks have stopped (and rank 0 said how)
         return 128 + int(exc.sigval)
     return 0
+
+
+def _quiet_launcher_logs() -> None:
+    """The agent logs each shutdown step and failure as warnings; rank 0 has already said what happened in
+    words, so they are hidden unless CONVCLI_DEBUG is set."""
+    import logging
+
+    if os.environ.get("CONVCLI_DEBUG"):
+        return
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)

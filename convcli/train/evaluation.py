@@ -64,6 +64,7 @@ def check_fingerprint(analysis, ckpt: dict, spec_file: str, weights) -> None:
 
 def evaluate(spec: str | None, weights: str, data: str | None = None, device: str | None = None,
              tta: bool | None = None, amp: bool | None = None, test_subset: int | None = None,
+             tta_translate: int | None = None,
              out: str | None = None, input_text: str | None = None, erf: str | None = None,
              filters: str | None = None, activations: str | None = None, layer: str | None = None) -> dict:
     """Evaluate; returns the result dict (the --json document) and writes confusion.png, misclassified.png
@@ -113,7 +114,10 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
     use_amp = cfg.get("amp", False) if amp is None else amp
     if tta is None:
         tta = bool(cfg.get("tta", False))
-    logits, y = predict(model, loader, autocast(dev, use_amp), tta=tta)
+    if tta_translate is None:
+        tta_translate = int(cfg.get("tta_translate", 0))
+    tta_translate = coerce("tta_translate", tta_translate) if tta else 0
+    logits, y = predict(model, loader, autocast(dev, use_amp), tta=tta, translate=tta_translate)
     metrics = eval_metrics(logits, y)
 
     k = len(images.classes)
@@ -144,6 +148,7 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
         "confusion": confusion.tolist(),
         "classes": list(images.classes),
         "tta": bool(tta),
+        "tta_translate": tta_translate,
         "n": int(len(y)),
         "device": str(dev),
         "out": str(out_dir),

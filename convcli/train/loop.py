@@ -305,17 +305,32 @@ def merge_bn_stats(model: nn.Module, batches: int, dist) -> None:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, autocast, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits as float32, labels) for the whole loader in eval mode; `tta` averages with the mirror image."""
+def predict(model: nn.Module, loader, autocast, tta: bool = False,
+            translate: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits as float32, labels) for the whole loader in eval mode. `tta` averages each image with its
+    mirror; `translate` > 0 (with tta) adds two diagonal shifts by ±translate px, reflect-padded, each with
+    its mirror, weighted 1/4 each against 1/2 for the unshifted pair (airbench's 6-view TTA)."""
     was_training = model.training
     model.eval()
     outs, labels = [], []
+    fmt = torch.channels_last if getattr(loader, "channels_last", False) else torch.contiguous_format
+
+    def mirrored(x):
+        return (model(x).float() + model(x.flip(-1)).float()) / 2
+
     try:
         for x, y in loader:
             with autocast:
-                logits = model(x).float()
-                if tta:
-                    logits = (logits + model(x.flip(-1)).float()) / 2
+                if not tta:
+                    logits = model(x).float()
+                elif not translate:
+                    logits = mirrored(x)
+                else:
+                    t, (h, w) = translate, x.shape[-2:]
+                    padded = F.pad(x, (t, t, t, t), mode="reflect")
+                    up_left = padded[..., :h, :w].contiguous(memory_format=fmt)
+                    down_right = padded[..., 2 * t:2 * t + h, 2 * t:2 * t + w].contiguous(memory_format=fmt)
+                    logits = mirrored(x) / 2 + (mirrored(up_left) + mirrored(down_right)) / 4
             outs.append(logits)
             labels.append(y)
     finally:

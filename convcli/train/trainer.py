@@ -322,7 +322,8 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
                 with bn_timer:
                     precise_bn(s, ctx)
             with eval_timer:
-                te = eval_metrics(*predict(s.eval_model, s.test_loader, ctx, tta=cfg.tta), dist=s.dist)
+                te = eval_metrics(*predict(s.eval_model, s.test_loader, ctx, tta=cfg.tta,
+                                           translate=cfg.tta_translate), dist=s.dist)
             row = {"epoch": epoch, "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
                    "test_loss": te["loss"], "test_acc": te["acc"], "lr": tr["lr"], "seconds": round(seconds, 3)}
             check_weights(f"the end of epoch {epoch} (step {steps} of {steps})")
@@ -452,9 +453,10 @@ def quick_try_warning(cfg: TrainConfig, steps_per_epoch: int, n_train: int) -> s
     if total >= QUICK_TRY_STEPS:
         return None
     batch = max(8, min(cfg.batch_size, n_train // 10))
+    smaller = f"--batch-size {batch}, " if batch < cfg.batch_size else ""
     return (f"warning: only {total} optimizer step{'s' if total != 1 else ''} in all ({n_train:,} images, batch "
             f"{cfg.batch_size}, {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}): too few to learn; try "
-            f"--batch-size {batch}, a larger --subset or more --epochs")
+            f"{smaller}a larger --subset or more --epochs")
 
 
 def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int | None = None) -> None:
@@ -483,7 +485,8 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
            f"cutout {cfg.cutout}" if cfg.cutout else ""]
     extras = [", ".join(a for a in aug if a) or "no augmentation", "whitened first conv" if cfg.whiten else "",
               "lookahead" if cfg.lookahead else "",
-              f"precise BN on {cfg.precise_bn} images" if cfg.precise_bn else "", "flip TTA" if cfg.tta else ""]
+              f"precise BN on {cfg.precise_bn} images" if cfg.precise_bn else "",
+              ("flip + translate TTA (6 views)" if cfg.tta_translate else "flip TTA") if cfg.tta else ""]
     console.print("; ".join(e for e in extras if e), highlight=False)
 
 
