@@ -281,10 +281,11 @@ def recalibrate_bn(model: nn.Module, batches, autocast) -> bool:
 
 
 @torch.no_grad()
-def merge_bn_stats(model: nn.Module, batches: int, dist) -> None:
+def merge_bn_stats(model: nn.Module, batches: int, dist, count: bool = True) -> None:
     """After `recalibrate_bn` on each rank's share of the calibration batches (`batches` of them here):
     every rank gets the statistics one process would have computed from all of them. Precise BN's cumulative
-    average weighs each batch equally, so the ranks' averages are combined weighted by their batch counts."""
+    average weighs each batch equally, so the ranks' averages are combined weighted by their batch counts.
+    `batches=1, count=False`: the plain average of the ranks' moving averages (no precise BN)."""
     if not dist.active:
         return
     norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
@@ -292,15 +293,16 @@ def merge_bn_stats(model: nn.Module, batches: int, dist) -> None:
         return
     device = norms[0].running_mean.device
     flat = torch.cat([torch.cat([m.running_mean.double(), m.running_var.double()]) for m in norms]) * batches
-    count = torch.tensor([float(batches)], dtype=torch.float64, device=device)
-    dist.all_sum(flat, count)
-    flat /= max(count.item(), 1.0)
+    total = torch.tensor([float(batches)], dtype=torch.float64, device=device)
+    dist.all_sum(flat, total)
+    flat /= max(total.item(), 1.0)
     offset = 0
     for m in norms:
         c = m.running_mean.numel()
         m.running_mean.copy_(flat[offset:offset + c])
         m.running_var.copy_(flat[offset + c:offset + 2 * c])
-        m.num_batches_tracked.fill_(int(count.item()))
+        if count:
+            m.num_batches_tracked.fill_(int(total.item()))
         offset += 2 * c
 
 

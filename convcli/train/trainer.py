@@ -321,6 +321,8 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             if cfg.precise_bn:
                 with bn_timer:
                     precise_bn(s, ctx)
+            else:  # each rank's moving averages saw its own half-batches: evaluate (and save) their mean
+                merge_bn_stats(s.model, 1, s.dist, count=False)
             with eval_timer:
                 te = eval_metrics(*predict(s.eval_model, s.test_loader, ctx, tta=cfg.tta,
                                            translate=cfg.tta_translate), dist=s.dist)
