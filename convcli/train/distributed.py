@@ -10,7 +10,9 @@ launcher, the machinery behind `torchrun --standalone --nproc-per-node N`; `torc
   same augmentation numbers for the whole global batch, and keeps its own slice (`DeviceLoader` with a
   `shard`): the images a run sees, and how they are augmented, do not depend on the number of ranks;
 - `--batch-size` is the global batch: each of N ranks computes B/N images a step, DDP averages the gradients;
-- BN statistics (precise BN) and the metrics are summed over the ranks (`Dist.all_sum`);
+- the metrics are summed over the ranks (`Dist.all_sum`); precise BN splits its batches between the ranks
+  and merges the statistics (without it, the ranks' moving averages are averaged) before each evaluation;
+  each rank evaluates its part of the test set;
 - only rank 0 writes the run directory (lock, checkpoints, metrics) and prints; every rank reads last.pt
   to resume, so a multi-node run needs its run directory on a shared file system.
 """
@@ -125,6 +127,16 @@ def rank_device(device: torch.device, dist_info: Dist) -> torch.device:
         torch.cuda.set_device(dist_info.local_rank)
         return torch.device("cuda", dist_info.local_rank)
     return device
+
+
+def check_devices(device: torch.device, nproc: int) -> None:
+    """Before launching: one GPU per process on CUDA, and a device torch.distributed supports."""
+    if device.type not in ("cpu", "cuda"):
+        raise ConvcliError(f"--nproc {nproc}: distributed training runs on cpu or cuda, not {device.type}")
+    if device.type == "cuda" and torch.cuda.device_count() < nproc:
+        count = torch.cuda.device_count()
+        raise ConvcliError(f"--nproc {nproc} on CUDA needs one GPU per process; this machine has {count} "
+                           f"(use --nproc {count}, or --device cpu)")
 
 
 def check_batch(batch_size: int, n_train: int, dist_info: Dist) -> None:

@@ -572,6 +572,7 @@ def _launch(nproc: int, spec, options: dict, recipe, out, resume, stop_after, in
         cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe)
         check_spec_for_training(analysis)
         distributed.check_batch(cfg.batch_size, cfg.batch_size, distributed.Dist(world=nproc))
+        distributed.check_devices(resolve_device(cfg.device), nproc)
     # The run directory's problems (holds a run, locked by another process) are reported here, once.
     if resume or out:
         claim_run_dir(resume or out, resume=bool(resume)).release()
