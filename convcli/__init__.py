@@ -4,7 +4,12 @@
 `convcli.api`); importing convcli loads no torch until a model is passed.
 """
 
+import time as _time
+
 __version__ = "0.1.0"
+# When convcli was first imported: a command's start (the interpreter's own start-up, ~50 ms, is before it).
+# `convcli train` reports the time from here to its end, data loading included (time to a target accuracy).
+STARTED = _time.perf_counter()
 
 
 def summary(model_or_spec, input_size=None, rules=None, accuracy=None):

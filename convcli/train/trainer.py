@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+import convcli
+
 from convcli.errors import ConvcliError
 from convcli.fingerprint import run_record
 from convcli.train.config import FIELDS, RESUME_OPTIONS, TrainConfig, build_config, coerce, resolve_spec_path
@@ -429,6 +431,7 @@ def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_d
         "params": s.params,
         "train_seconds": round(meta.get("train_seconds", 0.0), 3),
         "total_seconds": round(meta.get("total_seconds", 0.0), 3),
+        "command_seconds": round(time.perf_counter() - convcli.STARTED, 3),  # this invocation, from its start
         "device": describe(s.device),
         "amp": amp_active(s.device, s.cfg.amp),
         "compile": s.cfg.compile,
@@ -496,7 +499,8 @@ def _print_end(console: Console, summary: dict, spec_file: str, run_dir: Path) -
     best = (f"best test accuracy {100 * summary['best_acc']:.2f}% at epoch {summary['best_epoch']}"
             if summary["best_acc"] is not None else "no epoch completed")
     console.print(f"{summary['stop_reason'] or 'stopped'}: {best}; {summary['train_seconds']:.1f}s training "
-                  f"({summary['total_seconds']:.1f}s in all)", highlight=False)
+                  f"({summary['total_seconds']:.1f}s from the first step with evaluations; "
+                  f"{summary['command_seconds']:.1f}s since the command started)", highlight=False)
     console.print(f"spec: {spec_file}", highlight=False)
     console.print(f"run: {run_dir}", highlight=False)
 
