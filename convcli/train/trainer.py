@@ -30,7 +30,6 @@ import torch
 from rich.console import Console
 
 import convcli
-
 from convcli.errors import ConvcliError
 from convcli.fingerprint import run_record
 from convcli.train.config import FIELDS, RESUME_OPTIONS, TrainConfig, build_config, coerce, resolve_spec_path
