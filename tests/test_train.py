@@ -362,3 +362,27 @@ def test_six_view_tta_weighs_the_unshifted_pair_half_and_each_diagonal_shift_a_q
     assert predict(Corner(), batches, ctx)[0].item() == 0.0
     assert predict(Corner(), batches, ctx, tta=True)[0].item() == 1.5
     assert predict(Corner(), batches, ctx, tta=True, translate=1)[0].item() == 3.5
+
+
+def test_bn_tuned_for_short_runs_freezes_the_scales_and_boosts_the_bias_lr():
+    """airbench's BN: scales frozen at 1 (not trained, not in the optimizer), biases at 64x the LR. One SGD
+    step from zero momentum moves a BN bias by 64·lr·grad, a conv weight by lr·(grad + wd·w)·(1 + m) for
+    Nesterov (first step: the update is g + m·g)."""
+    from convcli.train.loop import Schedule, make_optimizer
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, bias=False), torch.nn.BatchNorm2d(2))
+    opt = make_optimizer(net, "sgd", 0.1, 0.0, bn_scale=False, bn_bias_lr=64)
+    bn = net[1]
+    assert not bn.weight.requires_grad
+    assert all(bn.weight is not p for g in opt.param_groups for p in g["params"])
+    schedule = Schedule("step", 10)  # factor 1 for the first half
+    schedule.apply(opt)
+    assert sorted(g["lr"] for g in opt.param_groups) == [0.1, pytest.approx(6.4)]
+    before_w, before_b = net[0].weight.detach().clone(), bn.bias.detach().clone()
+    net(torch.randn(4, 1, 5, 5)).pow(2).mean().backward()
+    gw, gb = net[0].weight.grad.clone(), bn.bias.grad.clone()
+    opt.step()
+    assert torch.allclose(bn.bias, before_b - 6.4 * gb * 1.9, atol=1e-6)
+    assert torch.allclose(net[0].weight, before_w - 0.1 * gw * 1.9, atol=1e-6)
+    assert torch.equal(bn.weight, torch.ones(2))

@@ -111,6 +111,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("cutout", int, 0, "Cutout square side in pixels (0: off).", low=0, unit="pixels", panel=R),
     Option("precise_bn", int, 4096, "Recompute BN statistics on N training images before each evaluation "
            "(0: off, keep the moving averages).", low=0, unit="images", panel=R),
+    Option("bn_scale", bool, True, "Learn the BatchNorm scales (--no-bn-scale freezes them at 1, as airbench "
+           "does).", panel=R),
+    Option("bn_bias_lr", float, 1.0, "LR multiplier for the BatchNorm biases (airbench: 64, with frozen scales).",
+           low=0, low_open=True, high=1024, panel=R),
     Option("whiten", bool, False, "Initialise the first conv as a patch-whitening filter bank (top eigenvectors "
            "of the training patches' covariance, both signs); it stays trainable.", panel=R),
     Option("lookahead", bool, True, "Lookahead: every 5 steps pull the weights towards their moving average "

@@ -22,16 +22,28 @@ from convcli.train.device import Timer
 WARMUP = {"onecycle": 0.25, "cosine": 0.05}
 START_FACTOR = 0.1  # warm-up starts at a tenth of the peak LR
 MOMENTUM = 0.9
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 # --- optimizer and schedule ----------------------------------------------------------------------
 
-def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Weight decay on weights (conv kernels, linear matrices) only, not on biases and norm parameters."""
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, bn_scale: bool = True,
+                   bn_bias_lr: float = 1.0) -> torch.optim.Optimizer:
+    """Weight decay on weights (conv kernels, linear matrices) only, not on biases and norm parameters.
+    BN tuned for short runs (airbench): `bn_scale=False` freezes every BatchNorm scale at its value (1 when
+    fresh), and the BN biases get `bn_bias_lr` times the LR (each group keeps its own peak for the schedule)."""
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS) and m.affine]
+    if not bn_scale:
+        for m in norms:
+            m.weight.requires_grad_(False)
+    bn_biases = {id(m.bias) for m in norms} if bn_bias_lr != 1.0 else set()
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    no_decay = [p for p in params if p.ndim <= 1 and id(p) not in bn_biases]
+    boosted = [p for p in params if id(p) in bn_biases]
+    groups = [{"params": decay, "weight_decay": weight_decay, "peak_lr": lr},
+              {"params": no_decay, "weight_decay": 0.0, "peak_lr": lr},
+              {"params": boosted, "weight_decay": 0.0, "peak_lr": lr * bn_bias_lr}]
     groups = [g for g in groups if g["params"]]
     if name == "sgd":
         opt = torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM, nesterov=True)
@@ -41,8 +53,6 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) 
         opt = torch.optim.AdamW(groups, lr=lr)
     else:  # the config is validated before this point
         raise ValueError(f"unknown optimizer {name!r}")
-    for g in opt.param_groups:
-        g["peak_lr"] = lr
     return opt
 
 
@@ -246,9 +256,6 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
     return {"train_loss": total_loss.item() / n, "train_acc": total_correct.item() / n, "lr": lr,
             "images": total_seen, "stopped_at": stopped, "loss_sum": total_loss.detach().cpu(),
             "correct": total_correct.detach().cpu()}
-
-
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @torch.no_grad()

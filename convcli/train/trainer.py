@@ -149,7 +149,7 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
                                shard=dist.shard())
     if cfg.whiten:  # before the optimizer sees the weights; a resumed run loads its own weights over these
         whiten_first_conv(model, train_loader.calibration_batches(WHITEN_IMAGES))
-    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.bn_scale, cfg.bn_bias_lr)
     schedule = Schedule(cfg.schedule, cfg.epochs * len(train_loader))
     eval_model = torch.compile(model) if cfg.compile else model
     step_model = eval_model
@@ -489,6 +489,8 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
            f"cutout {cfg.cutout}" if cfg.cutout else ""]
     extras = [", ".join(a for a in aug if a) or "no augmentation", "whitened first conv" if cfg.whiten else "",
               "lookahead" if cfg.lookahead else "",
+              "BN scales frozen" if not cfg.bn_scale else "",
+              f"BN bias LR x{cfg.bn_bias_lr:g}" if cfg.bn_bias_lr != 1 else "",
               f"precise BN on {cfg.precise_bn} images" if cfg.precise_bn else "",
               ("flip + translate TTA (6 views)" if cfg.tta_translate else "flip TTA") if cfg.tta else ""]
     console.print("; ".join(e for e in extras if e), highlight=False)
