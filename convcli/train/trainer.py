@@ -141,6 +141,9 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
     from convcli.train.distributed import check_batch
 
     check_batch(cfg.batch_size, len(train_y), dist)
+    if dist.active and len(test_y) < dist.world:
+        raise ConvcliError(f"{len(test_y)} test images cannot be split over {dist.world} processes: raise "
+                           "--test-subset")
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # the same stream on every rank
     train_loader = DeviceLoader(train_x, train_y, mean, std, cfg.batch_size, train=True, generator=generator,
                                 translate=cfg.translate, flip=cfg.flip, alt_flip=cfg.alt_flip, cutout=cfg.cutout,
