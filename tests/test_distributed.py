@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -281,3 +282,17 @@ def test_merged_precise_bn_statistics_equal_one_process_over_all_the_batches():
     for r in range(3):
         for k, v in want.items():
             assert torch.allclose(got[r][k].double(), v.double(), rtol=1e-12, atol=1e-12), (r, k)
+
+
+def test_under_torchrun_a_run_directory_taken_stops_every_rank_with_rank_0s_error(nobn_spec, archive, two_processes):
+    """Rank 0 alone claims the run directory; it tells the others through the process group they joined
+    first, so every rank exits with code 2 (none waits in the rendezvous until torchrun kills it: -15/-9),
+    and the message is printed once."""
+    run, _ = two_processes
+    r = convcli("--standalone", "--nproc-per-node", "2", "-m", "convcli", "train", nobn_spec, "--data", archive,
+                *SMALL, "--out", run, module=["-m", "torch.distributed.run"])
+    assert r.returncode != 0
+    assert r.stderr.count("already holds a run") == 1
+    codes = re.findall(r"exitcode\s*:\s*(-?\d+)", r.stderr)  # torchrun's failure report, one entry per rank
+    ranks = set(re.findall(r"\brank\s*:\s*(\d+)", r.stderr))
+    assert ranks == {"0", "1"} and set(codes) == {"2"}, r.stderr[-2000:]

@@ -93,19 +93,52 @@ def from_env() -> Dist:
     return Dist(rank, world, local, None)
 
 
-def init(dist_info: Dist, device: torch.device) -> Dist:
-    """Join the process group (gloo on the CPU, NCCL on CUDA); returns the Dist with its backend set."""
+def join(dist_info: Dist) -> Dist:
+    """Join the process group first of all, before any rank can fail alone, so that a failure (rank 0's run
+    directory is taken, say) reaches every rank through `on_main` instead of leaving them waiting in the
+    rendezvous. gloo for CPU tensors, plus NCCL for CUDA tensors when CUDA is present."""
     if not dist_info.active:
         return dist_info
     import torch.distributed as dist
 
+    if not dist.is_initialized():
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+    return dist_info
+
+
+def init(dist_info: Dist, device: torch.device) -> Dist:
+    """The training device is known: check it and name the backend its collectives use (gloo / NCCL)."""
+    if not dist_info.active:
+        return dist_info
     if device.type not in ("cpu", "cuda"):
         raise ConvcliError(f"--device {device.type}: distributed training runs on cpu or cuda")
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if not dist.is_initialized():
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend=backend, **kwargs)
-    return Dist(dist_info.rank, dist_info.world, dist_info.local_rank, backend)
+    join(dist_info)
+    return Dist(dist_info.rank, dist_info.world, dist_info.local_rank, "nccl" if device.type == "cuda" else "gloo")
+
+
+def on_main(dist_info: Dist, work, share=lambda result: result):
+    """Run `work()` on rank 0 only (claiming the run directory, say) and give every other rank `share(result)`.
+    When it fails on rank 0, rank 0 re-raises and the others exit quietly with the same code (rank 0 prints)."""
+    if not dist_info.active:
+        return work()
+    import torch.distributed as dist
+
+    box: list = [None]
+    if dist_info.main:
+        try:
+            result = work()
+        except ConvcliError as exc:
+            box[0] = ("error", exc.exit_code)
+            dist.broadcast_object_list(box, src=0)
+            raise
+        box[0] = ("ok", share(result))
+        dist.broadcast_object_list(box, src=0)
+        return result
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise SystemExit(value)
+    return value
 
 
 def shutdown(dist_info: Dist) -> None:
@@ -127,6 +160,36 @@ def rank_device(device: torch.device, dist_info: Dist) -> torch.device:
         torch.cuda.set_device(dist_info.local_rank)
         return torch.device("cuda", dist_info.local_rank)
     return device
+
+
+def check_process_count(nproc: int | None) -> None:
+    """`--nproc` inside a launched process: fine when it says what the launcher did (the copies `--nproc`
+    starts carry it), a mistake when it asks for something else (torchrun and --nproc together)."""
+    local = os.environ.get("LOCAL_WORLD_SIZE")
+    if nproc is not None and local is not None and nproc != int(local):
+        raise ConvcliError(f"--nproc {nproc}: this process was started by torchrun with {local} per node; "
+                           "give the process count to torchrun only (--nproc-per-node), not --nproc")
+
+
+def watch_launcher(interval: float = 1.0) -> None:
+    """If the launcher dies (kill -9 of `convcli train --nproc`, a lost torchrun), ask this rank to stop as a
+    SIGTERM would: the ranks agree to stop after the step and rank 0 saves a resumable last.pt, instead of
+    training on as orphans that hold the run's lock."""
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        import time
+
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="convcli-launcher-watch", daemon=True).start()
 
 
 def check_devices(device: torch.device, nproc: int) -> None:

@@ -494,7 +494,7 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
               "lookahead" if cfg.lookahead else "",
               "BN scales frozen" if not cfg.bn_scale else "",
               f"BN bias LR x{cfg.bn_bias_lr:g}" if cfg.bn_bias_lr != 1 else "",
-              f"precise BN on {cfg.precise_bn} images" if cfg.precise_bn else "",
+              f"precise BN on {min(cfg.precise_bn, len(s.train_loader.labels)):,} images" if cfg.precise_bn else "",
               ("flip + translate TTA (6 views)" if cfg.tta_translate else "flip TTA") if cfg.tta else ""]
     console.print("; ".join(e for e in extras if e), highlight=False)
 
@@ -520,13 +520,22 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
     console = console or Console(highlight=False, soft_wrap=True)
     dist = distributed.from_env()
     nproc = options.get("nproc")
-    if resume and nproc is None:
-        nproc = _saved_nproc(Path(resume))
+    if resume and nproc is None and not distributed.in_launched_process():
+        nproc, world = _saved_processes(Path(resume))
+        if world > max(nproc or 1, 1):
+            console.print(f"note: {resume} was trained by {world} processes started by torchrun; this resumes it as "
+                          f"{nproc or 1} (same data order and augmentation; BN then sees whole batches). To "
+                          f"continue on {world}, resume under torchrun: torchrun --nproc-per-node ... -m convcli "
+                          f"train --resume {resume}", highlight=False)
     if nproc and nproc > 1 and not distributed.in_launched_process():
         return _launch(nproc, spec, options, recipe, out, resume, stop_after, input_text, console)
     if not dist.main:  # only rank 0 prints; the others' errors are rank 0's too (it reports them)
         console = Console(quiet=True)
     try:
+        if dist.active:
+            distributed.check_process_count(options.get("nproc"))
+            distributed.join(dist)
+            distributed.watch_launcher()
         if resume:
             return _resume(resume, spec, options, recipe, out, stop_after, console, dist)
         return _train_fresh(spec, options, recipe, out, stop_after, console, input_text, dist)
@@ -538,16 +547,20 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
         distributed.shutdown(dist)
 
 
-def _saved_nproc(run_dir: Path) -> int | None:
-    """The process count a run was started with (its args.yaml), so `--resume` continues it the same way."""
+def _saved_processes(run_dir: Path) -> tuple[int | None, int]:
+    """(--nproc, processes in all) a run was started with (its args.yaml), so that `--resume` continues it
+    the same way: `--nproc` is relaunched; a torchrun run (nproc 1, world_size N) gets a note."""
     import yaml
 
     try:
         args = yaml.safe_load((run_dir / "args.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
-        return None
-    value = args.get("nproc") if isinstance(args, dict) else None
-    return value if isinstance(value, int) and value > 0 else None
+        return None, 1
+    if not isinstance(args, dict):
+        return None, 1
+    nproc, world = args.get("nproc"), args.get("world_size")
+    nproc = nproc if isinstance(nproc, int) and nproc > 0 else None
+    return nproc, world if isinstance(world, int) and world > 0 else (nproc or 1)
 
 
 def worker_argv(spec, options: dict, recipe, out, resume, stop_after, input_text) -> list[str]:
@@ -599,25 +612,29 @@ def _train_fresh(spec, options: dict, recipe, out, stop_after, console: Console,
     analysis = load_analysis(spec_file, input_text)
     cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe)
     check_spec_for_training(analysis)
-    # Rank 0 creates and locks the run directory now: a second run into it is refused at once.
-    claimed = claim_run_dir(out) if dist.main else None
-    out_dir = claimed.path if claimed else None
-    if claimed and claimed.note:
-        console.print(claimed.note, highlight=False)
+    claimed = None
     started = False
     try:
         with StopRequest(quiet=not dist.main) as stop:
+            # Rank 0 creates and locks the run directory now: a second run into it is refused at once.
+            claimed = distributed.on_main(dist, lambda: _claim(out, console), share=lambda c: None)
             device = distributed.rank_device(resolve_device(cfg.device), dist)  # a bad --device fails at once
             dist = distributed.init(dist, device)
             configure_backend(device)
-            check_resources(analysis, cfg, device, out_dir, fresh=True, dist=dist)
-            out_dir = _agree_on_run_dir(out_dir, dist)
+
+            def checked_run_dir():  # rank 0: memory, and room for the checkpoints; every rank learns the path
+                check_resources(analysis, cfg, device, claimed.path, fresh=True, dist=dist)
+                return claimed.path
+
+            out_dir = distributed.on_main(dist, checked_run_dir)
+            if not dist.main:
+                check_resources(analysis, cfg, device, None, fresh=True, dist=dist)  # this rank's memory
             fault_point("data")
             data = load_data(cfg.data)
             check_spec_for_training(analysis, data)
             s = make_session(cfg, spec_file, analysis, device, data, dist=dist)
             started = True
-            return _train_new(s, cfg, spec_file, analysis, data, device, out_dir, console, stop_after, stop)
+            return _train_new(s, cfg, spec_file, analysis, data, device, Path(out_dir), console, stop_after, stop)
     except KeyboardInterrupt:
         if not started:
             console.print("interrupted before training started: nothing was saved, so there is nothing to resume; "
@@ -628,15 +645,11 @@ def _train_fresh(spec, options: dict, recipe, out, stop_after, console: Console,
             claimed.release()
 
 
-def _agree_on_run_dir(path: Path | None, dist: Dist) -> Path:
-    """Every rank learns the run directory rank 0 claimed (chosen there when --out is not given)."""
-    if not dist.active:
-        return path
-    import torch.distributed as tdist
-
-    box = [str(path) if path is not None else None]
-    tdist.broadcast_object_list(box, src=0)
-    return Path(box[0])
+def _claim(out: str | None, console: Console, resume: bool = False):
+    claimed = claim_run_dir(out, resume=resume)
+    if claimed.note:
+        console.print(claimed.note, highlight=False)
+    return claimed
 
 
 def check_resources(analysis, cfg: TrainConfig, device: torch.device, run_dir: Path | None, fresh: bool,
@@ -695,6 +708,7 @@ def resume_analysis(ckpt: dict, spec_file: str):
 
 def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: str | None,
             stop_after: int | None, console: Console, dist: Dist = SINGLE) -> dict:
+    from convcli.train import distributed
 
     run_dir = Path(run)
     if not (run_dir / "last.pt").is_file():
@@ -710,9 +724,7 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
         raise ConvcliError(f"--resume continues the run's saved config; {', '.join(names)} cannot change it "
                            f"(only {', '.join('--' + k.replace('_', '-') for k in RESUME_OPTIONS)} can)")
     # Rank 0 locks the run: no other process may write it meanwhile.
-    claimed = claim_run_dir(str(run_dir), resume=True) if dist.main else None
-    if claimed and claimed.note:
-        console.print(claimed.note, highlight=False)
+    claimed = distributed.on_main(dist, lambda: _claim(str(run_dir), console, resume=True), share=lambda c: None)
     started = False
 
     def begin():
@@ -762,7 +774,9 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
     device = distributed.rank_device(resolve_device(cfg.device), dist)
     dist = distributed.init(dist, device)
     configure_backend(device)
-    check_resources(analysis, cfg, device, run_dir if dist.main else None, fresh=False, dist=dist)
+    distributed.on_main(dist, lambda: check_resources(analysis, cfg, device, run_dir, fresh=False, dist=dist))
+    if not dist.main:
+        check_resources(analysis, cfg, device, None, fresh=False, dist=dist)
     fault_point("data")
     data = load_data(cfg.data)
     check_spec_for_training(analysis, data)
@@ -789,7 +803,8 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
 
         args = yaml.safe_load((run_dir / "args.yaml").read_text()) if (run_dir / "args.yaml").is_file() else {}
         writer.write_args({**args, "epochs": cfg.epochs})
-        console.print(f"extending the run from {ckpt['config']['epochs']} to {cfg.epochs} epochs; the LR schedule "
+        change = "extending" if cfg.epochs > ckpt["config"]["epochs"] else "shortening"
+        console.print(f"{change} the run from {ckpt['config']['epochs']} to {cfg.epochs} epochs; the LR schedule "
                       f"is rebuilt for {cfg.epochs} epochs and continues at step {s.schedule.step}", highlight=False)
     partial = ckpt.get("partial")
     _print_start(console, s, run_dir, resumed_from=epochs_done)
