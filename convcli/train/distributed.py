@@ -171,25 +171,30 @@ def check_process_count(nproc: int | None) -> None:
                            "give the process count to torchrun only (--nproc-per-node), not --nproc")
 
 
-def watch_launcher(interval: float = 1.0) -> None:
+def watch_launcher(interval: float = 1.0):
     """If the launcher dies (kill -9 of `convcli train --nproc`, a lost torchrun), ask this rank to stop as a
     SIGTERM would: the ranks agree to stop after the step and rank 0 saves a resumable last.pt, instead of
-    training on as orphans that hold the run's lock."""
+    training on as orphans that hold the run's lock. Returns the function that ends the watch: call it
+    before the process exits (a daemon thread waking up during interpreter shutdown can abort the process)."""
     import signal
     import threading
 
-    parent = os.getppid()
+    parent, done = os.getppid(), threading.Event()
 
     def watch():
-        import time
-
-        while True:
-            time.sleep(interval)
+        while not done.wait(interval):
             if os.getppid() != parent:
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 
-    threading.Thread(target=watch, name="convcli-launcher-watch", daemon=True).start()
+    thread = threading.Thread(target=watch, name="convcli-launcher-watch", daemon=True)
+    thread.start()
+
+    def stop():
+        done.set()
+        thread.join()
+
+    return stop
 
 
 def check_devices(device: torch.device, nproc: int) -> None:

@@ -531,11 +531,12 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
         return _launch(nproc, spec, options, recipe, out, resume, stop_after, input_text, console)
     if not dist.main:  # only rank 0 prints; the others' errors are rank 0's too (it reports them)
         console = Console(quiet=True)
+    stop_watch = None
     try:
         if dist.active:
             distributed.check_process_count(options.get("nproc"))
             distributed.join(dist)
-            distributed.watch_launcher()
+            stop_watch = distributed.watch_launcher()
         if resume:
             return _resume(resume, spec, options, recipe, out, stop_after, console, dist)
         return _train_fresh(spec, options, recipe, out, stop_after, console, input_text, dist)
@@ -544,6 +545,8 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
             raise
         raise SystemExit(exc.exit_code) from None
     finally:
+        if stop_watch:
+            stop_watch()
         distributed.shutdown(dist)
 
 
