@@ -161,13 +161,14 @@ def test_stratified_subset_balances_the_classes():
     assert not torch.equal(idx, stratified_subset(labels, 250, seed=4))
 
 
-def test_random_translate_returns_shifted_windows_of_the_reflect_padded_image():
+def test_translate_returns_shifted_windows_of_the_reflect_padded_image():
     import torch.nn.functional as F
 
-    from convcli.train.loader import random_translate
+    from convcli.train.loader import translate
 
     x = torch.randn(16, 3, 8, 8)
-    out = random_translate(x, 2, torch.Generator().manual_seed(0))
+    dy, dx = torch.randint(0, 5, (2, 16), generator=torch.Generator().manual_seed(0))
+    out = translate(x, 2, dy, dx)
     padded = F.pad(x, (2, 2, 2, 2), mode="reflect")
     for i in range(16):
         windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]

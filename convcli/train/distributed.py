@@ -60,19 +60,14 @@ class Dist:
                 dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return list(tensors)
 
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank when `flag` is true on any (a stop request, a failure seen by one rank)."""
+    def any(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on any (a stop request, a failure seen by one rank). Asked
+        after every training step, so the flag travels as a CPU tensor (gloo): no wait for the GPU's queue."""
         if not self.active:
             return bool(flag)
-        t = torch.tensor([1 if flag else 0], device=device, dtype=torch.int64)
+        t = torch.tensor([1 if flag else 0], dtype=torch.int64)
         self.all_sum(t)
         return bool(t.item())
-
-    def barrier(self) -> None:
-        if self.active:
-            import torch.distributed as dist
-
-            dist.barrier()
 
 
 SINGLE = Dist()
@@ -207,14 +202,15 @@ def check_devices(device: torch.device, nproc: int) -> None:
                            f"(use --nproc {count}, or --device cpu)")
 
 
-def check_batch(batch_size: int, n_train: int, dist_info: Dist) -> None:
+def check_batch(batch_size: int, dist_info: Dist, n_train: int | None = None) -> None:
+    """The global batch splits evenly over the ranks, and (with n_train) the data holds one."""
     if not dist_info.active:
         return
     world = dist_info.world
     if batch_size % world:
         raise ConvcliError(f"--batch-size {batch_size} is the global batch and must divide evenly over the "
                            f"{world} processes (e.g. {batch_size - batch_size % world or world})")
-    if n_train < batch_size:
+    if n_train is not None and n_train < batch_size:
         raise ConvcliError(f"{n_train} training images are fewer than one global batch of {batch_size}: "
                            "lower --batch-size or raise --subset")
 

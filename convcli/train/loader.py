@@ -69,11 +69,6 @@ def translate(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor) -> 
     return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # B, C, H, W
 
 
-def random_translate(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, x.shape[0]), device=x.device, generator=g)
-    return translate(x, pad, dy, dx)
-
-
 def mirror(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
     return torch.where(which.view(-1, 1, 1, 1), x.flip(-1), x)
 

@@ -140,7 +140,7 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
     test_x, test_y = place_split(data.test_x[test_idx], data.test_y[test_idx], channels, device, data.source)
     from convcli.train.distributed import check_batch
 
-    check_batch(cfg.batch_size, len(train_y), dist)
+    check_batch(cfg.batch_size, dist, len(train_y))
     if dist.active and len(test_y) < dist.world:
         raise ConvcliError(f"{len(test_y)} test images cannot be split over {dist.world} processes: raise "
                            "--test-subset")
@@ -272,11 +272,11 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
 
     def should_stop() -> bool:  # agreed by all ranks: a signal may reach only some of them
         fault_point("step", s.schedule.step)
-        return s.dist.any(stop.requested, device)
+        return s.dist.any(stop.requested)
 
     def check_weights(where: str) -> None:
         bad = nonfinite_tensors(s)
-        if s.dist.any(bool(bad), device):
+        if s.dist.any(bool(bad)):
             raise Diverged(f"training diverged at {where}: "
                            + (f"{bad[0]} holds NaN or inf" if bad else "another rank's weights hold NaN or inf")
                            + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else "")
@@ -360,7 +360,7 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             if stop_after is not None and epoch >= stop_after and epoch < cfg.epochs:
                 reason = f"stopped after epoch {epoch} (--stop-after)"
                 break
-            if s.dist.any(stop.requested, device) and epoch < cfg.epochs:
+            if s.dist.any(stop.requested) and epoch < cfg.epochs:
                 reason = f"interrupted after epoch {epoch}"
                 interrupted = f"{reason}: last.pt holds it; continue with: convcli train --resume {writer.dir}"
                 break
@@ -589,13 +589,8 @@ def _launch(nproc: int, spec, options: dict, recipe, out, resume, stop_after, in
     from convcli.train import distributed
 
     if not resume:  # a bad spec or option is reported once, not by every rank
-        from convcli.sources import is_model, load_analysis
-
-        spec_file = spec if spec and is_model(spec) else resolve_spec_path(spec)
-        analysis = load_analysis(spec_file, input_text)
-        cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe)
-        check_spec_for_training(analysis)
-        distributed.check_batch(cfg.batch_size, cfg.batch_size, distributed.Dist(world=nproc))
+        _, _, cfg = _spec_and_config(spec, options, recipe, input_text)
+        distributed.check_batch(cfg.batch_size, distributed.Dist(world=nproc))
         distributed.check_devices(resolve_device(cfg.device), nproc)
     # The run directory's problems (holds a run, locked by another process) are reported here, once.
     if resume or out:
@@ -607,14 +602,21 @@ def _launch(nproc: int, spec, options: dict, recipe, out, resume, stop_after, in
     return {"launched": nproc}
 
 
-def _train_fresh(spec, options: dict, recipe, out, stop_after, console: Console, input_text, dist: Dist) -> dict:
+def _spec_and_config(spec, options: dict, recipe, input_text):
+    """(spec file, analysis, config) of a new run, checked for training."""
     from convcli.sources import is_model, load_analysis
-    from convcli.train import distributed
 
     spec_file = spec if spec and is_model(spec) else resolve_spec_path(spec)
     analysis = load_analysis(spec_file, input_text)
     cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe)
     check_spec_for_training(analysis)
+    return spec_file, analysis, cfg
+
+
+def _train_fresh(spec, options: dict, recipe, out, stop_after, console: Console, input_text, dist: Dist) -> dict:
+    from convcli.train import distributed
+
+    spec_file, analysis, cfg = _spec_and_config(spec, options, recipe, input_text)
     claimed = None
     started = False
     try:
@@ -624,14 +626,8 @@ def _train_fresh(spec, options: dict, recipe, out, stop_after, console: Console,
             device = distributed.rank_device(resolve_device(cfg.device), dist)  # a bad --device fails at once
             dist = distributed.init(dist, device)
             configure_backend(device)
-
-            def checked_run_dir():  # rank 0: memory, and room for the checkpoints; every rank learns the path
-                check_resources(analysis, cfg, device, claimed.path, fresh=True, dist=dist)
-                return claimed.path
-
-            out_dir = distributed.on_main(dist, checked_run_dir)
-            if not dist.main:
-                check_resources(analysis, cfg, device, None, fresh=True, dist=dist)  # this rank's memory
+            check_resources(analysis, cfg, device, claimed.path if claimed else None, fresh=True, dist=dist)
+            out_dir = distributed.on_main(dist, lambda: claimed.path)  # every rank learns the run directory
             fault_point("data")
             data = load_data(cfg.data)
             check_spec_for_training(analysis, data)
@@ -658,20 +654,29 @@ def _claim(out: str | None, console: Console, resume: bool = False):
 def check_resources(analysis, cfg: TrainConfig, device: torch.device, run_dir: Path | None, fresh: bool,
                     dist: Dist = SINGLE) -> None:
     """Before any data is loaded: the network must fit the device's memory, and the run directory must be
-    writable with room for the checkpoints (exit 2 otherwise, with the estimate and the limit). Each rank
-    computes its share of the batch; only rank 0 writes (run_dir None elsewhere)."""
+    writable with room for the checkpoints (exit 2 otherwise, with the estimate and the limit). In a
+    distributed run rank 0 checks first and its verdict reaches every rank; each rank's memory holds its
+    share of the batch, and only rank 0 writes."""
+    from convcli.train.distributed import on_main
+
     batch = min(cfg.batch_size, cfg.subset) if cfg.subset else cfg.batch_size
-    check_memory(analysis, device, max(1, batch // dist.world), cfg.optimizer, cfg.lookahead,
-                 amp_active(device, cfg.amp), EVAL_BATCH)
-    one = checkpoint_bytes(analysis.params, cfg.optimizer, cfg.lookahead)
-    if run_dir is None:
-        return
-    if fresh:
-        check_output(run_dir, 3 * one + WRITE_MARGIN, f"last.pt and best.pt ({human_bytes(one)} each) and the "
-                     "temporary copy written before each rename")
-    else:
-        check_output(run_dir, one + WRITE_MARGIN, f"the new checkpoint ({human_bytes(one)}) written beside the "
-                     "old one before the rename")
+
+    def check(run_dir):
+        check_memory(analysis, device, max(1, batch // dist.world), cfg.optimizer, cfg.lookahead,
+                     amp_active(device, cfg.amp), EVAL_BATCH)
+        if run_dir is None:
+            return
+        one = checkpoint_bytes(analysis.params, cfg.optimizer, cfg.lookahead)
+        if fresh:
+            check_output(run_dir, 3 * one + WRITE_MARGIN, f"last.pt and best.pt ({human_bytes(one)} each) and the "
+                         "temporary copy written before each rename")
+        else:
+            check_output(run_dir, one + WRITE_MARGIN, f"the new checkpoint ({human_bytes(one)}) written beside "
+                         "the old one before the rename")
+
+    on_main(dist, lambda: check(run_dir))
+    if not dist.main:
+        check(None)
 
 
 def _train_new(s: Session, cfg: TrainConfig, spec_file: str, analysis, data: ImageData, device: torch.device,
@@ -777,9 +782,7 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
     device = distributed.rank_device(resolve_device(cfg.device), dist)
     dist = distributed.init(dist, device)
     configure_backend(device)
-    distributed.on_main(dist, lambda: check_resources(analysis, cfg, device, run_dir, fresh=False, dist=dist))
-    if not dist.main:
-        check_resources(analysis, cfg, device, None, fresh=False, dist=dist)
+    check_resources(analysis, cfg, device, run_dir, fresh=False, dist=dist)
     fault_point("data")
     data = load_data(cfg.data)
     check_spec_for_training(analysis, data)
