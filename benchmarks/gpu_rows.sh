@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The GPU rows of docs/benchmarks.md in one go (issue 8): throughput (convcli / notebook loop / ceiling, with
-# and without torch.compile), then s7 over 15 epochs on 3 seeds (time to 93% from the command's start and
-# from the first step), the precision / memory-format / compile ablations, and s7_strided over 30 epochs.
+# and without torch.compile), the airbench reference on this archive, then s7 over 15 epochs on 3 seeds (time
+# to 93% from the command's start and from the first step), the precision / memory-format / compile
+# ablations, and s7_strided over 30 epochs.
 # Every run's directory and log land under OUT (default runs/gpu); the rows to paste are in OUT/rows.md.
 #
 #   DATA=path/to/cifar10-jpeg.tar.gz OUT=runs/gpu bash benchmarks/gpu_rows.sh [quick]
 #
 # DEVICE (default cuda), EXTRA (options added to every `convcli train`) and STEPS (timed steps of the speed
 # benchmark) exist for a smoke test of this script on a CPU:
-#   DEVICE=cpu STEPS=2 EXTRA="--subset 1000 --test-subset 500 --epochs 1 --batch-size 100" bash benchmarks/gpu_rows.sh quick
+#   DEVICE=cpu STEPS=2 REF_EPOCHS=0.1 EXTRA="--subset 1000 --test-subset 500 --epochs 1 --batch-size 100" \
+#     bash benchmarks/gpu_rows.sh quick
 #
 # `quick`: one seed and no ablations (about a third of the time). A step that fails is recorded and the
 # script goes on. Written for the lent device machine: copy the archive into an ignored folder, carry it,
@@ -36,6 +38,13 @@ step() {  # step NAME COMMAND...: run, log to OUT/NAME.log, note the exit code
 step speed $PY benchmarks/train_speed.py --device "$DEVICE" --steps "$STEPS" --warmup "${WARMUP:-20}" --repeats 3 --data "$DATA"
 step speed-compile $PY benchmarks/train_speed.py --device "$DEVICE" --steps "$STEPS" --warmup "${WARMUP:-20}" --repeats 3 --compile \
   --only convcli --data "$DATA"
+
+# The independent reference: the published airbench recipe in plain PyTorch on the same archive (REF_EPOCHS
+# shortens it for a smoke test).
+for net in airbench93 airbench94; do
+  step "ref-$net" $PY benchmarks/reference_airbench.py --net $net --device "$DEVICE" --data "$DATA" \
+    ${REF_EPOCHS:+--epochs $REF_EPOCHS} --out "$OUT/ref-$net"
+done
 
 seeds="0 1 2"; [ "${1:-}" = quick ] && seeds="0"
 for seed in $seeds; do
