@@ -296,3 +296,67 @@ def test_under_torchrun_a_run_directory_taken_stops_every_rank_with_rank_0s_erro
     codes = re.findall(r"exitcode\s*:\s*(-?\d+)", r.stderr)  # torchrun's failure report, one entry per rank
     ranks = set(re.findall(r"\brank\s*:\s*(\d+)", r.stderr))
     assert ranks == {"0", "1"} and set(codes) == {"2"}, r.stderr[-2000:]
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through Linux's /proc")
+def test_when_the_launcher_is_killed_the_ranks_save_a_resumable_checkpoint_and_stop(nobn_spec, archive,
+                                                                                     data_cache, tmp_path):
+    """kill -9 of `convcli train --nproc 2` leaves its ranks orphans: each notices its parent is gone, they
+    agree to stop after the step, rank 0 writes last.pt and releases the run, and `--resume` continues it."""
+    import contextlib
+    import signal
+    import time
+
+    from conftest_data import ROOT
+
+    run = tmp_path / "run"
+    args = ["train", nobn_spec, "--data", archive, *SMALL, "--epochs", "2000", "--out", run, "--nproc", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "convcli", *map(str, args)], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ranks: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "metrics.csv").exists() or len(metrics(run)) < 1:  # training is under way
+            assert launcher.poll() is None and time.monotonic() < deadline, "the run ended or never started"
+            time.sleep(0.2)
+        ranks = [p for c in _children(launcher.pid) for p in [c, *_children(c)]]
+        ranks = [p for p in ranks if "convcli" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        assert ranks, "no rank processes found under the launcher"
+        launcher.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while any(_alive(p) for p in ranks):
+            assert time.monotonic() < deadline, "the ranks trained on after their launcher died"
+            time.sleep(0.2)
+    finally:  # whatever happened, leave no process of this run behind (the ranks have their own group)
+        for pid in [launcher.pid, *ranks]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        launcher.wait()
+    done = len(metrics(run))
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    assert state["epoch"] == done  # saved at the step reached: state["partial"] holds it when mid-epoch
+    again = convcli("train", "--resume", run, "--stop-after", done + 1)  # the lock was released
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(metrics(run)) == done + 1
