@@ -130,6 +130,8 @@ def test_second_load_of_the_archive_is_fast_and_identical(data_cache, archive):
     seconds = time.perf_counter() - start
     first = data_cache["first"]
     assert seconds < data_cache["first_seconds"] / 5, (seconds, data_cache["first_seconds"])
+    assert (first.cached, second.cached) == (False, True)  # what the run's "data:" line reports
+    assert 0 < second.seconds <= seconds
     assert (len(first.train_y), len(first.test_y)) == (50_000, 10_000)
     assert first.classes == second.classes
     for name in ("train_x", "train_y", "test_x", "test_y"):

@@ -24,6 +24,7 @@ import io
 import os
 import struct
 import tarfile
+import time
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ class ImageData:
     test_y: torch.Tensor
     classes: list[str]
     source: str
+    cached: bool = False  # read from the decoded cache (else decoded now)
+    seconds: float = 0.0  # how long load_data took
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -63,7 +66,14 @@ def cache_dir() -> Path:
 
 
 def load_data(source: str) -> ImageData:
-    """Load a data source by name or path (see the module docstring)."""
+    """Load a data source by name or path (see the module docstring), timed: a second run reads the cache."""
+    start = time.perf_counter()
+    data = _load(source)
+    data.seconds = time.perf_counter() - start
+    return data
+
+
+def _load(source: str) -> ImageData:
     if source == "cifar10":
         return _load_cifar10()
     path = Path(source).expanduser()
@@ -107,7 +117,7 @@ def _cached(key: str, source: str, decode) -> ImageData:
             blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             if blob.get("format") == CACHE_FORMAT:
                 return ImageData(blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"],
-                                 list(blob["classes"]), source)
+                                 list(blob["classes"]), source, cached=True)
         except Exception:  # a truncated or foreign file: decode again and overwrite it
             pass
     data = decode()

@@ -89,6 +89,7 @@ class Session:
     params: int
     n_test: int  # test images over all ranks (each rank's loader holds its part)
     dist: Dist = SINGLE
+    data_seconds: float = 0.0  # load_data + placing both splits on the device: until the data is ready
 
 
 # --- setup ---------------------------------------------------------------------------------------
@@ -125,6 +126,7 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
         model = model.to(memory_format=torch.channels_last)
     channels = analysis.spec.input[0]
 
+    placing = time.perf_counter()
     train_idx = torch.arange(len(data.train_y))
     if cfg.subset is not None:
         if cfg.subset > len(train_idx):
@@ -150,6 +152,7 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
                                 channels_last=channels_last, shard=dist.shard())
     test_loader = DeviceLoader(test_x, test_y, mean, std, EVAL_BATCH, channels_last=channels_last,
                                shard=dist.shard())
+    data_seconds = data.seconds + time.perf_counter() - placing
     if cfg.whiten:  # before the optimizer sees the weights; a resumed run loads its own weights over these
         whiten_first_conv(model, train_loader.calibration_batches(WHITEN_IMAGES))
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.bn_scale, cfg.bn_bias_lr)
@@ -164,7 +167,7 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
     lookahead = Lookahead(model) if cfg.lookahead else None
     return Session(cfg, spec_file, analysis, device, model, step_model, eval_model, train_loader, test_loader,
                    optimizer, schedule, generator, lookahead, data, list(mean), list(std), count_params(model)[0],
-                   len(test_y), dist)
+                   len(test_y), dist, data_seconds)
 
 
 def configure_backend(device: torch.device) -> None:
@@ -434,6 +437,7 @@ def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_d
         "train_seconds": round(meta.get("train_seconds", 0.0), 3),
         "total_seconds": round(meta.get("total_seconds", 0.0), 3),
         "command_seconds": round(time.perf_counter() - convcli.STARTED, 3),  # this invocation, from its start
+        "data_seconds": round(s.data_seconds, 3),  # until the data was ready on the device (cached or decoded)
         "device": describe(s.device),
         "amp": amp_active(s.device, s.cfg.amp),
         "compile": s.cfg.compile,
@@ -475,7 +479,8 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
     console.print(f"run: {run_dir}" + (f" (resuming after epoch {resumed_from})" if resumed_from else ""),
                   highlight=False)
     console.print(f"data: {s.data.source}: {len(s.train_loader.labels):,} train / {s.n_test:,} "
-                  f"test images, {len(s.data.classes)} classes; device {describe(s.device)}"
+                  f"test images, {len(s.data.classes)} classes (ready in {s.data_seconds:.1f}s"
+                  f"{', from the cache' if s.data.cached else ', decoded and cached'}); device {describe(s.device)}"
                   f"{', bf16 autocast' if amp_active(s.device, cfg.amp) else ''}"
                   f"{', channels_last' if use_channels_last(s.device, cfg.channels_last) else ''}"
                   f"; {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
