@@ -78,5 +78,13 @@ for summary in sorted(out.glob("*/summary.json")):
     print(f"| {summary.parent.name} | {s['epochs_done']} | {100 * (s['best_acc'] or 0):.2f}% ({s['best_epoch']}) | "
           f"{hit['epoch'] if hit else 'not reached'} ({100 * target:.0f}%) | {per_epoch:.2f} | {s['total_seconds']:.1f} | "
           f"{s.get('command_seconds', float('nan')):.1f} | {s['device']} |")
+print()
+print("| reference | epochs | test acc no TTA / flip / 6-view | train s | s from command start | device |")
+print("|---|---|---|---|---|---|")
+for result in sorted(out.glob("ref-*/result.json")):
+    r = json.loads(result.read_text())
+    a = r["test_acc"]
+    print(f"| {r['net']} | {r['epochs']} | {a['1']:.2f} / {a['2']:.2f} / {a['6']:.2f}% | {r['train_seconds']:.1f} | "
+          f"{r['command_seconds']:.1f} | {r['device']} |")
 EOF
 cat "$OUT/rows.md"
