@@ -118,6 +118,9 @@ def on_main(dist_info: Dist, work, share=lambda result: result):
         return work()
     import torch.distributed as dist
 
+    def everyone_has_said_why():  # a barrier over CPU tensors, so on gloo even in a "cpu:gloo,cuda:nccl" group
+        dist.all_reduce(torch.zeros(1))
+
     box: list = [None]
     if dist_info.main:
         try:
@@ -125,6 +128,7 @@ def on_main(dist_info: Dist, work, share=lambda result: result):
         except ConvcliError as exc:
             box[0] = ("error", exc.exit_code)
             dist.broadcast_object_list(box, src=0)
+            everyone_has_said_why()  # before rank 0 exits: torchrun stops the other ranks once one has failed
             raise
         box[0] = ("ok", share(result))
         dist.broadcast_object_list(box, src=0)
@@ -132,6 +136,9 @@ def on_main(dist_info: Dist, work, share=lambda result: result):
     dist.broadcast_object_list(box, src=0)
     kind, value = box[0]
     if kind == "error":
+        print(f"rank {dist_info.rank}: stopping with rank 0's exit code {value} (rank 0 says why)", file=sys.stderr,
+              flush=True)
+        everyone_has_said_why()
         raise SystemExit(value)
     return value
 
