@@ -16,7 +16,7 @@ from pathlib import Path
 from convcli.errors import ConvcliError, SpecError, did_you_mean
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("onecycle", "cosine", "step")
+SCHEDULES = ("onecycle", "cosine", "step", "airbench")
 # Per-optimizer defaults for the two options whose good value depends on the optimizer.
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 0.05}
@@ -84,11 +84,16 @@ OPTIONS: tuple[Option, ...] = (
            resume=True),
     Option("batch_size", int, 512, "Training batch size.", low=0, low_open=True, short="-b"),
     Option("lr", float, None, "Peak learning rate.", low=0, low_open=True, note="sgd 0.1, adam/adamw 1e-3", panel=R),
-    Option("optimizer", str, "sgd", "sgd (Nesterov, momentum 0.9) | adam | adamw.", choices=OPTIMIZERS, panel=R),
+    Option("optimizer", str, "sgd", "sgd (Nesterov, --momentum) | adam | adamw.", choices=OPTIMIZERS, panel=R),
+    Option("momentum", float, 0.9, "SGD's (Nesterov) momentum (airbench: 0.85).", low=0, high=1, high_open=True,
+           panel=R),
     Option("schedule", str, "onecycle", "onecycle (linear warm-up over 25% from a tenth of the peak, then linear "
-           "decay to 0) | cosine | step.", choices=SCHEDULES, panel=R),
+           "decay to 0) | cosine | step | airbench (from 0.2x up over 23%, then down to 0.07x).", choices=SCHEDULES,
+           panel=R),
     Option("weight_decay", float, None, "Weight decay on conv/linear weights (not biases or norms).", low=0,
            note="sgd 5e-4, adam 0, adamw 0.05", panel=R),
+    Option("wd_all", bool, False, "Weight decay on every parameter, biases and norms too (airbench); the BN "
+           "biases get 1/--bn-bias-lr of it, so every parameter shrinks by the same fraction per step.", panel=R),
     Option("label_smoothing", float, 0.2, "Label smoothing.", low=0, high=1, high_open=True, panel=R),
     Option("device", str, "auto", "auto | cuda | cuda:N | cpu | mps.", resume=True),
     Option("seed", int, 0, "Seed for weights, subset, shuffling, augmentation."),
@@ -113,10 +118,19 @@ OPTIONS: tuple[Option, ...] = (
            "(0: off, keep the moving averages).", low=0, unit="images", panel=R),
     Option("bn_scale", bool, True, "Learn the BatchNorm scales (--no-bn-scale freezes them at 1, as airbench "
            "does).", panel=R),
+    Option("bn_momentum", float, None, "Momentum of every BatchNorm's running statistics, torch's convention: "
+           "new = (1 - m)·old + m·batch (airbench: 0.4).", low=0, low_open=True, high=1, note="the spec's (torch: "
+           "0.1)", panel=R),
     Option("bn_bias_lr", float, 1.0, "LR multiplier for the BatchNorm biases (airbench: 64, with frozen scales).",
            low=0, low_open=True, high=1024, panel=R),
     Option("whiten", bool, False, "Initialise the first conv as a patch-whitening filter bank (top eigenvectors "
-           "of the training patches' covariance, both signs); it stays trainable.", panel=R),
+           "of the training patches' covariance, both signs); it stays trainable unless --freeze-whiten.", panel=R),
+    Option("freeze_whiten", bool, False, "With --whiten, keep the whitening filters fixed, as airbench does (the "
+           "first conv's bias, if any, still trains).", panel=R),
+    Option("dirac", bool, False, "Dirac init: the first in-channels filters of each convolution pass their input "
+           "through (identity), so each block starts near a pass-through (airbench).", panel=R),
+    Option("logit_scale", float, 1.0, "Multiply the network's outputs by this, in training and at test: a "
+           "temperature on the softmax (airbench: 1/9 = 0.111).", low=0, low_open=True, high=1000, panel=R),
     Option("lookahead", bool, True, "Lookahead: every 5 steps pull the weights towards their moving average "
            "(airbench).", panel=R),
     Option("tta", bool, True, "Test accuracy with flip test-time augmentation (the image and its mirror).", panel=R),
@@ -265,7 +279,11 @@ def build_config(cli: dict, spec_train: dict | None, spec_file: str, recipe: str
     if recipe:
         values.update(load_recipe(recipe))
     values.update({k: coerce(k, v) for k, v in cli.items() if v is not None})
-    return TrainConfig(**values).resolved()
+    cfg = TrainConfig(**values).resolved()
+    if cfg.freeze_whiten and not cfg.whiten:
+        raise ConvcliError("--freeze-whiten keeps the whitening filters fixed: it needs --whiten (or `whiten: "
+                           "true` in the spec's train: section)")
+    return cfg
 
 
 def default_spec(cwd: Path | None = None) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from convcli.train.device import autocast, resolve_device, use_channels_last
 from convcli.train.loader import EVAL_BATCH, DeviceLoader, channel_stats, match_channels, stratified_subset
 from convcli.train.loop import eval_metrics, predict
 from convcli.train.runs import increment_path, load_checkpoint
-from convcli.train.trainer import TEST_SUBSET_SEED, check_spec_for_training, configure_backend
+from convcli.train.trainer import TEST_SUBSET_SEED, apply_model_options, check_spec_for_training, configure_backend
 
 GALLERY = 32  # misclassified images shown, the most confident mistakes first
 
@@ -87,6 +87,7 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
     model = build_for(analysis)
     check_weights_match(model, ckpt["model"], spec_file, weights_path)
     model.load_state_dict(ckpt["model"])
+    apply_model_options(model, cfg)  # e.g. the logit scale it was trained with: the same test loss
 
     dev = resolve_device(device or "auto")
     configure_backend(dev)

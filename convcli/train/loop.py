@@ -19,34 +19,38 @@ from torch import nn
 
 from convcli.train.device import Timer
 
-WARMUP = {"onecycle": 0.25, "cosine": 0.05}
-START_FACTOR = 0.1  # warm-up starts at a tenth of the peak LR
-MOMENTUM = 0.9
+WARMUP = {"onecycle": 0.25, "cosine": 0.05, "airbench": 0.23}
+START_FACTOR = {"onecycle": 0.1, "cosine": 0.1, "airbench": 0.2}  # where the warm-up starts, x the peak LR
+END_FACTOR = {"onecycle": 0.0, "airbench": 0.07}  # where the linear decay ends
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 # --- optimizer and schedule ----------------------------------------------------------------------
 
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, bn_scale: bool = True,
-                   bn_bias_lr: float = 1.0) -> torch.optim.Optimizer:
-    """Weight decay on weights (conv kernels, linear matrices) only, not on biases and norm parameters.
-    BN tuned for short runs (airbench): `bn_scale=False` freezes every BatchNorm scale at its value (1 when
-    fresh), and the BN biases get `bn_bias_lr` times the LR (each group keeps its own peak for the schedule)."""
+                   bn_bias_lr: float = 1.0, momentum: float = 0.9, wd_all: bool = False) -> torch.optim.Optimizer:
+    """Weight decay on weights (conv kernels, linear matrices) only, not on biases and norm parameters, unless
+    `wd_all` (airbench decays every parameter). BN tuned for short runs (airbench): `bn_scale=False` freezes
+    every BatchNorm scale at its value (1 when fresh), and the BN biases get `bn_bias_lr` times the LR (each
+    group keeps its own peak for the schedule) and, with `wd_all`, 1/`bn_bias_lr` of the decay, so that every
+    parameter shrinks by the same fraction per step, as airbench's decoupled decay does. Frozen parameters
+    (requires_grad False) stay out. `momentum` is SGD's (Nesterov)."""
     norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS) and m.affine]
     if not bn_scale:
         for m in norms:
             m.weight.requires_grad_(False)
     bn_biases = {id(m.bias) for m in norms} if bn_bias_lr != 1.0 else set()
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1 and id(p) not in bn_biases]
+    decay = [p for p in params if (p.ndim > 1 or wd_all) and id(p) not in bn_biases]
+    no_decay = [p for p in params if p.ndim <= 1 and not wd_all and id(p) not in bn_biases]
     boosted = [p for p in params if id(p) in bn_biases]
     groups = [{"params": decay, "weight_decay": weight_decay, "peak_lr": lr},
               {"params": no_decay, "weight_decay": 0.0, "peak_lr": lr},
-              {"params": boosted, "weight_decay": 0.0, "peak_lr": lr * bn_bias_lr}]
+              {"params": boosted, "weight_decay": weight_decay / bn_bias_lr if wd_all else 0.0,
+               "peak_lr": lr * bn_bias_lr}]
     groups = [g for g in groups if g["params"]]
     if name == "sgd":
-        opt = torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM, nesterov=True)
+        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
     elif name == "adam":
         opt = torch.optim.Adam(groups, lr=lr)
     elif name == "adamw":
@@ -61,12 +65,13 @@ def lr_factor(kind: str, step: int, total: int) -> float:
     t = step / max(total, 1)
     if kind == "step":  # ×0.1 at 50 % and again at 75 % of training
         return 1.0 if t < 0.5 else 0.1 if t < 0.75 else 0.01
-    warm = WARMUP[kind]
+    warm, start = WARMUP[kind], START_FACTOR[kind]
     if t < warm:
-        return START_FACTOR + (1 - START_FACTOR) * t / warm
+        return start + (1 - start) * t / warm
     rest = (t - warm) / (1 - warm)
-    if kind == "onecycle":  # linear up, then linear down to 0 (Page / airbench's triangle)
-        return max(0.0, 1 - rest)
+    if kind in END_FACTOR:  # linear up, then linear down (Page's and airbench's triangles)
+        end = END_FACTOR[kind]
+        return max(end, 1 - (1 - end) * rest)
     return 0.5 * (1 + math.cos(math.pi * min(rest, 1.0)))  # cosine
 
 
@@ -92,10 +97,11 @@ class Schedule:
 # --- patch-whitening initialisation --------------------------------------------------------------
 
 @torch.no_grad()
-def whiten_first_conv(model: nn.Module, batches, eps: float = 5e-4) -> bool:
+def whiten_first_conv(model: nn.Module, batches, eps: float = 5e-4, freeze: bool = False) -> bool:
     """Initialise the first convolution as a patch-whitening filter bank (Page's ResNet-9 series, airbench):
     the top eigenvectors of the covariance of its input patches, scaled by 1/sqrt(eigenvalue + eps), each
-    used with both signs (so a following ReLU/GELU keeps both halves). The weights stay trainable. Returns
+    used with both signs (so a following ReLU/GELU keeps both halves). The weights stay trainable unless
+    `freeze` (airbench keeps them fixed; a bias still trains). Returns
     False (and changes nothing) when the first conv is grouped or has more than twice as many outputs as
     its patches have dimensions."""
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
@@ -124,7 +130,44 @@ def whiten_first_conv(model: nn.Module, batches, eps: float = 5e-4) -> bool:
     filters = (vectors[:, :half] / (values[:half].clamp_min(0) + eps).sqrt()).T  # half, dim
     weight = torch.cat([filters, -filters])[:conv.out_channels]
     conv.weight.copy_(weight.view_as(conv.weight).to(conv.weight.dtype))
+    conv.weight.requires_grad_(not freeze)
     return True
+
+
+@torch.no_grad()
+def dirac_init(model: nn.Module) -> int:
+    """airbench's Dirac init: in every convolution with at least as many outputs as inputs, the first
+    in_channels filters become the identity (a 1 at the kernel's centre on their own input channel), so each
+    block starts close to passing its input through; the other filters keep their random init. In a
+    depthwise conv it is the first filter of each channel's group. Other grouped convs are left alone.
+    Returns how many convolutions changed."""
+    changed = 0
+    for m in model.modules():
+        if not isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) or m.out_channels < m.in_channels:
+            continue
+        if m.groups == 1:
+            nn.init.dirac_(m.weight[:m.in_channels])
+        elif m.groups == m.in_channels:
+            first = m.weight.view(m.groups, -1, *m.weight.shape[1:])[:, 0]  # groups x 1 x *kernel
+            first.zero_()
+            first[(slice(None), 0, *(k // 2 for k in first.shape[2:]))] = 1
+        else:
+            continue
+        changed += 1
+    return changed
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    """Every BatchNorm's running-statistics momentum, torch's convention: new = (1 - m)·old + m·batch."""
+    for m in model.modules():
+        if isinstance(m, BATCH_NORMS):
+            m.momentum = momentum
+
+
+def scale_logits(model: nn.Module, scale: float):
+    """Multiply the model's output by `scale` (airbench: 1/9), in training and at test alike. A forward
+    hook, so the weights and their names are those of the plain model; returns the hook's handle."""
+    return model.register_forward_hook(lambda _module, _inputs, out: out * scale)
 
 
 # --- lookahead ---------------------------------------------------------------------------------------

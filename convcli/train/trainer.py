@@ -51,11 +51,14 @@ from convcli.train.loop import (
     Lookahead,
     NonFiniteLoss,
     Schedule,
+    dirac_init,
     eval_metrics,
     make_optimizer,
     merge_bn_stats,
     predict,
     recalibrate_bn,
+    scale_logits,
+    set_bn_momentum,
     train_epoch,
     whiten_first_conv,
 )
@@ -153,9 +156,14 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
     test_loader = DeviceLoader(test_x, test_y, mean, std, EVAL_BATCH, channels_last=channels_last,
                                shard=dist.shard())
     data_seconds = data.seconds + time.perf_counter() - placing
-    if cfg.whiten:  # before the optimizer sees the weights; a resumed run loads its own weights over these
-        whiten_first_conv(model, train_loader.calibration_batches(WHITEN_IMAGES))
-    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.bn_scale, cfg.bn_bias_lr)
+    apply_model_options(model, cfg)
+    # initialisations, before the optimizer sees the weights; a resumed run loads its own weights over these
+    if cfg.dirac:
+        dirac_init(model)
+    if cfg.whiten:  # after Dirac: the whitening filters replace the first conv's
+        whiten_first_conv(model, train_loader.calibration_batches(WHITEN_IMAGES), freeze=cfg.freeze_whiten)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.bn_scale, cfg.bn_bias_lr,
+                               momentum=cfg.momentum, wd_all=cfg.wd_all)
     schedule = Schedule(cfg.schedule, cfg.epochs * len(train_loader))
     eval_model = torch.compile(model) if cfg.compile else model
     step_model = eval_model
@@ -168,6 +176,16 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
     return Session(cfg, spec_file, analysis, device, model, step_model, eval_model, train_loader, test_loader,
                    optimizer, schedule, generator, lookahead, data, list(mean), list(std), count_params(model)[0],
                    len(test_y), dist, data_seconds)
+
+
+def apply_model_options(model: torch.nn.Module, cfg) -> None:
+    """The options that change what the model computes rather than how it is trained; `eval` applies them
+    too (cfg: a TrainConfig or the checkpoint's config dict)."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
+    if get("logit_scale", 1.0) != 1.0:
+        scale_logits(model, get("logit_scale"))
+    if get("bn_momentum") is not None:
+        set_bn_momentum(model, get("bn_momentum"))
 
 
 def configure_backend(device: torch.device) -> None:
@@ -495,10 +513,15 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
     aug = [f"translate {cfg.translate}" if cfg.translate else "",
            ("alternating flip" if cfg.alt_flip else "random flip") if cfg.flip else "",
            f"cutout {cfg.cutout}" if cfg.cutout else ""]
-    extras = [", ".join(a for a in aug if a) or "no augmentation", "whitened first conv" if cfg.whiten else "",
+    extras = [", ".join(a for a in aug if a) or "no augmentation",
+              ("frozen whitening first conv" if cfg.freeze_whiten else "whitened first conv") if cfg.whiten else "",
+              "Dirac init" if cfg.dirac else "", f"logits x{cfg.logit_scale:g}" if cfg.logit_scale != 1 else "",
+              f"momentum {cfg.momentum:g}" if cfg.optimizer == "sgd" and cfg.momentum != 0.9 else "",
+              "weight decay on every parameter" if cfg.wd_all and cfg.weight_decay else "",
               "lookahead" if cfg.lookahead else "",
               "BN scales frozen" if not cfg.bn_scale else "",
               f"BN bias LR x{cfg.bn_bias_lr:g}" if cfg.bn_bias_lr != 1 else "",
+              f"BN momentum {cfg.bn_momentum:g}" if cfg.bn_momentum is not None else "",
               f"precise BN on {min(cfg.precise_bn, len(s.train_loader.labels)):,} images" if cfg.precise_bn else "",
               ("flip + translate TTA (6 views)" if cfg.tta_translate else "flip TTA") if cfg.tta else ""]
     console.print("; ".join(e for e in extras if e), highlight=False)

@@ -1,0 +1,161 @@
+"""The airbench recipe's pieces as `convcli train` options: SGD momentum, weight decay on every parameter,
+Dirac init, a frozen whitening layer, BN momentum, a logit scale and airbench's LR schedule. Each is
+checked against a value worked by hand (one SGD step, one BN update, an identity convolution)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from convcli.errors import ConvcliError
+
+pytest_plugins = ("conftest_data",)
+
+
+# --- the optimizer -----------------------------------------------------------------------------------
+
+def test_one_nesterov_step_from_rest_moves_a_weight_by_lr_times_grad_times_one_plus_momentum():
+    """From zero momentum Nesterov's first update is g + m·g: with lr 0.1 and m 0.85, 0.185·g."""
+    from convcli.train.loop import make_optimizer
+
+    w = nn.Linear(2, 1, bias=False)
+    w.weight.data = torch.tensor([[1.0, -2.0]])
+    opt = make_optimizer(w, "sgd", 0.1, 0.0, momentum=0.85)
+    w(torch.tensor([[3.0, 4.0]])).sum().backward()  # d/dw = the input, (3, 4)
+    opt.step()
+    assert w.weight.tolist() == [[pytest.approx(1.0 - 0.185 * 3), pytest.approx(-2.0 - 0.185 * 4)]]
+
+
+def test_weight_decay_on_every_parameter_shrinks_each_by_the_same_fraction_bn_biases_included():
+    """With no gradient, one step shrinks p by lr·wd·(1 + m)·p. The BN bias has 64x the LR and 1/64 of the
+    decay, so it shrinks by the same fraction as the conv weight; without wd_all the biases do not decay."""
+    from convcli.train.loop import Schedule, make_optimizer
+
+    def one_step(wd_all):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 2, 3, bias=True), nn.BatchNorm2d(2))
+        with torch.no_grad():
+            net[1].bias.fill_(0.5)
+        before = {k: v.detach().clone() for k, v in net.named_parameters()}
+        opt = make_optimizer(net, "sgd", 0.1, 0.01, bn_scale=False, bn_bias_lr=64, momentum=0.9, wd_all=wd_all)
+        Schedule("step", 10).apply(opt)  # each group at its peak: 0.1, and 6.4 for the BN biases
+        (0 * net(torch.randn(2, 1, 4, 4))).sum().backward()
+        opt.step()
+        return before, dict(net.named_parameters())
+
+    shrink = 1 - 0.1 * 0.01 * 1.9
+    before, after = one_step(wd_all=True)
+    for name in ("0.weight", "0.bias", "1.bias"):
+        assert torch.allclose(after[name], before[name] * shrink, atol=1e-7), name
+    before, after = one_step(wd_all=False)
+    assert torch.allclose(after["0.weight"], before["0.weight"] * shrink, atol=1e-7)
+    assert torch.equal(after["0.bias"], before["0.bias"]) and torch.equal(after["1.bias"], before["1.bias"])
+
+
+# --- initialisation ----------------------------------------------------------------------------------
+
+def test_dirac_init_makes_the_first_in_channels_outputs_copy_the_input():
+    """A 3x3 conv (padding 1, 3 -> 8 channels) after Dirac init: outputs 0..2 are the input channels; the
+    other five filters keep their random init. A depthwise conv (4 -> 8, two filters per channel) passes
+    channel g through at output 2g. A conv with fewer outputs than inputs is left alone."""
+    from convcli.train.loop import dirac_init
+
+    torch.manual_seed(0)
+    net = nn.ModuleList([nn.Conv2d(3, 8, 3, padding=1, bias=False),
+                         nn.Conv2d(4, 8, 3, padding=1, groups=4, bias=False),
+                         nn.Conv2d(8, 4, 1, bias=False)])
+    untouched = [net[0].weight[3:].clone(), net[1].weight[1::2].clone(), net[2].weight.clone()]
+    assert dirac_init(net) == 2
+    x = torch.randn(2, 3, 6, 6)
+    assert torch.equal(net[0](x)[:, :3], x)
+    y = torch.randn(2, 4, 6, 6)
+    assert torch.equal(net[1](y)[:, 0::2], y)
+    assert torch.equal(net[0].weight[3:], untouched[0]) and torch.equal(net[1].weight[1::2], untouched[1])
+    assert torch.equal(net[2].weight, untouched[2])
+
+
+def test_a_frozen_whitening_layer_keeps_its_filters_and_trains_its_bias():
+    from convcli.train.loop import make_optimizer, whiten_first_conv
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 24, 2, bias=True), nn.GELU(), nn.Flatten(), nn.LazyLinear(10))
+    x = torch.randn(64, 3, 8, 8)
+    net(x)
+    assert whiten_first_conv(net, [x], freeze=True)
+    whitened, bias = net[0].weight.detach().clone(), net[0].bias.detach().clone()
+    opt = make_optimizer(net, "sgd", 0.1, 5e-4)
+    nn.functional.cross_entropy(net(x), torch.randint(0, 10, (64,))).backward()
+    opt.step()
+    assert not net[0].weight.requires_grad and torch.equal(net[0].weight, whitened)
+    assert not torch.equal(net[0].bias, bias)
+
+
+def test_freeze_whiten_without_whiten_is_an_error_naming_the_fix():
+    from convcli.train.config import build_config
+
+    with pytest.raises(ConvcliError, match="needs --whiten"):
+        build_config({"freeze_whiten": True}, None, "spec.yaml", None)
+    assert build_config({"freeze_whiten": True, "whiten": True}, None, "spec.yaml", None).freeze_whiten
+
+
+# --- BatchNorm, logits and the schedule ----------------------------------------------------------------
+
+def test_bn_momentum_weighs_the_new_batch_by_m():
+    """From running mean 0, one training batch with mean 2 leaves m·2: 0.8 for airbench's 0.4."""
+    from convcli.train.loop import set_bn_momentum
+
+    bn = nn.BatchNorm2d(1)
+    set_bn_momentum(nn.Sequential(bn), 0.4)
+    bn(torch.full((4, 1, 2, 2), 2.0))
+    assert bn.running_mean.item() == pytest.approx(0.8)
+
+
+def test_the_logit_scale_multiplies_the_output_and_leaves_the_weights_names_alone():
+    from convcli.train.loop import scale_logits
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3))
+    x = torch.randn(2, 4)
+    plain = net(x)
+    keys = list(net.state_dict())
+    scale_logits(net, 1 / 9)
+    assert torch.allclose(net(x), plain / 9)
+    assert list(net.state_dict()) == keys
+
+
+def test_airbench_schedule_climbs_from_a_fifth_to_the_peak_at_23_percent_then_falls_to_seven_hundredths():
+    from convcli.train.loop import lr_factor
+
+    total = 1000
+    assert lr_factor("airbench", 0, total) == pytest.approx(0.2)
+    assert lr_factor("airbench", 115, total) == pytest.approx(0.2 + 0.8 * 0.5)  # half-way up
+    assert lr_factor("airbench", 230, total) == pytest.approx(1.0)
+    assert lr_factor("airbench", 615, total) == pytest.approx(1 - 0.93 * 0.5)  # half-way down
+    assert lr_factor("airbench", 1000, total) == pytest.approx(0.07)
+
+
+# --- a run with them ---------------------------------------------------------------------------------
+
+def test_a_run_with_the_airbench_options_says_so_and_eval_reproduces_its_test_loss(
+        data_cache, archive, tiny_spec, cli, tmp_path):
+    """The logit scale changes the loss, so `eval` must apply the one the run was trained with."""
+    run = tmp_path / "run"
+    result = cli("train", tiny_spec, "--data", archive, "--subset", 512, "--test-subset", 256, "--epochs", 1,
+                 "--batch-size", 64, "--precise-bn", 0, "--no-tta", "--momentum", 0.85, "--wd-all", "--dirac",
+                 "--whiten", "--freeze-whiten", "--bn-momentum", 0.4, "--logit-scale", 0.25, "--schedule",
+                 "airbench", "--device", "cpu", "--out", run)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    for words in ("frozen whitening first conv", "Dirac init", "logits x0.25", "momentum 0.85",
+                  "weight decay on every parameter", "BN momentum 0.4", "airbench"):
+        assert words in result.output
+    with open(run / "metrics.csv", newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    report = cli("eval", "--weights", run / "last.pt", "--json", "--device", "cpu", "--out", tmp_path / "eval")
+    assert report.exit_code == 0, report.output
+    evaluated = json.loads(report.output)
+    assert evaluated["accuracy"] == pytest.approx(float(last["test_acc"]), abs=1e-6)
+    assert evaluated["loss"] == pytest.approx(float(last["test_loss"]), rel=1e-4)
