@@ -159,3 +159,21 @@ def test_a_run_with_the_airbench_options_says_so_and_eval_reproduces_its_test_lo
     evaluated = json.loads(report.output)
     assert evaluated["accuracy"] == pytest.approx(float(last["test_acc"]), abs=1e-6)
     assert evaluated["loss"] == pytest.approx(float(last["test_loss"]), rel=1e-4)
+
+
+def test_the_shipped_airbench_recipe_turns_airbenchs_published_numbers_into_mean_loss_ones():
+    """airbench: lr 11.5 and wd 0.0153 per 1024 examples of a summed loss, momentum 0.85, i.e. divided by its
+    kilostep scale 1024·(1 + 1/(1 - 0.85)). Per mean-loss step: lr = 11.5/7.667 = 1.5, and a weight shrinks
+    by 0.0153/7.667 = 0.001996 = lr·wd, so wd = 1.33e-3."""
+    from conftest_data import ROOT
+
+    from convcli.train.config import load_recipe
+
+    recipe = load_recipe(str(ROOT / "recipes" / "airbench.yaml"))
+    scale = 1 + 1 / (1 - 0.85)
+    assert recipe["momentum"] == 0.85 and recipe["batch_size"] == 1024
+    assert recipe["lr"] == pytest.approx(11.5 / scale, rel=1e-3)
+    assert recipe["lr"] * recipe["weight_decay"] == pytest.approx(0.0153 / scale, rel=1e-2)
+    assert recipe["logit_scale"] == pytest.approx(1 / 9, rel=1e-3)
+    assert recipe["bn_bias_lr"] == 64 and recipe["bn_momentum"] == pytest.approx(1 - 0.6)
+    assert recipe["freeze_whiten"] and recipe["dirac"] and recipe["wd_all"] and not recipe["bn_scale"]
