@@ -156,7 +156,7 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
     test_loader = DeviceLoader(test_x, test_y, mean, std, EVAL_BATCH, channels_last=channels_last,
                                shard=dist.shard())
     data_seconds = data.seconds + time.perf_counter() - placing
-    apply_model_options(model, cfg)
+    apply_model_options(model, cfg.to_dict())
     # initialisations, before the optimizer sees the weights; a resumed run loads its own weights over these
     if cfg.dirac:
         dirac_init(model)
@@ -178,14 +178,13 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
                    len(test_y), dist, data_seconds)
 
 
-def apply_model_options(model: torch.nn.Module, cfg) -> None:
-    """The options that change what the model computes rather than how it is trained; `eval` applies them
-    too (cfg: a TrainConfig or the checkpoint's config dict)."""
-    get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
-    if get("logit_scale", 1.0) != 1.0:
-        scale_logits(model, get("logit_scale"))
-    if get("bn_momentum") is not None:
-        set_bn_momentum(model, get("bn_momentum"))
+def apply_model_options(model: torch.nn.Module, options: dict) -> None:
+    """The options that change what the model computes rather than how it is trained, from a config dict
+    (`TrainConfig.to_dict()` or a checkpoint's, which may predate them); `eval` applies them too."""
+    if options.get("logit_scale", 1.0) != 1.0:
+        scale_logits(model, options["logit_scale"])
+    if options.get("bn_momentum") is not None:
+        set_bn_momentum(model, options["bn_momentum"])
 
 
 def configure_backend(device: torch.device) -> None:
