@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU rows of docs/benchmarks.md in one go (issue 8): throughput (convcli / notebook loop / ceiling, with
-# and without torch.compile), the airbench reference on this archive, then s7 over 15 epochs on 3 seeds (time
-# to 93% from the command's start and from the first step), the precision / memory-format / compile
-# ablations, and s7_strided over 30 epochs.
+# and without torch.compile), the airbench reference on this archive and its recipe through convcli, then s7
+# over 15 epochs on 3 seeds (time to 93% from the command's start and from the first step), the precision /
+# memory-format / compile ablations, and s7_strided over 30 epochs.
 # Every run's directory and log land under OUT (default runs/gpu); the rows to paste are in OUT/rows.md.
 #
 #   DATA=path/to/cifar10-jpeg.tar.gz OUT=runs/gpu bash benchmarks/gpu_rows.sh [quick]
@@ -45,6 +45,10 @@ for net in airbench93 airbench94; do
   step "ref-$net" $PY benchmarks/reference_airbench.py --net $net --device "$DEVICE" --data "$DATA" \
     ${REF_EPOCHS:+--epochs $REF_EPOCHS} --out "$OUT/ref-$net"
 done
+
+# The same recipe through convcli's own training path (recipes/airbench.yaml) on the reference's net.
+step ab93-recipe $PY -m convcli train benchmarks/specs/airbench93.yaml --recipe recipes/airbench.yaml --device "$DEVICE" \
+  --data "$DATA" $EXTRA --out "$OUT/ab93-recipe"
 
 seeds="0 1 2"; [ "${1:-}" = quick ] && seeds="0"
 for seed in $seeds; do
