@@ -14,7 +14,7 @@ import typer
 from convcli.commands import eval as eval_cmd
 from convcli.commands import export as export_cmd
 from convcli.commands import import_model, inspect, layers, params, rf, train
-from convcli.errors import ConvcliError
+from convcli.errors import ConvcliError, report
 
 app = typer.Typer(
     name="convcli",
@@ -58,10 +58,7 @@ def main() -> None:
     except ConvcliError as exc:
         if os.environ.get("CONVCLI_DEBUG"):
             raise
-        from rich.console import Console
-        from rich.markup import escape
-
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        report(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -10,6 +10,19 @@ class ConvcliError(Exception):
     """Anything the user can fix; the CLI prints it and exits with `exit_code`."""
 
     exit_code = 2
+    reported = False  # printed already (see `report`)
+
+
+def report(exc: ConvcliError) -> None:
+    """Print a user error as the CLI's error boundary does, once. A distributed rank 0 prints its error
+    before it lets the other ranks go: torchrun may stop it with SIGTERM as soon as one of them exits."""
+    if exc.reported:
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+    exc.reported = True
 
 
 class SpecError(ConvcliError):

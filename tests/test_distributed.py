@@ -287,8 +287,9 @@ def test_merged_precise_bn_statistics_equal_one_process_over_all_the_batches():
 def test_under_torchrun_a_run_directory_taken_stops_every_rank_with_rank_0s_error(nobn_spec, archive, two_processes):
     """Rank 0 alone claims the run directory; it tells the others through the process group they joined
     first, and each of them says so and exits with rank 0's code 2 instead of waiting in the rendezvous;
-    rank 0's message is printed once. Once rank 0 has failed, torchrun stops the ranks still running: a
-    rank caught on its way out by that SIGTERM reads -15 (never -9, which would mean it hung)."""
+    rank 0's message is printed once, before any rank exits. Once one rank has exited, torchrun stops the
+    ranks still running: a rank caught on its way out by that SIGTERM reads -15 (never -9, which would mean
+    it hung), and the one torchrun names as the root cause exited with code 2."""
     run, _ = two_processes
     r = convcli("--standalone", "--nproc-per-node", "2", "-m", "convcli", "train", nobn_spec, "--data", archive,
                 *SMALL, "--out", run, module=["-m", "torch.distributed.run"])
@@ -296,7 +297,9 @@ def test_under_torchrun_a_run_directory_taken_stops_every_rank_with_rank_0s_erro
     assert r.stderr.count("already holds a run") == 1
     assert "rank 1: stopping with rank 0's exit code 2" in r.stderr
     report = dict(re.findall(r"\brank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", r.stderr, re.S))  # torchrun's
-    assert report.get("0") == "2" and report.get("1") in ("2", "-15"), r.stderr[-2000:]
+    assert set(report) == {"0", "1"} and set(report.values()) <= {"2", "-15"}, r.stderr[-2000:]
+    root = r.stderr.split("Root Cause", 1)[-1]
+    assert re.search(r"exitcode\s*:\s*2\b", root), r.stderr[-2000:]
 
 
 def _children(pid: int) -> list[int]:

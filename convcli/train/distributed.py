@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from convcli.errors import ConvcliError
+from convcli.errors import ConvcliError, report
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,8 @@ def on_main(dist_info: Dist, work, share=lambda result: result):
         except ConvcliError as exc:
             box[0] = ("error", exc.exit_code)
             dist.broadcast_object_list(box, src=0)
+            if not os.environ.get("CONVCLI_DEBUG"):  # (with it, the error boundary re-raises instead)
+                report(exc)  # now: once a rank has exited, torchrun may stop this one before it prints
             everyone_has_said_why()  # before rank 0 exits: torchrun stops the other ranks once one has failed
             raise
         box[0] = ("ok", share(result))
