@@ -33,8 +33,8 @@ def is_model_ref(arg: str) -> bool:
 def parse_input(text: str | None, ref: str) -> tuple[int, ...]:
     if text is None:
         raise ConvcliError(f"{ref}: a PyTorch model needs --input C,H,W (or C,L / C,D,H,W), e.g. --input 3,32,32")
-    try:
-        shape = tuple(int(x) for x in str(text).replace("x", ",").split(",") if x.strip())
+    try:  # 3,32,32 or 3x32x32; every piece must be a number (3,x,32 is an error, not [3, 32])
+        shape = tuple(int(x) for x in re.split(r"[,x×]", str(text).strip()))
     except ValueError:
         shape = ()
     if not 2 <= len(shape) <= 4 or any(n < 1 for n in shape):
@@ -229,7 +229,6 @@ def trace_graph(model, input_shape: tuple[int, ...], source: str, name: str | No
     """Trace `model` with torch.fx and map it onto the registry: the graph of a spec, from a module."""
     import torch
     import torch.fx
-    from torch.fx.passes.shape_prop import ShapeProp
 
     was_training = model.training
     model.eval()  # trace the inference graph (GoogLeNet's aux heads, dropout) and leave BN stats alone
@@ -241,15 +240,70 @@ def trace_graph(model, input_shape: tuple[int, ...], source: str, name: str | No
         except Exception as exc:
             raise ConvcliError(_trace_failure(model, source, exc)) from None
         gm = torch.fx.GraphModule(model, fx)
-        try:
-            with torch.no_grad():
-                ShapeProp(gm).propagate(torch.zeros(2, *input_shape))
-        except Exception as exc:
-            raise ConvcliError(f"{source}: the model does not run on an input of shape {list(input_shape)} "
-                               f"(batch 2): {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        _propagate_shapes(gm, input_shape, source)
         return _Mapper(model, gm, tuple(input_shape), source, name or type(model).__name__).run()
     finally:
         model.train(was_training)
+
+
+def _propagate_shapes(gm, input_shape: tuple[int, ...], source: str) -> None:
+    """Run the traced graph on zeros (batch 2), recording each node's output shape in its meta; a node
+    that fails is named with its module path and the user's line, in one sentence (no torch traceback)."""
+    import torch
+    import torch.fx
+
+    class Shapes(torch.fx.Interpreter):
+        def run_node(self, n):
+            try:
+                result = super().run_node(n)
+            except Exception as exc:
+                raise _NodeFailed(n, exc) from None
+            if isinstance(result, torch.Tensor):
+                n.meta["tensor_meta"] = _Meta(tuple(result.shape))
+            return result
+
+    try:
+        with torch.no_grad():
+            Shapes(gm).run(torch.zeros(2, *input_shape))
+    except _NodeFailed as failed:
+        n, exc = failed.node, failed.exc
+        file, line = _user_frame(n.stack_trace)
+        loc = f"{_relative(file)}:{line}" if file and line else source
+        what = n.target if n.op == "call_module" else n.name
+        kind = type(gm.get_submodule(n.target)).__name__ if n.op == "call_module" else None
+        raise ConvcliError(f"{loc}: {what}" + (f" ({kind})" if kind else "")
+                           + f": {_torch_reason(exc)} (on an input of shape {list(input_shape)})") from None
+
+
+class _NodeFailed(Exception):
+    def __init__(self, node, exc):
+        self.node, self.exc = node, exc
+
+
+class _Meta:
+    """What the mapper reads of a node's output: its shape, batch axis first (fx's own `tensor_meta` key)."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+
+# torch's wording of the two mismatches students hit most, restated as expected/got.
+_TORCH_REASONS = (
+    (re.compile(r"expected input\[[^\]]*\] to have (\d+) channels, but got (\d+) channels"),
+     "expected {0} input channels, got {1}"),
+    (re.compile(r"mat1 and mat2 shapes cannot be multiplied \(\d+x(\d+) and (\d+)x\d+\)"),
+     "expected {1} input features, got {0}"),
+)
+
+
+def _torch_reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    for pattern, template in _TORCH_REASONS:
+        m = pattern.search(text)
+        if m:
+            return template.format(*m.groups())
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _user_frame(stack_trace: str | None) -> tuple[str | None, int | None]:

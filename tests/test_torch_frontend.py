@@ -19,8 +19,9 @@ from test_rf_empirical import ACTIVATIONS
 from test_zoo import TORCHVISION
 
 from convcli.analysis import analyze, analyze_file
+from convcli.errors import ConvcliError
 from convcli.rules import resolve_rules, run_checks
-from convcli.torch_graph import trace_graph
+from convcli.torch_graph import parse_input, trace_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENTS = ROOT / "tests" / "models" / "students.py"
@@ -210,10 +211,45 @@ def test_cli_needs_an_input_shape_for_a_model():
     assert r.returncode == 2 and "--input" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("text, shape", [("3,32,32", (3, 32, 32)), ("3x32x32", (3, 32, 32)),
+                                         (" 3, 32, 32 ", (3, 32, 32)), ("1,100", (1, 100))])
+def test_input_shapes_are_read_by_hand(text, shape):
+    assert parse_input(text, "m.py:Net") == shape
+
+
+@pytest.mark.parametrize("text", ["3,x,32", "3,32,32,", "3,0,32", "3", "1,2,3,4,5", "3,32.5,32", ""])
+def test_an_input_shape_with_a_bad_piece_is_an_error_not_a_shorter_shape(text):
+    with pytest.raises(ConvcliError, match="--input"):
+        parse_input(text, "m.py:Net")
+
+
 def test_data_dependent_control_flow_is_exit_2_naming_the_module():
     r = run("rf", f"{STUDENTS}:Branchy", "--input", "3,8,8")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "Branchy" in r.stderr and "control flow" in r.stderr and "students.py:" in r.stderr
+
+
+@pytest.mark.parametrize("name, module, line, reason", [
+    ("WrongChannels", "d (Conv2d)", "return self.d(self.c(x))", "expected 16 input channels, got 8"),
+    ("WrongFeatures", "fc (Linear)", "return self.fc(", "expected 100 input features, got 7200"),
+])
+def test_a_forward_that_fails_is_one_line_naming_module_line_and_mismatch(name, module, line, reason):
+    r = run("inspect", f"{STUDENTS}:{name}", "--input", "3,32,32")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    [msg] = r.stderr.strip().splitlines()
+    lines = STUDENTS.read_text().splitlines()
+    start = lines.index(next(t for t in lines if t.startswith(f"class {name}(")))
+    lineno = next(i for i in range(start, len(lines)) if line in lines[i]) + 1  # the forward's line
+    assert f"students.py:{lineno}: {module}: {reason}" in msg
+
+
+def test_api_summary_of_a_failing_forward_raises_the_same_sentence(capfd):
+    from convcli import summary
+    from convcli.errors import ConvcliError
+
+    with pytest.raises(ConvcliError, match="d \\(Conv2d\\): expected 16 input channels, got 8"):
+        summary(students.WrongChannels(), input_size=(3, 32, 32))
+    assert capfd.readouterr().err == ""  # nothing printed behind the caller's back
 
 
 def test_an_unknown_layer_is_exit_2_naming_it():

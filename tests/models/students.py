@@ -115,6 +115,30 @@ class Custom(nn.Module):
         return self.act(self.conv(x))
 
 
+class WrongChannels(nn.Module):
+    """The second conv expects 16 channels; the first makes 8 (the forward fails in `d`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3)
+        self.d = nn.Conv2d(16, 8, 3)
+
+    def forward(self, x):
+        return self.d(self.c(x))
+
+
+class WrongFeatures(nn.Module):
+    """The head expects 100 features; a 3x3 conv on 32x32 flattens to 8*30*30 = 7200."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3)
+        self.fc = nn.Linear(100, 10)
+
+    def forward(self, x):
+        return self.fc(self.c(x).flatten(1))
+
+
 def make_attributes():
     """A zero-argument factory, as `students.py:make_attributes`."""
     return Attributes()
