@@ -328,6 +328,10 @@ def entry_parts(item, where: Where, spec: Spec):
 
 
 def item_line(container, i: int, default: int | None) -> int | None:
+    """The line of layer entry i: its own (a mapping read from YAML knows it, even after a block's layers
+    were copied into a plain list), else its line in the YAML list, else the enclosing entry's."""
+    if isinstance(container[i], LineDict) and container[i].line:
+        return container[i].line
     return container.line_of(i) if isinstance(container, LineList) else default
 
 

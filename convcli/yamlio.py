@@ -25,6 +25,14 @@ class LineList(list):
         return self.item_lines[i] if 0 <= i < len(self.item_lines) else self.line
 
 
+def repeat_lines(items: list, times: int) -> list:
+    """`items * times`, keeping each copy's YAML lines (for errors inside a `repeat`)."""
+    out = LineList(list(items) * times)
+    out.line = getattr(items, "line", 0)
+    out.item_lines = list(getattr(items, "item_lines", [out.line] * len(items))) * times
+    return out
+
+
 class _Loader(yaml.SafeLoader):
     pass
 

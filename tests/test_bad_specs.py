@@ -55,3 +55,38 @@ def test_an_oversized_spec_file_is_refused_before_parsing(tmp_path):
     with pytest.raises(ConvcliError, match="at most"):
         load_analysis(big)
     assert time.perf_counter() - t < 1
+
+
+NESTED = """\
+input: [3, 8, 8]
+layers:
+  - seq:
+      name: C1
+      layers:
+        - conv: {out: 4, k: 3}
+        - seq:
+            layers:
+              - relu
+              - conv:
+                  out: 4
+                  kernal: 3
+  - repeat:
+      times: 2
+      layers:
+        - relu
+        - gap
+        - conv: {out: 4}
+"""
+
+
+@pytest.mark.parametrize("cut, line, path", [
+    (None, 10, "layers[0].seq[1].seq[1].conv"),  # block style, two levels down: the entry's own line
+    (13, 17, "layers[1].repeat[2].conv"),  # inside a repeat, once the first error is gone (a line less)
+])
+def test_an_error_inside_nested_blocks_names_the_entrys_own_line(tmp_path, cut, line, path):
+    text = NESTED if cut is None else NESTED.replace("                  kernal: 3\n", "")
+    spec = tmp_path / "nested.yaml"
+    spec.write_text(text)
+    with pytest.raises(ConvcliError) as exc:
+        load_analysis(spec)
+    assert f"nested.yaml:{line}: {path}:" in str(exc.value)

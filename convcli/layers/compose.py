@@ -6,7 +6,10 @@ paths. The join (add, concat) is itself a row with k=1, so the table shows every
 
 from __future__ import annotations
 
+import copy
+
 from convcli.layers.registry import ACTIVATIONS, MAX_ROWS, Facts, LayerType, Param, register
+from convcli.yamlio import repeat_lines
 
 
 @register
@@ -21,7 +24,7 @@ class Seq(LayerType):
     examples = (((3, 8, 8), {"layers": [{"conv": {"out": 4}}, {"relu": None}]}),)
 
     def expand(self, a, shape, where):
-        return list(a["layers"])
+        return copy.copy(a["layers"])  # a copy that keeps the YAML list's item lines
 
 
 @register
@@ -37,7 +40,7 @@ class Repeat(LayerType):
     def expand(self, a, shape, where):
         if a["times"] * max(len(a["layers"]), 1) > MAX_ROWS:
             raise where.error(f"repeat expands to more than {MAX_ROWS:,} layers", got=f"times: {a['times']:,}")
-        return list(a["layers"]) * a["times"]
+        return repeat_lines(a["layers"], a["times"])
 
 
 class _Join(LayerType):
