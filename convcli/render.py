@@ -151,8 +151,8 @@ def md_cell(v: Any) -> str:
 
 
 def jsonable(v: Any) -> Any:
-    if isinstance(v, Fraction):
-        return v.numerator if v.denominator == 1 else float(v)
+    if isinstance(v, Fraction):  # 8/3 → 2.666667, not 2.6666666666666665 (the table prints 8/3)
+        return v.numerator if v.denominator == 1 else round(float(v), 6)
     if isinstance(v, (list, tuple)):
         return [jsonable(x) for x in v]
     if isinstance(v, dict):

@@ -160,6 +160,23 @@ def test_explain_shows_arithmetic():
     assert "k_eff = d*(k-1)+1 = 2*(3-1)+1 = 5" in out
 
 
+@pytest.mark.parametrize("n, k, s, p, worked", [
+    (7, 2, 2, 0, "ceil((7 + 2*0 - 2)/2) + 1 = 4"),  # ceil(2.5) + 1: a last window over one column
+    (5, 2, 2, 1, "ceil((5 + 2*1 - 2)/2) + 1 = 4, less the window that would start in the right padding = 3"),
+])
+def test_explain_of_a_ceil_mode_pool_uses_ceil_and_torchs_size(tmp_path, n, k, s, p, worked):
+    import torch
+
+    spec = tmp_path / "ceil.yaml"
+    spec.write_text(f"input: [1, {n}, {n}]\nlayers:\n  - maxpool: {{k: {k}, s: {s}, p: {p}, ceil: true}}\n")
+    out = " ".join(run("rf", str(spec), "--explain").stdout.split())  # as read, whatever the wrapping
+    expected = torch.nn.MaxPool2d(k, s, p, ceil_mode=True)(torch.zeros(1, 1, n, n)).shape[-1]
+    assert f"n_out = ceil((n_in + 2p - k_eff)/s) + 1 = {worked}" in out and worked.endswith(f"= {expected}")
+    floor = torch.nn.MaxPool2d(k, s, p)(torch.zeros(1, 1, n, n)).shape[-1]
+    assert "floor((" not in out
+    assert ("ceil_mode" in run("rf", str(spec)).stdout) == (expected != floor)  # the table notes a rounded-up size
+
+
 # --------------------------------------------------------------------------- inspect + rules
 
 

@@ -146,3 +146,29 @@ def test_fractional_stride_layers_against_gradient_support(layer):
         offsets.append((int(idx.min()) + int(idx.max()) + 1) / 2 - float(rf.start + o * rf.j))
     assert max(sizes) == rf.r
     assert abs(sum(offsets) / len(offsets)) <= 0.5 and max(abs(x) for x in offsets) < 1
+
+
+@pytest.mark.parametrize("n, layers", [
+    (8, [{"adaptiveavgpool": 3}]),  # windows 0-3, 2-6, 5-8: sizes 3, 4, 3
+    (8, [{"adaptiveavgpool": 3}, {"conv": {"out": 1, "k": 3, "p": 0}}]),  # one unit over all: 8, not 4 + 2*8/3
+    (10, [{"adaptiveavgpool": 4}, {"conv": {"out": 1, "k": 2, "p": 0}}, {"maxpool": {"k": 2, "s": 1}}]),
+    (13, [{"conv": {"out": 1, "k": 3, "s": 2, "p": 0}}, {"adaptiveavgpool": 4}, {"conv": {"out": 1, "k": 3, "p": 0}}]),
+    (9, [{"adaptiveavgpool": 5}, {"upsample": {"scale": 2}}, {"conv": {"out": 1, "k": 3, "p": 0}}]),
+    (9, [{"adaptiveavgpool": 4}, {"residual": [{"conv": {"out": 1, "k": 3}}]}]),  # the paths' union per unit
+])
+def test_after_an_irregular_adaptive_pool_every_units_rf_is_its_gradient_support(n, layers):
+    # Adaptive windows of different sizes: no (r, j) describes the axis, so the analysis keeps each
+    # unit's span; every unit's span, clipped to the input, must be exactly the inputs it depends on.
+    a = analyze_layers([1, n], layers)
+    model = structural(build_model(a))
+    row = a.layers[-1]
+    axis = row.rf_out[0]
+    widths = []
+    for u in range(axis.n):
+        x = torch.ones(1, 1, n, dtype=torch.float64, requires_grad=True)
+        model(x)[0, 0, u].backward()
+        idx = x.grad[0, 0].nonzero().flatten()
+        lo, hi = axis.span(u)
+        assert (max(0, lo), min(n, hi)) == (int(idx.min()), int(idx.max()) + 1), f"unit {u}"
+        widths.append(hi - lo)
+    assert axis.r == max(widths)

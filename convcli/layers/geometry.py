@@ -65,15 +65,43 @@ class AxisRF:
     j: Fraction  # jump: input pixels between adjacent units (effective stride)
     start: Fraction  # centre of the first unit's RF, input pixel coordinates
     glob: bool = False  # True once a global op (GAP, flatten) made every unit see the whole map
+    # Each unit's RF as [lo, hi) in input pixels, kept only once the axis is irregular (an adaptive pool
+    # whose windows differ in size): then no (r, j, start) describes it, r is the widest span and j the
+    # average jump. None on a regular axis, where the recurrences are exact.
+    spans: tuple | None = None
 
     @classmethod
     def input(cls, n: int) -> AxisRF:
         return cls(n=n, r=1, j=Fraction(1), start=Fraction(1, 2))
 
+    def span(self, u: int) -> tuple[Fraction, Fraction]:
+        """Unit u's RF [lo, hi); u outside 0..n-1 is a padding position, continued at the average jump."""
+        if self.spans is None:
+            centre, half = self.start + u * self.j, Fraction(self.r) / 2
+            return centre - half, centre + half
+        edge = min(max(u, 0), self.n - 1)
+        lo, hi = self.spans[edge]
+        return lo + (u - edge) * self.j, hi + (u - edge) * self.j
+
+    @classmethod
+    def from_spans(cls, spans: list, j, glob: bool = False) -> AxisRF:
+        widest = max(hi - lo for lo, hi in spans)
+        r = int(widest) if widest == int(widest) else widest
+        return cls(n=len(spans), r=r, j=Fraction(j), start=(spans[0][0] + spans[0][1]) / 2, glob=glob,
+                   spans=tuple(spans))
+
 
 def fmt_num(x) -> str:
     x = Fraction(x)
     return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+
+
+def irregular(b: AxisRF) -> str | None:
+    """The r_out line on an irregular axis, where r_in + (k-1)*j_in does not hold."""
+    if b.spans is None:
+        return None
+    return (f"r_out = the widest union of the RFs a unit reads = {fmt_num(b.r)} (units differ here: "
+            "an adaptive pool above made windows of different sizes)")
 
 
 @dataclass(frozen=True)
@@ -85,6 +113,7 @@ class Window:
     pl: int = 0
     pr: int = 0
     d: int = 1
+    ceil: bool = False  # a pool's ceil_mode: the output size is rounded up (a last, partial window)
 
     @property
     def k_eff(self) -> int:
@@ -95,6 +124,9 @@ class Window:
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
         ke = self.k_eff
+        if a.spans is not None:  # irregular input: each output's RF is the union of the spans it reads
+            first = [o * self.s - self.pl for o in range(n_out)]
+            return AxisRF.from_spans([(a.span(u)[0], a.span(u + ke - 1)[1]) for u in first], a.j * self.s, a.glob)
         return AxisRF(
             n=n_out,
             r=a.r + (ke - 1) * a.j,
@@ -109,14 +141,47 @@ class Window:
         if self.d != 1:
             lines.append(f"k_eff = d*(k-1)+1 = {self.d}*({self.k}-1)+1 = {ke}")
         pad = f"2*{self.pl}" if self.pl == self.pr else f"{self.pl}+{self.pr}"
+        rnd = "ceil" if self.ceil else "floor"
+        size = (f"n_out = {rnd}((n_in + {'2p' if self.pl == self.pr else 'p_l + p_r'} - k_eff)/s) + 1"
+                f" = {rnd}(({a.n} + {pad} - {ke})/{self.s}) + 1")
+        rounded = -(-(a.n + self.pl + self.pr - ke) // self.s) + 1
+        if self.ceil and rounded != b.n:  # PyTorch drops a last window that would start in the right padding
+            size += f" = {rounded}, less the window that would start in the right padding"
         lines += [
-            f"n_out = floor((n_in + {'2p' if self.pl == self.pr else 'p_l + p_r'} - k_eff)/s) + 1"
-            f" = floor(({a.n} + {pad} - {ke})/{self.s}) + 1 = {b.n}",
-            f"r_out = r_in + (k_eff-1)*j_in = {a.r} + ({ke}-1)*{fmt_num(a.j)} = {fmt_num(b.r)}",
+            f"{size} = {b.n}",
+            irregular(b) or f"r_out = r_in + (k_eff-1)*j_in = {a.r} + ({ke}-1)*{fmt_num(a.j)} = {fmt_num(b.r)}",
             f"j_out = j_in*s = {fmt_num(a.j)}*{self.s} = {fmt_num(b.j)}",
         ]
         del p
         return lines
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """An adaptive pool from n to m positions where m does not divide n: PyTorch's window i runs from
+    floor(i*n/m) to ceil((i+1)*n/m), so windows differ in size and the axis becomes irregular (spans)."""
+
+    n: int
+    m: int
+
+    def windows(self) -> list[tuple[int, int]]:
+        return [(i * self.n // self.m, -(-(i + 1) * self.n // self.m)) for i in range(self.m)]
+
+    def columns(self, a: AxisRF) -> dict:
+        return {"k": max(b - a_ for a_, b in self.windows()), "s": Fraction(self.n, self.m), "p": 0, "d": 1}
+
+    def step(self, a: AxisRF, n_out: int) -> AxisRF:
+        return AxisRF.from_spans([(a.span(lo)[0], a.span(hi - 1)[1]) for lo, hi in self.windows()],
+                                 a.j * Fraction(self.n, self.m), a.glob)
+
+    def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
+        sizes = [hi - lo for lo, hi in self.windows()]
+        return [
+            f"adaptive windows floor(i*n_in/n_out)..ceil((i+1)*n_in/n_out) for n_in={self.n}, n_out={self.m}:"
+            f" sizes {', '.join(map(str, sizes))}",
+            f"r_out = the widest union of the windows' RFs = {fmt_num(b.r)}; j_out = j_in*n_in/n_out"
+            f" = {fmt_num(a.j)}*{self.n}/{self.m} = {fmt_num(b.j)} (average)",
+        ]
 
 
 @dataclass(frozen=True)
@@ -145,6 +210,12 @@ class Transposed:
         return -(-self.k_eff // self.s)
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
+        if a.spans is not None:  # irregular input: union the spans of the inputs each output reads
+            def reads(o):
+                taps = [i for i in range(-(-(o + self.p - self.k_eff + 1) // self.s), (o + self.p) // self.s + 1)
+                        if (o + self.p - i * self.s) % self.d == 0 and 0 <= i < a.n]
+                return (a.span(min(taps))[0], a.span(max(taps))[1]) if taps else a.span(o // self.s)
+            return AxisRF.from_spans([reads(o) for o in range(n_out)], a.j / self.s, a.glob)
         # Output 0 reads inputs lo..hi (lo may be negative: a virtual position beyond the border).
         lo = -((self.k_eff - 1 - self.p) // self.s)
         hi = self.p // self.s
@@ -162,7 +233,7 @@ class Transposed:
             f"n_out = (n_in-1)*s - 2p + k_eff + output_padding = ({a.n}-1)*{self.s} - 2*{self.p} + {self.k_eff}"
             f" + {self.output_padding} = {b.n}",
             f"each output reads at most ceil(k_eff/s) = ceil({self.k_eff}/{self.s}) = {m} inputs",
-            f"r_out = r_in + ({m}-1)*j_in = {a.r} + {m - 1}*{fmt_num(a.j)} = {fmt_num(b.r)}",
+            irregular(b) or f"r_out = r_in + ({m}-1)*j_in = {a.r} + {m - 1}*{fmt_num(a.j)} = {fmt_num(b.r)}",
             f"j_out = j_in/s = {fmt_num(a.j)}/{self.s} = {fmt_num(b.j)} (average)",
         ]
 
@@ -183,6 +254,12 @@ class Rescale:
         return {"k": self.support, "s": Fraction(1, self.factor), "p": 0, "d": 1}
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
+        if a.spans is not None:  # irregular input: output o reads input o//f (and its right neighbour)
+            def reads(o):
+                i = (2 * o + 1 - self.factor) // (2 * self.factor) if self.support > 1 else o // self.factor
+                lo, hi = min(max(i, 0), a.n - 1), min(max(i + self.support - 1, 0), a.n - 1)
+                return a.span(lo)[0], a.span(hi)[1]
+            return AxisRF.from_spans([reads(o) for o in range(n_out)], a.j / self.factor, a.glob)
         offset = Fraction(1, 2 * self.factor) - Fraction(1, 2) if self.support > 1 else Fraction(0)
         return AxisRF(
             n=n_out,
@@ -195,7 +272,8 @@ class Rescale:
     def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
         return [
             f"n_out = n_in*f = {a.n}*{self.factor} = {b.n}",
-            f"r_out = r_in + (support-1)*j_in = {a.r} + {self.support - 1}*{fmt_num(a.j)} = {fmt_num(b.r)}",
+            irregular(b)
+            or f"r_out = r_in + (support-1)*j_in = {a.r} + {self.support - 1}*{fmt_num(a.j)} = {fmt_num(b.r)}",
             f"j_out = j_in/f = {fmt_num(a.j)}/{self.factor} = {fmt_num(b.j)}",
         ]
 
@@ -213,6 +291,9 @@ class Global:
         return {"k": a.n, "s": a.n, "p": 0, "d": 1}
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
+        if a.spans is not None:
+            return replace(AxisRF.from_spans([(a.spans[0][0], max(hi for _, hi in a.spans))], a.j * a.n), glob=True,
+                           spans=None)
         return AxisRF(
             n=1,
             r=a.r + (a.n - 1) * a.j,
@@ -222,6 +303,8 @@ class Global:
         )
 
     def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
+        if a.spans is not None:
+            return [f"global: one unit sees all {a.n} positions: r_out = the union of their RFs = {fmt_num(b.r)}"]
         return [
             f"global: one unit sees all {a.n} positions: r_out = r_in + (n_in-1)*j_in"
             f" = {a.r} + ({a.n}-1)*{fmt_num(a.j)} = {fmt_num(b.r)}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from convcli.layers.conv import axes_of, feature_map_rank, window_outputs
-from convcli.layers.geometry import Global, Window, eff_kernel
+from convcli.layers.geometry import Adaptive, Global, Window, eff_kernel
 from convcli.layers.registry import Facts, LayerType, Param, keys, register
 
 
@@ -41,10 +41,14 @@ class _Pool(LayerType):
                                                zip(k, d, p, shape[1:])) and all(pp == 0 for pp in p):
             # One window that covers the whole map: global pooling, however it is written (AvgPool2d(8) on 8x8).
             return Facts(out_shape=(shape[0], *n_out), ops=[Global()] * len(k), op="global_pool", **kind)
+        floor = window_outputs(self, shape, k, s, d, p, p, where)
+        notes = [f"{self.name} with ceil_mode on {list(shape[1:])}: output {list(n_out)} where floor gives "
+                 f"{list(floor)} (a last, partial window)"] if tuple(floor) != tuple(n_out) else []
         return Facts(
             out_shape=(shape[0], *n_out),
-            ops=[Window(k[i], s[i], p[i], p[i], d[i]) for i in range(len(k))],
+            ops=[Window(k[i], s[i], p[i], p[i], d[i], ceil=a["ceil"]) for i in range(len(k))],
             op="pool",
+            notes=notes,
             **kind,
         )
 
@@ -128,11 +132,10 @@ class AdaptiveAvgPool(LayerType):
             elif n % m == 0:
                 ops.append(Window(n // m, n // m))
             else:
-                # PyTorch's windows run from floor(i*n/m) to ceil((i+1)*n/m): sizes vary, so the RF
-                # uses the largest window and the average stride n/m.
-                widest = max(-(-(i + 1) * n // m) - (i * n // m) for i in range(m))
-                ops.append(Window(widest, Fraction(n, m)))
-                notes.append(f"adaptive pool {n}->{m}: windows vary in size; RF uses the largest ({widest})")
+                op = Adaptive(n, m)
+                ops.append(op)
+                notes.append(f"adaptive pool {n}->{m}: windows of {op.columns(None)['k']} or fewer positions, "
+                             "so RFs differ between units; the widest is shown, the jump is the average")
         if tuple(size) == tuple(shape[1:]):
             return Facts(out_shape=tuple(shape), op="identity", notes=[f"{self.name} to the input size is an identity"])
         if all(m == 1 for m in size):

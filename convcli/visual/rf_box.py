@@ -79,9 +79,8 @@ def rf_box(analysis, row_or_name, unit=None) -> list[tuple[Fraction, Fraction]]:
     unit = check_unit(analysis, row, unit)
     box = []
     for a, u in zip(row.rf_out, unit):
-        centre = Fraction(a.start) + u * Fraction(a.j)
-        half = Fraction(a.r) / 2
-        box.append((centre - half, centre + half))
+        lo, hi = a.span(u)  # start + u*j ± r/2 on a regular axis; the unit's own span on an irregular one
+        box.append((Fraction(lo), Fraction(hi)))
     return box
 
 
