@@ -127,6 +127,9 @@ def rf_footer(a: Analysis) -> list[str]:
             "the union of the windows, not clipped)."
         )
     lines += [f"note: {n}" for n in a.notes]
+    if any(isinstance(c["p"], str) for r in a.layers if r.rf_out for c in axis_columns(r)):
+        lines.append("p a+b: a px of padding before (top/left), b after (bottom/right), as PyTorch pads "
+                     "padding='same' for an even kernel.")
     lines.append(RF_RULE)
     return lines
 

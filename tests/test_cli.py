@@ -177,6 +177,16 @@ def test_explain_of_a_ceil_mode_pool_uses_ceil_and_torchs_size(tmp_path, n, k, s
     assert ("ceil_mode" in run("rf", str(spec)).stdout) == (expected != floor)  # the table notes a rounded-up size
 
 
+def test_uneven_same_padding_reads_left_plus_right_not_per_axis(tmp_path):
+    # padding='same', k=4: 3 px in all, PyTorch puts 1 before and 2 after on each axis (F.pad order).
+    spec = tmp_path / "same.yaml"
+    spec.write_text("input: [1, 10, 10]\nlayers:\n  - conv: {out: 2, k: 4, p: same}\n")
+    table = run("rf", str(spec)).stdout
+    assert " 1+2 " in table and "1×2" not in table and "before (top/left)" in table
+    row = list(csv.reader(io.StringIO(run("rf", str(spec), "--format", "csv").stdout)))[1]
+    assert row[6] == "1+2"
+
+
 # --------------------------------------------------------------------------- inspect + rules
 
 

@@ -120,7 +120,8 @@ class Window:
         return eff_kernel(self.k, self.d)
 
     def columns(self, a: AxisRF) -> dict:
-        return {"k": self.k, "s": self.s, "p": self.pl if self.pl == self.pr else [self.pl, self.pr], "d": self.d}
+        # Uneven padding (padding='same' with an even kernel) reads "left+right": a list would read as per-axis.
+        return {"k": self.k, "s": self.s, "p": self.pl if self.pl == self.pr else f"{self.pl}+{self.pr}", "d": self.d}
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
         ke = self.k_eff
