@@ -20,7 +20,7 @@ RF_RULE = (
 
 
 def shape_str(shape) -> str:
-    return "[" + ", ".join(f"{x:,}" for x in shape) + "]"
+    return "[" + ", ".join(str(x) for x in shape) + "]"  # no thousands separator: [8,192] reads as two axes
 
 
 def display_names(rows: list[Row]) -> list[Name]:
@@ -221,7 +221,8 @@ def params_table(a: Analysis, totals: dict) -> TableData:
     t = TableData(
         title=f"{a.name}: parameters and MACs (input {shape_str(a.input_shape)}, per sample)",
         columns=cols,
-        footer=totals_footer(totals),
+        # the front-end's notes (parameters the forward does not use), not the RF notes of the rf view
+        footer=totals_footer(totals)[:2] + [f"note: {n}" for n in a.graph.notes] + totals_footer(totals)[2:],
     )
     for name, r in zip(display_names(a.rows), a.rows):
         block = r.kind == "block"
@@ -263,7 +264,8 @@ def params_json(a: Analysis, totals: dict) -> dict:
         for r in a.layers
     ]
     return jsonable(
-        {"spec": a.source, "name": a.name, "input": list(a.input_shape), **totals, "layers": layers}
+        {"spec": a.source, "name": a.name, "input": list(a.input_shape), **totals, "layers": layers,
+         "notes": list(a.graph.notes)}
     )
 
 

@@ -505,3 +505,11 @@ def test_makefile_check_uses_the_strict_gate():
     text = (ROOT / "Makefile").read_text()
     check = text[text.index("\ncheck:"):].split("\n\n")[0]
     assert "inspect --strict --runs $(RUNS) $(SPECS)" in check
+
+
+def test_shapes_have_no_thousands_separators():
+    # flatten: 2*64*64 = 8192 values; "[8,192]" would read as two axes, "[1,000]" as a 2-D shape.
+    a = analyze(parse_spec("input: [3, 64, 64]\nlayers:\n  - conv: {out: 2, k: 3}\n  - flatten\n"
+                           "  - linear: {out: 1000}\n", "flat.yaml"))
+    text = render_to_string(params_output(a, totals(a)), "table", width=120)
+    assert "[8192]" in text and "[1000]" in text and "8,193,000" in text  # counts keep theirs

@@ -257,6 +257,15 @@ def test_an_unknown_layer_is_exit_2_naming_it():
     assert r.returncode == 2 and "PReLU" in r.stderr and "act" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("command", ["params", "inspect"])
+def test_parameters_the_forward_does_not_use_are_noted_by_every_count(command):
+    r = run(command, f"{STUDENTS}:SpareHead", "--input", "3,8,8")
+    assert r.returncode == 0, r.stderr
+    assert "90 parameters belong to modules the forward pass does not use" in " ".join(r.stdout.split())
+    doc = json.loads(run(command, f"{STUDENTS}:SpareHead", "--input", "3,8,8", "--json").stdout)
+    assert doc["total"] == 3 * 8 * 9 + 8 and any("90 parameters" in n for n in doc["notes"])
+
+
 def test_a_missing_name_suggests_one():
     r = run("rf", f"{STUDENTS}:S7Studnt", "--input", "3,32,32")
     assert r.returncode == 2 and "S7Student" in r.stderr

@@ -139,6 +139,18 @@ class WrongFeatures(nn.Module):
         return self.fc(self.c(x).flatten(1))
 
 
+class SpareHead(nn.Module):
+    """A head defined but never called: 8*10 + 10 = 90 parameters the forward does not use."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.spare = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
 def make_attributes():
     """A zero-argument factory, as `students.py:make_attributes`."""
     return Attributes()
