@@ -278,6 +278,13 @@ def test_batch_gradebook_csv(grading):
     assert "count(maxpool)==3" in by_spec["bob"]["Reason"]
 
 
+def test_batch_json_names_every_spec_the_same_way(grading):
+    r = run("inspect", str(grading), "--json")
+    docs = json.loads(r.stdout)
+    assert sorted(d["spec"] for d in docs) == [str(grading / f"{n}.yaml") for n in ("alice", "bob", "carol", "dave")]
+    assert [d["ok"] for d in docs if "error" in d] == [False, False]
+
+
 def test_batch_markdown_is_one_table(grading):
     r = run("inspect", str(grading), "--format", "markdown")
     tables = markdown_tables(r.stdout)

@@ -32,6 +32,7 @@ class Entry:
     totals: dict | None
     ruleset: object
     checks: object  # list[Check], or the exception of a spec that could not be read
+    source: str | None = None  # the path as given, for a spec that could not be read (JSON's "spec")
 
 
 def complete_profiles(incomplete: str) -> list[str]:
@@ -84,7 +85,7 @@ def inspect(
         except ConvcliError as exc:
             if not batch:
                 raise
-            entries.append(Entry(label, None, None, None, exc))
+            entries.append(Entry(label, None, None, None, exc, source=str(path)))
 
     results = [(e.label, e.checks, e.analysis) for e in entries]
     if junit is not None:
@@ -168,5 +169,5 @@ def inspect_document_of(e: Entry) -> dict:
     from convcli.views import inspect_document
 
     if e.analysis is None:
-        return {"spec": e.label, "error": str(e.checks), "ok": False}
+        return {"spec": e.source or e.label, "error": str(e.checks), "ok": False}  # as a.source for the others
     return inspect_document(e.analysis, e.totals, e.ruleset, e.checks)
