@@ -64,3 +64,25 @@ def test_a_file_that_is_not_a_checkpoint_is_a_user_error(tiny_spec, cli, tmp_pat
     result = cli("eval", tiny_spec, "--weights", bogus)
     assert isinstance(result.exception, ConvcliError)
     assert "cannot load" in str(result.exception)
+
+
+def test_csv_ends_with_the_whole_test_set_as_json_reports_it(trained_run, cli, tmp_path):
+    import csv
+    import io
+
+    r = eval_json(cli, "--weights", trained_run / "best.pt", "--out", tmp_path, "--no-tta")
+    result = cli("eval", "--weights", trained_run / "best.pt", "--out", tmp_path, "--no-tta", "--device", "cpu",
+                 "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert [row["class"] for row in rows] == r["classes"] + ["all"]
+    total = rows[-1]
+    assert float(total["accuracy"]) == r["accuracy"] and float(total["loss"]) == r["loss"]
+    assert int(total["images"]) == r["n"] == sum(int(row["images"]) for row in rows[:-1])
+    assert int(total["correct"]) == sum(int(row["correct"]) for row in rows[:-1])
+
+
+def test_a_run_directory_as_weights_suggests_its_checkpoint(trained_run, tiny_spec, cli_process):
+    result = cli_process("eval", "--weights", trained_run, "--device", "cpu")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is a directory" in result.stderr and f"did you mean {trained_run / 'best.pt'}?" in result.stderr

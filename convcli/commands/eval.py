@@ -96,4 +96,11 @@ def report_output(r: dict):
         wrote.append(f"wrote {r['filters']}")
     if "activations" in r:
         wrote.append(f"wrote {len(r['activations'])} feature-map pictures under {r['out']}/activations/")
-    return Output([head, overall, per_class, matrix, Lines(wrote)], data=r, records=per_class)
+    # CSV: one row per class, then the whole test set (its loss too; the per-class rows have none)
+    records = TableData("per class", per_class.columns[:4] + [Column("loss", "loss")] + per_class.columns[4:])
+    for row in per_class.rows:
+        records.add({**row, "loss": None})
+    correct = sum(confusion[i][i] for i in range(len(classes)))
+    records.add({"class": "all", "accuracy": r["accuracy"], "correct": correct, "images": r["n"], "loss": r["loss"],
+                 "confused": None})
+    return Output([head, overall, per_class, matrix, Lines(wrote)], data=r, records=records)

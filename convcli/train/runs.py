@@ -200,6 +200,10 @@ def _what_file(head: bytes) -> str | None:
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """A checkpoint or a plain state_dict, read with weights_only=True; problems are user errors."""
     path = Path(path)
+    if path.is_dir():
+        found = [path / n for n in ("best.pt", "last.pt") if (path / n).is_file()]
+        hint = f"; did you mean {found[0]}?" if found else " (a run directory holds best.pt and last.pt)"
+        raise ConvcliError(f"{path}: is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise ConvcliError(f"{path}: no such checkpoint file")
     try:
