@@ -190,7 +190,8 @@ def parse_spec(text: str, file: str = "<spec>") -> Spec:
             file=file,
             line=getattr(raw, "line", 1),
             expected="keys " + ", ".join(TOP_KEYS),
-            got=type(raw).__name__,
+            got="a list (the layers go under `layers:`)" if isinstance(raw, list) else
+            "text" if isinstance(raw, str) else repr(raw),
         )
 
     def err(msg, key=None, **kw):

@@ -34,7 +34,29 @@ def repeat_lines(items: list, times: int) -> list:
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    root = None  # the composed document, to name where a duplicate key sits
+
+    def construct_document(self, node):
+        self.root = node
+        return super().construct_document(node)
+
+
+def _path_to(root, target) -> str | None:
+    """The YAML path of the mapping that holds key node `target`, e.g. layers[1].conv."""
+    stack, seen = [(root, "")], set()
+    while stack:
+        node, path = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))  # aliases make a graph; visit each node once
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k is target:
+                    return path or None
+                stack.append((v, f"{path}.{k.value}" if path else str(k.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(v, f"{path}[{i}]") for i, v in enumerate(node.value)]
+    return None
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
@@ -43,7 +65,8 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in out:
-            raise SpecError(f"duplicate key '{key}'", file=loader.name, line=key_node.start_mark.line + 1)
+            raise SpecError(f"duplicate key '{key}'", file=loader.name, line=key_node.start_mark.line + 1,
+                            path=_path_to(loader.root, key_node), expected="each key once per mapping")
         out[key] = loader.construct_object(value_node, deep=True)
         out.key_lines[key] = key_node.start_mark.line + 1
     return out

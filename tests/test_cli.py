@@ -62,6 +62,20 @@ def test_wrong_type(tmp_path):
     assert_user_error(run("rf", f), f"{f}:3", "'out' has the wrong type", "expected: an integer")
 
 
+@pytest.mark.parametrize("text, line, pieces", [
+    ("input: [3, 32, 32]\nlayers:\n  - conv: {out: \"16\"}\n", 3,
+     ['got: "16" (text; numbers are written without quotes)']),
+    ("input: [3, 32]\nlayers:\n  - conv: {out: 4, k: [3, 3]}\n", 3,
+     ["2 values, but the input has 1 spatial axis", "got: [3, 3]"]),
+    ("- conv: {out: 4}\n", 1, ["a spec must be a mapping", "got: a list (the layers go under `layers:`)"]),
+    ("input: [3, 8, 8]\nlayers:\n  - relu\n  - conv: {out: 4, k: 3,\n           k: 5}\n", 5,
+     ["layers[1].conv: duplicate key 'k'"]),
+])
+def test_error_texts_say_what_was_written(tmp_path, text, line, pieces):
+    f = write(tmp_path, text)
+    assert_user_error(run("rf", f), f"{f}:{line}", *pieces)
+
+
 def test_yaml_syntax_error(tmp_path):
     f = write(tmp_path, "input: [3, 32, 32]\nlayers:\n  - conv: {out: 8\n  - gap: {}\n")
     assert_user_error(run("rf", f), f"{f}:", "YAML syntax error")

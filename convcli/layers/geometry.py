@@ -31,7 +31,7 @@ def per_axis(value, ndim: int) -> tuple:
         if len(value) == 1:
             return tuple(value) * ndim
         if len(value) != ndim:
-            raise ValueError(f"{len(value)} values for {ndim} spatial axes")
+            raise ValueError(f"{len(value)} values, but the input has {ndim} spatial ax{'is' if ndim == 1 else 'es'}")
         return tuple(value)
     return (value,) * ndim
 

@@ -266,9 +266,16 @@ def entries() -> list[LayerType]:
 RESERVED = ("name",)  # keys every entry accepts: `name` labels a layer or block (C1, C2, ..., O)
 
 
+def shown(v):
+    """A YAML value as the user wrote it: "16" in quotes is text, not the number 16."""
+    if isinstance(v, str):
+        return f'"{v}" (text; numbers are written without quotes)' if v.strip().lstrip("-").isdigit() else f'"{v}"'
+    return v
+
+
 def _check_value(p: Param, v, where: Where):
     def bad(expected: str):
-        return where.error(f"'{p.name}' has the wrong type", expected=expected, got=v)
+        return where.error(f"'{p.name}' has the wrong type", expected=expected, got=shown(v))
 
     def check_int(x):
         if isinstance(x, bool) or not isinstance(x, int):
