@@ -143,6 +143,25 @@ def test_layers_lists_every_key_a_type_accepts():
     assert "act/activation" in r.stdout  # residual's own `act` (after the add) is listed
     conv = run("layers", "conv").stdout
     assert "+tail" in conv and "bias, bn, act, dropout" in conv
+    assert "+tail" not in run("layers", "avgpool").stdout  # the footnote only where a row uses it
+    assert "log of the softmax" in run("layers", "log_softmax").stdout
+
+
+@pytest.mark.parametrize("macs, text", [(999, "999 MACs"), (1_500, "1.50 kMACs"), (8_413_184, "8.41 MMACs"),
+                                        (9 * 10**12, "9.00 TMACs"), (900_027 * 10**12, "900.03 PMACs")])
+def test_mac_counts_in_the_largest_fitting_unit(macs, text):
+    from convcli.views import human
+
+    assert human(macs, "MACs") == text
+
+
+def test_help_usage_names_arguments_in_capitals():
+    for command, usage in (("rf", "{SPECS}..."), ("train", "[SPEC]"), ("import", "{MODEL}")):
+        assert usage in run(command, "--help", env={"COLUMNS": "100"}).stdout
+    listing = run("--help", env={"COLUMNS": "100"}).stdout
+    for command in ("train", "eval"):  # one line each in the command list, not a broken sentence
+        [line] = [x for x in listing.splitlines() if x.startswith(f"│ {command} ")]
+        assert line.rstrip(" │").endswith("."), line
 
 
 def test_stacked_layout_when_even_the_first_column_is_too_wide():

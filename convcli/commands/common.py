@@ -19,7 +19,7 @@ class Format(str, Enum):
 
 
 SPECS_ARG = typer.Argument(..., help="Spec files, directories of specs, globs (quoted), or PyTorch models as "
-                           "FILE.py:NAME or package.module:NAME (with --input).", show_default=False)
+                           "FILE.py:NAME or package.module:NAME (with --input).", metavar="SPECS", show_default=False)
 INPUT_OPT = typer.Option(None, "--input", "-i", help="Input shape C,H,W (or C,L / C,D,H,W) for a PyTorch model; "
                          "overrides a spec's `input:`.", show_default=False)
 FORMAT_OPT = typer.Option(Format.table, "--format", "-f", help="Output format.", case_sensitive=False)

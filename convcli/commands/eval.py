@@ -20,7 +20,7 @@ PICTURES = "Pictures"
 def evaluate(
     spec: str = typer.Argument(None, help="Spec YAML or PyTorch model (FILE.py:NAME) the weights were trained "
                                "from (default: the one recorded beside the weights, else the project's default "
-                               "spec).", show_default=False),
+                               "spec).", metavar="SPEC", show_default=False),
     weights: str = typer.Option(..., "--weights", "-w", help="Checkpoint (best.pt / last.pt) or a state_dict file.",
                                 show_default=False),
     data: str = typer.Option(None, "--data", help=_help("data", " (default: the data the weights were trained on).")),
@@ -45,8 +45,10 @@ def evaluate(
     activations: str = typer.Option(None, "--activations", help="Save each block's feature maps for this image "
                                     "(a file or cifar10:INDEX) under OUT/activations/.", rich_help_panel=PICTURES),
 ) -> None:
-    """Test accuracy and loss, per-class accuracy, the confusion matrix (table and confusion.png) and a
-    gallery of misclassified images (misclassified.png); with --erf/--filters/--activations, pictures."""
+    """Evaluate trained weights: test accuracy and loss, per class, and the confusion matrix.
+
+    Writes confusion.png and a gallery of misclassified images (misclassified.png); with
+    --erf/--filters/--activations, pictures of what the network sees."""
     from convcli.commands.common import output_format
     from convcli.render import emit
     from convcli.train.evaluation import evaluate as run_eval

@@ -8,7 +8,7 @@ import typer
 
 
 def export(
-    spec: str = typer.Argument(..., help="Spec YAML.", show_default=False),
+    spec: str = typer.Argument(..., metavar="SPEC", help="Spec YAML.", show_default=False),
     out: Path = typer.Option(None, "--out", "-o", help="Write the file here instead of to stdout."),
 ) -> None:
     """Write SPEC's model as a standalone PyTorch file (it imports torch, never convcli).

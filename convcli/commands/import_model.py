@@ -9,7 +9,7 @@ import typer
 
 def import_model(
     model: str = typer.Argument(..., help="FILE.py:NAME or package.module:NAME (an nn.Module class or a "
-                                "zero-argument factory).", show_default=False),
+                                "zero-argument factory).", metavar="MODEL", show_default=False),
     input_shape: str = typer.Option(..., "--input", "-i", help="Input shape C,H,W (or C,L / C,D,H,W).",
                                     show_default=False),
     out: Path = typer.Option(None, "--out", "-o", help="Write the spec to this file instead of stdout."),

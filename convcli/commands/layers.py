@@ -23,7 +23,8 @@ def complete_types(incomplete: str) -> list[str]:
 
 
 def layers(
-    name: str = typer.Argument(None, help="Show one type (or alias) only.", autocompletion=complete_types),
+    name: str = typer.Argument(None, help="Show one type (or alias) only.", metavar="TYPE",
+                               autocompletion=complete_types),
     fmt: Format = FORMAT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -46,9 +47,11 @@ def layers(
         title="Layer types (keys: * = required, =x default; short/long names both work)",
         columns=[Column("type", "Type", False), Column("aliases", "Aliases", False, wrap=True),
                  Column("keys", "Keys", False, wrap=True), Column("doc", "What it is", False, wrap=True)],
-        footer=["+tail: the conv-family row tail, keys bias, bn, act, dropout (conv → BN → activation → dropout). "
-                "`name:` labels any layer or block."],
+        footer=["`name:` labels any layer or block."],
     )
+    if any(all(k in [p.name for p in e.params] for k in TAIL) for e in chosen):
+        t.footer.insert(0, "+tail: the conv-family row tail, keys bias, bn, act, dropout "
+                           "(conv → BN → activation → dropout).")
     for e in chosen:
         names = [p.name for p in e.params]
         has_tail = all(k in names for k in TAIL)

@@ -15,7 +15,8 @@ from convcli.train.config import OPTIONS, typer_parameters
 def train(
     spec: str = typer.Argument(None, help="Spec YAML, or a PyTorch model FILE.py:NAME / package.module:NAME "
                                "(with --input). Default: \\[tool.convcli] default_spec in ./pyproject.toml, "
-                               "default_spec in ./convcli.yaml, else architectures/s7.yaml.", show_default=False),
+                               "default_spec in ./convcli.yaml, else architectures/s7.yaml.", metavar="SPEC",
+                               show_default=False),
     input_shape: str = typer.Option(None, "--input", "-i", help="Input shape C,H,W for a PyTorch model.",
                                     show_default=False),
     recipe: str = typer.Option(None, "--recipe", help="YAML file of training options (overrides the spec's)."),
@@ -24,8 +25,9 @@ def train(
     stop_after: int = typer.Option(None, "--stop-after", hidden=True, help="Stop after this epoch (testing)."),
     **options,
 ) -> None:
-    """Train SPEC and write runs/NAME: spec copy, args.yaml, metrics.csv, best.pt, last.pt, curves.png,
-    summary.json.
+    """Train SPEC on CIFAR-10 (or an image folder) and write the run directory runs/NAME.
+
+    runs/NAME holds the spec's copy, args.yaml, metrics.csv, best.pt, last.pt, curves.png and summary.json.
 
     Each training option comes from the command line, else --recipe, else the spec's train: section,
     else the built-in default (shown in brackets).

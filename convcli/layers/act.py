@@ -114,5 +114,6 @@ class Softmax(_Softmax):
 @register
 class LogSoftmax(_Softmax):
     name = "log_softmax"
+    doc = "log of the softmax over the channel (or feature) axis (pair with NLL loss)"
     examples = (((10,), {}),)
     aliases = ("logsoftmax",)

@@ -305,11 +305,15 @@ class Global:
 
     def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
         if a.spans is not None:
-            return [f"global: one unit sees all {a.n} positions: r_out = the union of their RFs = {fmt_num(b.r)}"]
+            return [f"global: one unit sees {_all(a.n)}: r_out = the union of their RFs = {fmt_num(b.r)}"]
         return [
-            f"global: one unit sees all {a.n} positions: r_out = r_in + (n_in-1)*j_in"
+            f"global: one unit sees {_all(a.n)}: r_out = r_in + (n_in-1)*j_in"
             f" = {a.r} + ({a.n}-1)*{fmt_num(a.j)} = {fmt_num(b.r)}"
         ]
+
+
+def _all(n: int) -> str:
+    return "the one position" if n == 1 else f"all {n} positions"
 
 
 IDENTITY = Window()

@@ -507,7 +507,8 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
                       f"{s.train_loader.local_batch} images per process per step", highlight=False)
     epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     console.print(f"{cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g} {cfg.schedule}, batch {cfg.batch_size}, "
-                  f"{epochs} ({len(s.train_loader)} steps each), label smoothing {cfg.label_smoothing:g}, "
+                  f"{epochs} ({len(s.train_loader)} step{'s' if len(s.train_loader) != 1 else ''}"
+                  f"{' each' if cfg.epochs != 1 else ''}), label smoothing {cfg.label_smoothing:g}, "
                   f"seed {cfg.seed}", highlight=False)
     aug = [f"translate {cfg.translate}" if cfg.translate else "",
            ("alternating flip" if cfg.alt_flip else "random flip") if cfg.flip else "",
