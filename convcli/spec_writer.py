@@ -112,6 +112,11 @@ def graph_to_spec(graph: Graph) -> dict:
     for first, item in items:
         label = _top_group(graph, first)
         if label is None:
+            leaf = graph.nodes[first] if first != INPUT and first < len(graph.nodes) else None
+            if leaf is not None and leaf.label and leaf.depth == 0 and "reuse" not in item:
+                # a top-level single module (self.O = nn.Linear(...)) keeps its name: the structure rule reads it
+                opts = (item.get(leaf.entry.name) or {}) if isinstance(item, dict) else {}
+                item = {leaf.entry.name: {**opts, "name": leaf.label}}
             layers.append(item)
             current, current_label = None, None
             continue

@@ -271,6 +271,21 @@ def test_a_missing_name_suggests_one():
     assert r.returncode == 2 and "S7Student" in r.stderr
 
 
+def test_structure_reads_the_same_blocks_from_the_module_its_import_and_the_spec(tmp_path):
+    # self.gap (weightless, between C4 and O) is no block; self.O = nn.Linear is block O, named in the import too.
+    from convcli.spec import parse_spec
+    from convcli.spec_writer import spec_yaml
+
+    graph = trace_graph(students.S7TopLevel(), (3, 32, 32), "S7TopLevel")
+    imported = analyze(parse_spec(spec_yaml(graph), str(tmp_path / "net.yaml")))
+    written = analyze_layers([3, 32, 32], [
+        *({"seq": {"name": f"C{i}", "layers": [{"conv": {"out": 8}}, {"maxpool": {"k": 2}}]}} for i in (1, 2, 3)),
+        {"seq": {"name": "C4", "layers": [{"conv": {"out": 8}}]}}, "gap", {"linear": {"out": 10, "name": "O"}}])
+    for a in (analyze(graph), imported, written):
+        [check] = [c for c in run_checks(a, resolve_rules(None, "s7")) if c.rule == "structure"]
+        assert check.ok and check.value == ["C1", "C2", "C3", "C4", "O"], check.message
+
+
 # --------------------------------------------------------------------------- import: a traced model → a spec
 
 

@@ -364,6 +364,8 @@ def outer_labels(analysis) -> list[str]:
     for r in analysis.rows:
         if not r.label:
             continue
+        if r.kind != "block" and not r.params:
+            continue  # a labelled weightless layer between blocks (self.gap = nn.AdaptiveAvgPool2d(1)) is no block
         if any(r.path.startswith(p) and r.path[len(p):][:1] in ("[", ".") for p in open_paths):
             continue
         open_paths.append(r.path)

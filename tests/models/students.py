@@ -33,6 +33,23 @@ class S7Student(nn.Module):
         return F.log_softmax(x, dim=-1)
 
 
+class S7TopLevel(nn.Module):
+    """C1..C4 as Sequentials, then GAP and the classifier as single top-level modules: self.gap, self.O."""
+
+    def __init__(self):
+        super().__init__()
+        self.C1 = nn.Sequential(*cbr(3, 16, padding=1), nn.MaxPool2d(2))
+        self.C2 = nn.Sequential(*cbr(16, 32, padding=1), nn.MaxPool2d(2))
+        self.C3 = nn.Sequential(*cbr(32, 32, padding=1), nn.MaxPool2d(2))
+        self.C4 = nn.Sequential(*cbr(32, 64, padding=1))
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.O = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.gap(self.C4(self.C3(self.C2(self.C1(x)))))
+        return self.O(torch.flatten(x, 1))
+
+
 class Attributes(nn.Module):
     """Layers as attributes, F.relu(self.bn(self.conv(x))) in forward, GAP as AdaptiveAvgPool2d(1)."""
 
