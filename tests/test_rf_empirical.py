@@ -155,6 +155,10 @@ def test_fractional_stride_layers_against_gradient_support(layer):
     (13, [{"conv": {"out": 1, "k": 3, "s": 2, "p": 0}}, {"adaptiveavgpool": 4}, {"conv": {"out": 1, "k": 3, "p": 0}}]),
     (9, [{"adaptiveavgpool": 5}, {"upsample": {"scale": 2}}, {"conv": {"out": 1, "k": 3, "p": 0}}]),
     (9, [{"adaptiveavgpool": 4}, {"residual": [{"conv": {"out": 1, "k": 3}}]}]),  # the paths' union per unit
+    # ceil_mode: the last window runs past the input and PyTorch cuts it short (here to one conv output)
+    (16, [{"conv": {"out": 1, "k": 3, "s": 2, "p": 0}}, {"maxpool": {"k": 2, "ceil": True}}]),
+    (16, [{"conv": {"out": 1, "k": 3, "s": 2, "p": 0}}, {"maxpool": {"k": 2, "ceil": True}}, "gap"]),
+    (8, [{"avgpool": {"k": 3, "s": 2, "p": 1, "ceil": True}}, {"conv": {"out": 1, "k": 3, "p": 0}}]),
 ])
 def test_after_an_irregular_adaptive_pool_every_units_rf_is_its_gradient_support(n, layers):
     # Adaptive windows of different sizes: no (r, j) describes the axis, so the analysis keeps each
@@ -166,7 +170,8 @@ def test_after_an_irregular_adaptive_pool_every_units_rf_is_its_gradient_support
     widths = []
     for u in range(axis.n):
         x = torch.ones(1, 1, n, dtype=torch.float64, requires_grad=True)
-        model(x)[0, 0, u].backward()
+        y = model(x)
+        (y[0, 0, u] if y.dim() == 3 else y[0, 0]).backward()  # a map, or one value per channel after gap
         idx = x.grad[0, 0].nonzero().flatten()
         lo, hi = axis.span(u)
         assert (max(0, lo), min(n, hi)) == (int(idx.min()), int(idx.max()) + 1), f"unit {u}"

@@ -101,7 +101,7 @@ def irregular(b: AxisRF) -> str | None:
     if b.spans is None:
         return None
     return (f"r_out = the widest union of the RFs a unit reads = {fmt_num(b.r)} (units differ here: "
-            "an adaptive pool above made windows of different sizes)")
+            "an adaptive or ceil_mode pool made windows of different sizes)")
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,14 @@ class Window:
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
         ke = self.k_eff
-        if a.spans is not None:  # irregular input: each output's RF is the union of the spans it reads
+        last = a.n - 1 + self.pr  # the last position a window may read (padding included)
+        if a.spans is not None or (n_out - 1) * self.s - self.pl + ke - 1 > last:
+            # An irregular input, or a ceil_mode pool whose last window runs past the padded input (PyTorch
+            # cuts it short): each output's RF is the union of the spans its window really reads.
             first = [o * self.s - self.pl for o in range(n_out)]
-            return AxisRF.from_spans([(a.span(u)[0], a.span(u + ke - 1)[1]) for u in first], a.j * self.s, a.glob)
+            ends = [u + min(ke - 1, (last - u) // self.d * self.d) for u in first]
+            return AxisRF.from_spans([(a.span(u)[0], a.span(e)[1]) for u, e in zip(first, ends)], a.j * self.s,
+                                     a.glob)
         return AxisRF(
             n=n_out,
             r=a.r + (ke - 1) * a.j,
