@@ -261,22 +261,39 @@ def test_lookahead_averages_every_fifth_step_and_ends_on_the_slow_weights():
     from convcli.train.loop import Lookahead
 
     model = nn.Linear(1, 1, bias=False)
+    la = Lookahead(model)
+    total = 12
+
+    def step(i, weight):
+        with torch.no_grad():
+            model.weight.fill_(weight)
+        la.after_step(model, i, total)
+        return model.weight.item()
+
+    assert step(4, 1.0) == 1.0  # not a multiple of 5: nothing happens
+    assert step(5, 1.0) == 1.0  # the first sync: the slow copy starts here, as the weights
+    # By hand: decay = 0.95^5 * (10/12)^3; slow = decay * 1 + (1 - decay) * 3, and the weight is reset to it.
+    d10 = 0.95 ** 5 * (10 / 12) ** 3
+    assert step(10, 3.0) == pytest.approx(d10 + 3 * (1 - d10))
+    # The last step (12, not a multiple of 5) syncs too, at decay 0.95^5: steps 11-12 are not thrown away.
+    slow = d10 + 3 * (1 - d10)
+    assert step(12, 5.0) == pytest.approx(0.95 ** 5 * slow + (1 - 0.95 ** 5) * 5)
+
+
+def test_lookahead_on_a_run_of_a_few_steps_keeps_the_trained_weights():
+    from torch import nn
+
+    from convcli.train.loop import Lookahead
+
+    model = nn.Linear(1, 1, bias=False)
+    la = Lookahead(model)
     with torch.no_grad():
-        model.weight.fill_(0.0)
-    la = Lookahead(model)  # slow weight 0
-    total = 10
-    with torch.no_grad():
-        model.weight.fill_(1.0)
-    la.after_step(model, 4, total)  # not a multiple of 5: nothing happens
-    assert model.weight.item() == 1.0
-    la.after_step(model, 5, total)
-    # By hand: decay = 0.95^5 * (5/10)^3; slow = decay * 0 + (1 - decay) * 1, and the weight is reset to it.
-    decay = 0.95 ** 5 * 0.125
-    assert model.weight.item() == pytest.approx(1 - decay)
-    with torch.no_grad():
-        model.weight.fill_(3.0)
-    la.after_step(model, 10, total)  # the last step: decay 1, the weights become the slow copy
-    assert model.weight.item() == pytest.approx(1 - decay)
+        model.weight.fill_(2.0)  # "trained" in 3 steps
+    la.after_step(model, 3, 3)
+    assert model.weight.item() == 2.0  # not pulled back to the initial weight
+    restored = Lookahead(model)
+    restored.load_state_dict(la.state_dict())
+    assert restored.state_dict()["weight"].item() == 2.0 and Lookahead(model).state_dict() == {}
 
 
 def test_bf16_and_channels_last_follow_the_device():
@@ -342,7 +359,8 @@ def test_a_quick_try_that_cannot_learn_gets_a_warning_with_the_fix():
 
     # --subset 500 with batch 512: ceil(500/512) = 1 step an epoch, 3 steps in 3 epochs.
     text = quick_try_warning(TrainConfig(batch_size=512, epochs=3), steps_per_epoch=1, n_train=500)
-    assert "only 3 optimizer steps" in text and "--batch-size 50" in text
+    # the suggestion: the largest power of two giving >= 10 steps an epoch, 500 // 10 = 50 -> 32
+    assert "only 3 optimizer steps" in text and "--batch-size 32" in text
     assert quick_try_warning(TrainConfig(batch_size=64, epochs=3), steps_per_epoch=32, n_train=2000) is None
 
 

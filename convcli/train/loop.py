@@ -175,35 +175,40 @@ def scale_logits(model: nn.Module, scale: float):
 class Lookahead:
     """Lookahead on the weights (Zhang et al. 2019, as airbench uses it): every `every` steps the slow copy
     moves towards the weights, `slow = decay * slow + (1 - decay) * weights`, and the weights are reset to it.
-    decay ramps up as 0.95^5 * (step/total)^3, so it does nothing early and averages strongly late; on the
-    last step the weights become the slow copy. Floating-point buffers (BN statistics) are averaged too."""
+    decay ramps up as 0.95^5 * (step/total)^3, so it does nothing early and averages strongly late. The last
+    step syncs too, so the run ends on the slow copy with every step in it (airbench drops the steps after
+    the last multiple of 5). The slow copy starts as the weights at the first sync, not at initialisation:
+    identical for long runs (the first decay is ~0), and a run of a few steps does not end near its initial
+    weights. Floating-point buffers (BN statistics) are averaged too."""
 
     EVERY = 5
     DECAY = 0.95 ** 5
 
     def __init__(self, model: nn.Module):
-        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.slow: dict | None = None  # set at the first sync
 
     def decay(self, step: int, total: int) -> float:
-        return 1.0 if step >= total else self.DECAY * (step / max(total, 1)) ** 3
+        return self.DECAY * min(step / max(total, 1), 1.0) ** 3
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, step: int, total: int) -> None:
         """Call after optimizer step number `step` (1-based) of `total`."""
         if step % self.EVERY and step < total:
             return
-        decay = self.decay(step, total)
         state = model.state_dict()
+        if self.slow is None:
+            self.slow = {k: v.detach().clone() for k, v in state.items() if v.is_floating_point()}
+            return
+        decay = self.decay(step, total)
         for k, slow in self.slow.items():
             slow.lerp_(state[k], 1 - decay)
             state[k].copy_(slow)
 
     def state_dict(self) -> dict:
-        return dict(self.slow)
+        return dict(self.slow or {})
 
     def load_state_dict(self, state: dict) -> None:
-        for k, v in state.items():
-            self.slow[k].copy_(v)
+        self.slow = {k: v.detach().clone() for k, v in state.items()} if state else None
 
 
 # --- steps and epochs ----------------------------------------------------------------------------

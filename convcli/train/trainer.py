@@ -480,7 +480,7 @@ def quick_try_warning(cfg: TrainConfig, steps_per_epoch: int, n_train: int) -> s
     total = steps_per_epoch * cfg.epochs
     if total >= QUICK_TRY_STEPS:
         return None
-    batch = max(8, min(cfg.batch_size, n_train // 10))
+    batch = max(8, min(cfg.batch_size, 2 ** max(3, (n_train // 10).bit_length() - 1)))  # >= 10 steps, a power of 2
     smaller = f"--batch-size {batch}, " if batch < cfg.batch_size else ""
     return (f"warning: only {total} optimizer step{'s' if total != 1 else ''} in all ({n_train:,} images, batch "
             f"{cfg.batch_size}, {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}): too few to learn; try "
