@@ -304,6 +304,28 @@ def test_batch_json_names_every_spec_the_same_way(grading):
     assert [d["ok"] for d in docs if "error" in d] == [False, False]
 
 
+def test_a_folder_of_student_folders_is_graded_one_level_down(grading, tmp_path):
+    subs = tmp_path / "subs"
+    for name in ("alice", "bob"):
+        (subs / name).mkdir(parents=True)
+        (subs / name / "s7.yaml").write_text((grading / f"{name}.yaml").read_text())
+    (subs / "run").mkdir()  # a training run's copy of its spec is not a submission
+    (subs / "run" / "args.yaml").write_text("epochs: 1\n")
+    (subs / "run" / "s7.yaml").write_text(S7_TEXT)
+    r = run("inspect", str(subs), "--json")
+    assert sorted(d["spec"] for d in json.loads(r.stdout)) == [str(subs / n / "s7.yaml") for n in ("alice", "bob")]
+
+
+def test_specs_in_subfolders_beside_top_level_ones_are_named_not_dropped_silently(grading):
+    (grading / "late").mkdir()
+    (grading / "late" / "erin.yaml").write_text(S7_TEXT)
+    (grading / "rules").mkdir()
+    (grading / "rules" / "s7.yaml").write_text("name: s7\nrules:\n  - params: {max: 10}\n")  # not a spec
+    r = run("inspect", str(grading), "--json")
+    assert len(json.loads(r.stdout)) == 4
+    assert "1 more spec(s) in its subfolders are not included" in " ".join(r.stderr.split())
+
+
 def test_batch_markdown_is_one_table(grading):
     r = run("inspect", str(grading), "--format", "markdown")
     tables = markdown_tables(r.stdout)

@@ -27,7 +27,9 @@ JSON_OPT = typer.Option(False, "--json", help="Print one JSON document (a list f
 
 
 def expand_specs(args: list[str]) -> list[Path]:
-    """Files as given; directories → their *.yaml/*.yml (not recursive); quoted globs expanded."""
+    """Files as given; quoted globs expanded; a directory → its *.yaml/*.yml, or, when it has none, those
+    one folder down (one folder per student: subs/alice/s7.yaml). Hidden folders and training runs (a
+    folder with args.yaml holds a copy of its spec) are skipped."""
     from convcli.sources import is_model
 
     out: list[Path] = []
@@ -36,10 +38,15 @@ def expand_specs(args: list[str]) -> list[Path]:
         if is_model(arg):
             out.append(arg)
         elif p.is_dir():
-            found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
-            if not found:
-                raise ConvcliError(f"{arg}: no *.yaml specs in this directory")
-            out += found
+            found = _yaml_in(p)
+            below = [f for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".")
+                     and not (d / "args.yaml").exists() for f in _yaml_in(d) if _has_layers(f)]
+            if not found and not below:
+                raise ConvcliError(f"{arg}: no *.yaml specs in this directory or the folders in it")
+            if found and below:
+                _note(f"note: {arg}: {len(below)} more spec(s) in its subfolders are not included; "
+                      f"to grade them too, pass '{p / '*' / '*.yaml'}' as well (quoted)")
+            out += found or below
         elif any(ch in arg for ch in "*?[") and not p.exists():
             found = sorted(Path(m) for m in glob.glob(arg, recursive=True))
             if not found:
@@ -48,6 +55,25 @@ def expand_specs(args: list[str]) -> list[Path]:
         else:
             out.append(p)
     return list(dict.fromkeys(out))
+
+
+def _yaml_in(folder: Path) -> list[Path]:
+    return sorted(f for f in [*folder.glob("*.yaml"), *folder.glob("*.yml")] if f.is_file())
+
+
+def _has_layers(f: Path) -> bool:
+    """A spec, not a rules or recipe file beside it (architectures/rules/s7.yaml): a top-level `layers:`."""
+    try:
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            return any(line.startswith("layers:") for line in fh.read(65536).splitlines())
+    except OSError:
+        return False
+
+
+def _note(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(text, style="yellow")
 
 
 def output_format(fmt: Format, as_json: bool) -> str:
