@@ -40,9 +40,9 @@ class Report:
     @property
     def rf(self):
         """The receptive field the assignment measures: at the input of the first global op."""
-        from convcli.render import per_axis_value
+        from convcli.render import jsonable, per_axis_value
 
-        return per_axis_value([a.r for a in self.analysis.rf_before_global()])
+        return jsonable(per_axis_value([a.r for a in self.analysis.rf_before_global()]))  # 13, or [26, 22]
 
     def to_dict(self) -> dict:
         from convcli.render import jsonable
@@ -66,14 +66,20 @@ class Report:
             yield Text(("PASS: " if self.ok else "FAIL: ") + summary_line(self.checks))
 
     def _render(self, **kw):
+        import io
+
         from rich.console import Console
 
-        console = Console(record=True, width=kw.pop("width", 160), file=open("/dev/null", "w"), **kw)  # noqa: SIM115
+        console = Console(record=True, width=kw.pop("width", 160), file=io.StringIO(), **kw)
         console.print(self)
         return console
 
     def __str__(self) -> str:
-        return self._render(no_color=True).export_text()
+        """The plain text `convcli inspect` prints to a file: tables laid out whole, notes unbroken."""
+        from convcli.render import render_to_string
+        from convcli.views import inspect_output
+
+        return render_to_string(inspect_output(self.analysis, self.totals, self.ruleset, self.checks), "table")
 
     def __repr__(self) -> str:
         return str(self)

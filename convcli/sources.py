@@ -25,10 +25,32 @@ def load_analysis(arg, input_text: str | None = None):
         return a
     from convcli.spec import load_spec
 
+    if text.endswith(".py") and Path(text).is_file():
+        raise ConvcliError(_name_needed(Path(text)))
     spec = load_spec(arg)
     if input_text is not None:
         spec.input = parse_input(input_text, str(arg))
     return analyze(spec)
+
+
+def _name_needed(path: Path) -> str:
+    """A .py file given without :NAME: name the nn.Module classes in it (read with ast, nothing runs)."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except SyntaxError:
+        tree = ast.Module(body=[], type_ignores=[])
+
+    def base_name(b):
+        return b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "")
+
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)
+               and any(base_name(b).endswith("Module") for b in n.bases)]
+    found = f" (nn.Module classes in it: {', '.join(classes)})" if classes else ""
+    example = f"{path}:{classes[0] if classes else 'Net'}"
+    return (f"{path}: a PyTorch file needs the model's name after a colon, FILE.py:NAME{found}; "
+            f"e.g. {example} --input 3,32,32")
 
 
 def is_model(arg) -> bool:

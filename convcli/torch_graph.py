@@ -204,8 +204,8 @@ class _Unsupported(Exception):
     """A module or call convcli cannot map (becomes a ConvcliError naming the node)."""
 
 
-class _Located(ConvcliError):
-    """An error already naming the model's file, line and node (not wrapped again)."""
+class ModelError(ConvcliError):
+    """A model convcli cannot analyse, named by its file, line and node (not wrapped again)."""
 
 
 # --------------------------------------------------------------------------- functions → registry types
@@ -217,9 +217,17 @@ RESHAPES = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 
 
 def _arg(node, i, name, default=None):
-    if len(node.args) > i:
-        return node.args[i]
-    return node.kwargs.get(name, default)
+    value = node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+    return _concrete(value)
+
+
+def _concrete(value):
+    """An argument computed from a shape (F.avg_pool2d(x, x.size()[2:]), x.view(x.size(0), -1)) is the
+    number it was in the shape run; other nodes stay nodes."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_concrete(v) for v in value)
+    meta = getattr(value, "meta", None)
+    return meta["value"] if isinstance(meta, dict) and "value" in meta else value
 
 
 # --------------------------------------------------------------------------- tracing
@@ -260,19 +268,44 @@ def _propagate_shapes(gm, input_shape: tuple[int, ...], source: str) -> None:
                 raise _NodeFailed(n, exc) from None
             if isinstance(result, torch.Tensor):
                 n.meta["tensor_meta"] = _Meta(tuple(result.shape))
+            elif isinstance(result, int) or (isinstance(result, tuple) and all(isinstance(v, int) for v in result)):
+                n.meta["value"] = tuple(result) if isinstance(result, tuple) else result  # a size, or sizes
             return result
 
+    # zeros in the model's own dtype and on its device (a .double() or CUDA model runs as it is)
+    first = next((p for p in gm.parameters() if p.is_floating_point()), None)
+    like = {"dtype": first.dtype, "device": first.device} if first is not None else {}
     try:
         with torch.no_grad():
-            Shapes(gm).run(torch.zeros(2, *input_shape))
+            Shapes(gm).run(torch.zeros(2, *input_shape, **like))
     except _NodeFailed as failed:
         n, exc = failed.node, failed.exc
         file, line = _user_frame(n.stack_trace)
         loc = f"{_relative(file)}:{line}" if file and line else source
         what = n.target if n.op == "call_module" else n.name
         kind = type(gm.get_submodule(n.target)).__name__ if n.op == "call_module" else None
+        rank = _rank_mismatch(gm, input_shape)
+        if rank:
+            raise ConvcliError(f"{source}: {rank}") from None
         raise ConvcliError(f"{loc}: {what}" + (f" ({kind})" if kind else "")
                            + f": {_torch_reason(exc)} (on an input of shape {list(input_shape)})") from None
+
+
+def _rank_mismatch(model, input_shape: tuple[int, ...]) -> str | None:
+    """When a forward fails and the first Conv/Pool/BatchNorm-Nd module wants N spatial axes where the
+    input shape has another number, say that (a batch axis given, or C,L for a 2-D net), not the symptom."""
+    for name, m in model.named_modules():
+        found = re.search(r"([123])d$", type(m).__name__)
+        if found:
+            want, have = int(found.group(1)), len(input_shape) - 1
+            if want == have:
+                return None
+            axes = {1: "C,L", 2: "C,H,W", 3: "C,D,H,W"}[want]
+            batch = (" It looks like it includes the batch axis: give the shape of one sample, without it."
+                     if have == want + 1 else "")
+            return (f"{name} ({type(m).__name__}) needs an input of {want} spatial ax{'is' if want == 1 else 'es'} "
+                    f"({axes}), but the input shape {list(input_shape)} has {have}.{batch}")
+    return None
 
 
 class _NodeFailed(Exception):
@@ -367,7 +400,7 @@ class _Mapper:
         path = fx_node.target if fx_node.op == "call_module" else fx_node.name
         w = self.where(fx_node, str(path))
         loc = f"{_relative(w.file)}:{w.line}" if w.line else self.source
-        return _Located(f"{loc}: {path}: {msg}")
+        return ModelError(f"{loc}: {path}: {msg}")
 
     def scope(self, fx_node) -> list[str]:
         stack = fx_node.meta.get("nn_module_stack") or {}
@@ -442,7 +475,7 @@ class _Mapper:
                 self.visit(n)
             except _Unsupported as exc:
                 raise self.fail(n, str(exc)) from None
-            except _Located:
+            except ModelError:
                 raise
             except ConvcliError as exc:  # the registry refused the mapped layer: say which node it was
                 raise self.fail(n, getattr(exc, "message", str(exc))) from None

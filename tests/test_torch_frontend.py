@@ -252,6 +252,43 @@ def test_api_summary_of_a_failing_forward_raises_the_same_sentence(capfd):
     assert capfd.readouterr().err == ""  # nothing printed behind the caller's back
 
 
+def test_a_kernel_read_from_the_maps_size_is_a_global_pool():
+    a = traced(students.GapBySize())
+    assert a.params == 3 * 16 * 9 + 16 + 16 * 10 + 10 and a.first_global_row().type == "avg_pool2d"
+    assert a.first_global_row().out_shape == (16, 1, 1)
+
+
+@pytest.mark.parametrize("shape, says", [((3, 32), "has 1"), ((1, 3, 32, 32), "includes the batch axis")])
+def test_an_input_of_the_wrong_rank_is_named_as_such(shape, says):
+    with pytest.raises(ConvcliError, match="needs an input of 2 spatial axes") as exc:
+        trace_graph(students.S7Student(), shape, "S7Student")
+    assert says in str(exc.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_model_in_another_dtype_is_traced_in_it(dtype):
+    assert traced(students.S7Student().to(dtype)).params == 119_930
+
+
+def test_a_python_file_without_a_name_lists_its_models():
+    r = run("inspect", str(STUDENTS), "--input", "3,32,32")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "YAML" not in r.stderr
+    assert "FILE.py:NAME" in r.stderr and "S7Student, S7TopLevel" in r.stderr
+
+
+def test_report_values_are_plain_numbers_and_str_is_the_inspect_text():
+    import warnings
+
+    from convcli import summary
+
+    report = summary(students.S7Student(), input_size=(3, 32, 32), rules="s7")
+    assert report.rf == 48 and type(report.rf) is int
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no unclosed file behind the text
+        text = str(report)
+    assert "S7Student: [3, 32, 32] → [10]" in text and "k_eff = d*(k-1)+1)" in text
+
+
 def test_an_unknown_layer_is_exit_2_naming_it():
     r = run("params", f"{STUDENTS}:Custom", "--input", "3,8,8")
     assert r.returncode == 2 and "PReLU" in r.stderr and "act" in r.stderr and "Traceback" not in r.stderr
