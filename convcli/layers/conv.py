@@ -166,7 +166,7 @@ class Conv(_ConvBase):
         ((2, 5, 6, 7), {"out": 3, "k": [3, 1, 3], "bn": True, "act": "relu"}),
         ((3, 8, 8), {"out": 4, "k": 4, "p": "same"}),
     )
-    aliases = ("conv1d", "conv2d", "conv3d")
+    aliases = ("conv1d", "conv2d", "conv3d", "convolution")
     params = conv_keys()
 
 
@@ -195,6 +195,8 @@ class Pointwise(_ConvBase):
 class Depthwise(_ConvBase):
     name = "depthwise"
     aliases = ("dwconv", "depthwise_conv")
+    key_hints = {"out": "a depthwise conv keeps the channel count (m: a multiplier gives m×C channels); for a "
+                        "depthwise conv followed by a 1×1 to `out` channels, write dwsconv"}
     params = (
         keys("k", "s", "p", "d")
         + (

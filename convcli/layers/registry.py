@@ -188,6 +188,7 @@ class LayerType:
     # (input shape, options) pairs: documentation, and the registry-wide tests check each one against torch
     examples: ClassVar[tuple] = ()
     example_before: ClassVar[tuple] = ()  # layers an example needs before it (a `reuse` needs its target)
+    key_hints: ClassVar[dict[str, str]] = {}  # a key users write that this type does not take → what to do
 
     def resolve(self, a: dict, shape: tuple[int, ...], where: Where) -> dict:
         """Arguments with every default decided for this input (padding, bias, per-axis kernels): called
@@ -262,6 +263,10 @@ def entries() -> list[LayerType]:
 
 
 # --------------------------------------------------------------------------- argument normalisation
+
+# PyTorch's constructor arguments for what a spec infers from the layer's input.
+INFERRED_KEYS = ("in", "in_channels", "in_features", "num_features", "num_channels", "cin", "input_channels")
+INFERRED_HINT = "input channels and features come from the previous layer's output; give only what it outputs"
 
 RESERVED = ("name",)  # keys every entry accepts: `name` labels a layer or block (C1, C2, ..., O)
 
@@ -367,10 +372,11 @@ def normalize(entry: LayerType, raw, where: Where, defaults: dict | None = None)
                 if source == "defaults":
                     continue  # family-wide defaults: keys this type does not take are skipped
                 known = [q.name for q in entry.params]
+                hint = entry.key_hints.get(key) or (INFERRED_HINT if key in INFERRED_KEYS else None)
                 raise where.error(
-                    f"unknown key '{key}' for '{entry.name}'",
+                    f"unknown key '{key}' for '{entry.name}'" + (f": {hint}" if hint else ""),
                     expected="one of " + ", ".join(known + list(RESERVED)) if known else "no keys",
-                    suggestion=did_you_mean(key, list(by_name) + list(RESERVED)),
+                    suggestion=None if hint else did_you_mean(key, list(by_name) + list(RESERVED)),
                 )
             if source == "layer" and p.name in args and p.name in raw and key != p.name:
                 raise where.error(f"'{key}' and '{p.name}' both given", expected="one of them")
