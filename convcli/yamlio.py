@@ -166,6 +166,11 @@ def explain_syntax_error(exc, text: str) -> tuple[int | None, int | None, str]:
                 where = "on this line" if at == cm.line else f"on line {cm.line + 1}"
                 return (at + 1, _content_end(lines[at]) if at < len(lines) else 0,
                         f"the '{opener}' opened {where} is not closed: add '{closer}' at the end of this line")
+            found = lines[p_line][p_col] if p_line < len(lines) and p_col < len(lines[p_line]) else ""
+            if found in "]}" and found and found != closer:  # {out: 16, k: 3] — closed with the other bracket
+                where = "on this line" if cm.line == p_line else f"on line {cm.line + 1}"
+                return (p_line + 1, p_col, f"the '{opener}' opened {where} (column {cm.column + 1}) is still open "
+                        f"at this '{found}': close it with '{closer}' (or write '{closer}' for this '{found}')")
             return (p_line + 1, p_col, f"expected ',' or '{closer}' here: a ',' is missing between two entries of "
                     f"the '{opener}...{closer}', or a value holds ': ' (quote it)")
     if "quoted scalar" in context and cm is not None:

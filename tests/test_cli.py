@@ -70,6 +70,8 @@ def test_wrong_type(tmp_path):
     ("- conv: {out: 4}\n", 1, ["a spec must be a mapping", "got: a list (the layers go under `layers:`)"]),
     ("input: [3, 8, 8]\nlayers:\n  - relu\n  - conv: {out: 4, k: 3,\n           k: 5}\n", 5,
      ["layers[1].conv: duplicate key 'k'"]),
+    ("input: [3, 8, 8]\nlayers:\n  - conv: {out: 16, k: 3]\n", 3,
+     ["the '{' opened on this line (column 11) is still open at this ']': close it with '}'"]),
     ("input: [3, 8, 8]\nlayers:\n  - depthwise: {out: 8, k: 3}\n", 3,
      ["a depthwise conv keeps the channel count", "write dwsconv"]),
     ("input: [3, 8, 8]\nlayers:\n  - conv: {in_channels: 3, out: 8}\n", 3,
