@@ -295,6 +295,7 @@ def test_batch_gradebook_csv(grading):
     assert by_spec["bob"]["count(maxpool)==3"] == "2" and by_spec["alice"]["count(maxpool)==3"] == "3"
     assert by_spec["alice"]["params<1000000"] == "179146" and by_spec["alice"]["rf>44"] == "72"
     assert "count(maxpool)==3" in by_spec["bob"]["Reason"]
+    assert "unknown key 'kk'" in by_spec["carol"]["Reason"] and "did you mean 'k'" in by_spec["carol"]["Reason"]
 
 
 def test_batch_json_names_every_spec_the_same_way(grading):

@@ -512,3 +512,11 @@ def test_rules_stay_torch_free():
     out = subprocess.run([sys.executable, "-c", code, str(S7)], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_depthwise_conv_without_its_pointwise_is_named_in_the_failure():
+    # depthwise 3x3 then a 3x3 conv: no 1x1 follows it, so it is not depthwise-separable; the reason says so.
+    a = analysis_of(net([{"depthwise": {"k": 3}}, {"conv": {"out": 8, "k": 3}}],
+                        rules=[{"count": {"kind": "depthwise_separable", "min": 1}}]))
+    [check] = run_checks(a, resolve_rules(a.spec, None))
+    assert not check.ok and "layers[0].depthwise: no 1x1 conv follows it" in check.message

@@ -280,6 +280,9 @@ class Count:
         msg = f"{len(rows)} {kind.name}{how}" + (f": {_list_rows(rows, analysis)}" if rows else "")
         if not ok:
             msg += f"; needs {limit}"
+            near = kind.near_misses(analysis) if kind.near_misses else []
+            if near:  # what almost counts, and why not: the student's fix
+                msg += f" ({_list_rows(near, analysis)}: {kind.near_miss_why})"
         return Check("", ok, len(rows), limit, msg)
 
 

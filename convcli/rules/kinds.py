@@ -184,19 +184,22 @@ class Kind:
     find: Callable  # analysis -> list of rows (one per counted occurrence)
     aliases: tuple[str, ...] = field(default=())
     counting: str = "layers"  # "layers" | "path" (see the module docstring)
+    near_misses: Callable | None = None  # analysis -> rows that almost count, to say why they do not
+    near_miss_why: str = ""
 
 
 KINDS: dict[str, Kind] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def kind(name: str, description: str, pred=None, *, find=None, aliases=(), counting="layers") -> Kind:
+def kind(name: str, description: str, pred=None, *, find=None, aliases=(), counting="layers", near_misses=None,
+         near_miss_why="") -> Kind:
     """Register a kind from a row predicate (counted over layers or along a path) or a custom finder."""
     if name in KINDS or name in _ALIASES:
         raise RuntimeError(f"rule kind '{name}' defined twice")
     if find is None:
         find = (lambda a: path_rows(a, pred)) if counting == "path" else (lambda a: layer_rows(a, pred))
-    k = Kind(name, description, find, tuple(aliases), counting)
+    k = Kind(name, description, find, tuple(aliases), counting, near_misses, near_miss_why)
     KINDS[name] = k
     for alias in (name, *aliases):
         _ALIASES[alias] = name
@@ -215,6 +218,8 @@ kind("grouped", "convolution with 1 < groups < in_channels",
      lambda r: is_plain_conv(r) and r.facts.groups > 1 and not is_depthwise(r), aliases=("grouped_conv",))
 kind("depthwise_separable", "a depthwise conv followed (directly or through BN/activation/dropout) by a "
      "1x1 groups-1 conv; one per pair, however written", find=depthwise_separable_rows,
+     near_misses=lambda a: [r for r in a.layers if is_depthwise(r) and r not in depthwise_separable_rows(a)],
+     near_miss_why="no 1x1 conv follows it (directly or through BN/activation/dropout), so it is not separable",
      aliases=("dwsconv", "dws", "separable", "depthwise_separable_conv"))
 kind("dilated", "convolution with dilation > 1 on some axis", is_dilated, aliases=("dilated_conv", "atrous"))
 kind("strided_conv", "convolution (not transposed) with stride > 1 on some axis; counted along the "

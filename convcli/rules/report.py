@@ -101,8 +101,13 @@ def status_of(checks) -> str:
 
 
 def error_text(exc: BaseException) -> str:
+    """The error's first line, with its did-you-mean (the fix) when it has one; not the YAML excerpt."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    lines = text.splitlines()
+    hint = [line.strip() for line in lines[1:] if line.strip().startswith("did you mean")]
+    return "; ".join(lines[:1] + hint)
 
 
 def reason(checks, name: str | None = None) -> str:
