@@ -87,8 +87,17 @@ class Analysis:
 
     @property
     def notes(self) -> list[str]:
-        seen = dict.fromkeys([*self.graph.notes, *(n for r in self.rows for n in r.notes)])
+        seen = dict.fromkeys([*self.input_notes(), *self.graph.notes, *(n for r in self.rows for n in r.notes)])
         return list(seen)
+
+    def input_notes(self) -> list[str]:
+        """[32, 32, 3] is valid (3 wide, 32 channels) but almost always an H,W,C image shape: say so."""
+        c, *spatial = self.input_shape
+        if len(spatial) == 2 and spatial[-1] in (1, 3, 4) and c > 4 and spatial[0] > 4:
+            return [f"input {list(self.input_shape)} reads as {c} channels of {spatial[0]}×{spatial[1]}; for an "
+                    f"image of {c}×{spatial[0]} pixels with {spatial[-1]} channels write "
+                    f"[{spatial[-1]}, {c}, {spatial[0]}] (channels first, as PyTorch)"]
+        return []
 
     def first_global_row(self) -> Row | None:
         """The first global op (GAP, flatten, a pool over the whole map) that ends the spatial map: one on

@@ -222,7 +222,8 @@ def params_table(a: Analysis, totals: dict) -> TableData:
         title=f"{a.name}: parameters and MACs (input {shape_str(a.input_shape)}, per sample)",
         columns=cols,
         # the front-end's notes (parameters the forward does not use), not the RF notes of the rf view
-        footer=totals_footer(totals)[:2] + [f"note: {n}" for n in a.graph.notes] + totals_footer(totals)[2:],
+        footer=totals_footer(totals)[:2] + [f"note: {n}" for n in [*a.input_notes(), *a.graph.notes]]
+        + totals_footer(totals)[2:],
     )
     for name, r in zip(display_names(a.rows), a.rows):
         block = r.kind == "block"
@@ -265,7 +266,7 @@ def params_json(a: Analysis, totals: dict) -> dict:
     ]
     return jsonable(
         {"spec": a.source, "name": a.name, "input": list(a.input_shape), **totals, "layers": layers,
-         "notes": list(a.graph.notes)}
+         "notes": [*a.input_notes(), *a.graph.notes]}
     )
 
 

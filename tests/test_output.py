@@ -562,3 +562,11 @@ def test_shapes_have_no_thousands_separators():
                            "  - linear: {out: 1000}\n", "flat.yaml"))
     text = render_to_string(params_output(a, totals(a)), "table", width=120)
     assert "[8192]" in text and "[1000]" in text and "8,193,000" in text  # counts keep theirs
+
+
+def test_an_image_shape_written_channels_last_gets_a_note():
+    a = analyze(parse_spec("input: [32, 32, 3]\nlayers:\n  - conv: {out: 8}\n", "hwc.yaml"))
+    assert any("write [3, 32, 32] (channels first" in n for n in a.notes)
+    assert not analyze(parse_spec("input: [3, 32, 32]\nlayers:\n  - conv: {out: 8}\n", "chw.yaml")).input_notes()
+    text = render_to_string(params_output(a, totals(a)), "table", width=200)
+    assert "channels first" in text
