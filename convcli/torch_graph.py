@@ -98,7 +98,7 @@ def _t(v):
 def _conv(m):
     pad = m.padding if isinstance(m.padding, str) else _t(m.padding)
     return "conv", {"out": m.out_channels, "k": _t(m.kernel_size), "s": _t(m.stride), "p": pad,
-                    "d": _t(m.dilation), "g": m.groups, "bias": m.bias is not None}
+                    "d": _t(m.dilation), "g": m.groups, "bias": m.bias is not None, "pad_mode": m.padding_mode}
 
 
 def _convt(m):

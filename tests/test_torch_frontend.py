@@ -323,6 +323,19 @@ def test_structure_reads_the_same_blocks_from_the_module_its_import_and_the_spec
         assert check.ok and check.value == ["C1", "C2", "C3", "C4", "O"], check.message
 
 
+def test_a_conv_padding_mode_survives_import_and_build(tmp_path):
+    from convcli.build import build_model
+    from convcli.spec import parse_spec
+    from convcli.spec_writer import spec_yaml
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"), torch.nn.ReLU())
+    text = spec_yaml(trace_graph(model, (3, 8, 8), "Reflect"))
+    assert "pad_mode: reflect" in text
+    built = build_model(analyze(parse_spec(text, str(tmp_path / "r.yaml"))))
+    [conv] = [m for m in built.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert conv.padding_mode == "reflect" and conv.padding == (1, 1)
+
+
 # --------------------------------------------------------------------------- import: a traced model → a spec
 
 

@@ -100,6 +100,9 @@ def resolve_bias(a: dict) -> dict:
     return {**a, "bias": (not a["bn"]) if a["bias"] is None else a["bias"]}
 
 
+PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
 class _ConvBase(LayerType):
     family = "conv"
     doc = "convolution (1-D/2-D/3-D by input rank) with optional bn/act/dropout"
@@ -153,7 +156,7 @@ class _ConvBase(LayerType):
         else:
             padding = tuple(pl)
         conv = [nn.Conv1d, nn.Conv2d, nn.Conv3d][nd - 1](shape[0], a["out"], a["k"], a["s"], padding, a["d"], a["g"],
-                                                         a["bias"])
+                                                         a["bias"], padding_mode=a.get("pad_mode", "zeros"))
         return with_tail(conv, a, a["out"], nd)
 
 
@@ -167,7 +170,10 @@ class Conv(_ConvBase):
         ((3, 8, 8), {"out": 4, "k": 4, "p": "same"}),
     )
     aliases = ("conv1d", "conv2d", "conv3d", "convolution")
-    params = conv_keys()
+    params = conv_keys() + (
+        Param("pad_mode", "str", "zeros", aliases=("padding_mode",), choices=PAD_MODES,
+              help="what the padding holds (PyTorch's padding_mode); shapes, RF and counts do not change"),
+    )
 
 
 @register
