@@ -53,6 +53,10 @@ def _root(version: bool = typer.Option(False, "--version", "-V", help="Print the
 def main() -> None:
     """Entry point: user errors print one message to stderr and exit 2 (CONVCLI_DEBUG=1 re-raises).
     Typer itself reports usage errors (exit 2) and handles --help."""
+    import warnings
+
+    # torch's note that padding='same' with an even kernel pads a copy: the analysis already says how it pads
+    warnings.filterwarnings("ignore", message=r"Using padding='same' with even kernel")
     try:
         app()
     except ConvcliError as exc:

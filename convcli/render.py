@@ -225,6 +225,33 @@ def _cut(word: str, room: int) -> int:
     return best
 
 
+_UNITS = {"MB", "GB", "kB", "px", "s", "%", "MACs", "kMACs", "MMACs", "GMACs", "TMACs", "PMACs"}
+
+
+def _glued(text: str, width: int) -> list[str]:
+    """The words to wrap, with what must stay together glued: a short field of a footer (`Non-trainable: 0`
+    and `Params size: 2.98 MB (float32)` are separated by runs of spaces), a label and its value, a number
+    and its unit. Runs of spaces stay as empty words (str.split(" ") does the same)."""
+    out: list[str] = []
+    for i, piece in enumerate(re.split(r"( {2,})", text)):
+        if i % 2:  # a run of n spaces between fields: n - 1 empty words
+            out += [""] * (len(piece) - 1)
+            continue
+        if len(text) > len(piece) and len(piece) <= width * 2 // 3:  # one of several fields, short: whole
+            out.append(piece)
+            continue
+        for word in piece.split(" "):
+            prev = out[-1].split(" ")[-1] if out and out[-1] else ""
+            glue = prev and word and (prev.endswith(":") and not word.endswith(":")
+                                      or word.rstrip("),;") in _UNITS
+                                      and prev.lstrip("(").replace(".", "").replace(",", "").isdigit())
+            if glue and len(out[-1]) + 1 + len(word) <= width // 2:
+                out[-1] = f"{out[-1]} {word}"
+            else:
+                out.append(word)
+    return out
+
+
 def wrap_text(text: str, width: int, first: int | None = None) -> list[str]:
     """Greedy word wrap (the first line may have its own width); a word longer than the line is split
     after a / _ , = - . when it can be (text columns only, never numbers)."""
@@ -239,7 +266,7 @@ def wrap_text(text: str, width: int, first: int | None = None) -> list[str]:
         lines.append(line)
         limit = width
 
-    for word in text.split(" "):
+    for word in _glued(text, width):
         if not word:
             if cur:
                 cur += " "

@@ -570,3 +570,15 @@ def test_an_image_shape_written_channels_last_gets_a_note():
     assert not analyze(parse_spec("input: [3, 32, 32]\nlayers:\n  - conv: {out: 8}\n", "chw.yaml")).input_notes()
     text = render_to_string(params_output(a, totals(a)), "table", width=200)
     assert "channels first" in text
+
+
+@pytest.mark.parametrize("width", [40, 50, 60])
+def test_narrow_footers_keep_each_label_with_its_value(width):
+    from convcli.render import wrap_lines
+
+    lines = wrap_lines(["Total params: 745,770   Trainable: 745,770   Non-trainable: 0",
+                        "MACs per sample: 101,771,776 (101.77 MMACs)   Params size: 2.98 MB (float32)"], width)
+    text = "\n".join(lines)
+    assert all(len(line) <= width for line in lines), text
+    for field in ("Non-trainable: 0", "Params size: 2.98 MB", "Trainable: 745,770", "(101.77 MMACs)"):
+        assert field in text, text
