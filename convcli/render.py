@@ -191,7 +191,13 @@ def _header_pieces(header: str) -> list[str]:
     """Where a header may break: at spaces, after ( _ , . and before comparison operators."""
     pieces = []
     for word in header.split(" "):
-        pieces += [p for p in _BREAK.split(word) if p]
+        depth = 0
+        for p in (p for p in _BREAK.split(word) if p):
+            if depth > 0:  # a list value ([3,32,32]) stays whole
+                pieces[-1] += p
+            else:
+                pieces.append(p)
+            depth += p.count("[") - p.count("]")
         pieces.append(" ")
     return pieces[:-1]
 

@@ -582,3 +582,9 @@ def test_narrow_footers_keep_each_label_with_its_value(width):
     assert all(len(line) <= width for line in lines), text
     for field in ("Non-trainable: 0", "Params size: 2.98 MB", "Trainable: 745,770", "(101.77 MMACs)"):
         assert field in text, text
+
+
+def test_a_header_never_breaks_inside_a_list_value():
+    from convcli.render import _header_pieces
+
+    assert _header_pieces("input==[3,32,32]") == ["input", "==[3,32,32]"]
