@@ -164,6 +164,20 @@ def test_help_usage_names_arguments_in_capitals():
         assert line.rstrip(" │").endswith("."), line
 
 
+def test_help_paragraphs_are_not_broken_by_the_docstring_layout():
+    # rich keeps a docstring's line breaks: a sentence written over two source lines prints as two lines
+    import typer.main
+
+    from convcli.cli import app
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        for paragraph in (command.help or "").split("\n\n"):
+            for line in paragraph.strip().splitlines()[:-1]:  # a line may end a sentence, never break one
+                assert line.rstrip().endswith((".", ":")), (name, line)
+    assert len(group.commands) >= 5
+
+
 def test_stacked_layout_when_even_the_first_column_is_too_wide():
     t = TableData("t", [Column("a", "Name", False), Column("n", "Count")])
     t.add({"a": "x" * 90, "n": 1_234_567})

@@ -47,8 +47,7 @@ def evaluate(
 ) -> None:
     """Evaluate trained weights: test accuracy and loss, per class, and the confusion matrix.
 
-    Writes confusion.png and a gallery of misclassified images (misclassified.png); with
-    --erf/--filters/--activations, pictures of what the network sees."""
+    Writes confusion.png and misclassified.png; with --erf/--filters/--activations, what the network sees."""
     from convcli.commands.common import output_format
     from convcli.render import emit
     from convcli.train.evaluation import evaluate as run_eval

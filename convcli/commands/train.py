@@ -29,8 +29,7 @@ def train(
 
     runs/NAME holds the spec's copy, args.yaml, metrics.csv, best.pt, last.pt, curves.png and summary.json.
 
-    Each training option comes from the command line, else --recipe, else the spec's train: section,
-    else the built-in default (shown in brackets).
+    Each option comes from the command line, else --recipe, else the spec's train: section, else the default.
     """
     from convcli.train.trainer import train as run_train
 
