@@ -277,6 +277,10 @@ def test_depthwise_separable_written_as_two_plain_convs():
     ([{"concat": [[{"depthwise": {"k": 3}}], [{"conv": {"out": 8, "k": 1}}]]}], 0),
     # depthwise then a residual whose body starts with the 1x1: the 1x1 consumes the depthwise output
     ([{"depthwise": {"k": 3}}, {"residual": [{"conv": {"out": 8, "k": 1}}]}], 1),
+    # a 1x1 depthwise conv is a per-channel scale: with a 1x1 after it, the pair is one 1x1 conv in effect
+    ([{"depthwise": {"k": 1}}, {"pointwise": {"out": 16}}], 0),
+    # a 3x1 depthwise filters along one axis: a (spatially separable) depthwise-separable pair
+    ([{"depthwise": {"k": [3, 1]}}, {"pointwise": {"out": 16}}], 1),
 ])
 def test_depthwise_separable_recognition(layers, expected):
     assert count(net(layers, input_shape=(8, 16, 16)), "depthwise_separable") == expected
@@ -288,6 +292,8 @@ def test_dilated_strided_and_downsampling_kinds():
               {"conv": {"out": 8, "k": 3, "p": 1, "s": 2}},        # strided conv, downsampling (16 -> 8)
               {"maxpool": {"k": 2}},                               # downsampling (8 -> 4), not a conv
               {"maxpool": {"k": 3, "s": 1, "p": 1}},              # stride 1: neither
+              {"conv": {"out": 8, "k": 1, "d": 3}},                # k=1: span d(k-1)+1 = 1, not dilated
+              {"conv": {"out": 8, "k": [3, 1], "d": [1, 2], "p": [1, 0]}},  # d only on the 1-wide axis: not
               "gap", {"linear": {"out": 10}}]
     a = analysis_of(net(layers, input_shape=(3, 16, 16)))
     assert count(a, "dilated") == 2
@@ -520,3 +526,18 @@ def test_a_depthwise_conv_without_its_pointwise_is_named_in_the_failure():
                         rules=[{"count": {"kind": "depthwise_separable", "min": 1}}]))
     [check] = run_checks(a, resolve_rules(a.spec, None))
     assert not check.ok and "layers[0].depthwise: no 1x1 conv follows it" in check.message
+
+
+def test_dilation_on_a_1_wide_kernel_is_named_as_the_near_miss():
+    # k=1, d=2: every tap is still one pixel, so the net has no dilated conv, and the reason says why.
+    a = analysis_of(net([{"conv": {"out": 8, "k": 1, "d": 2}}, "gap"],
+                        rules=[{"count": {"kind": "dilated", "min": 1}}]))
+    [check] = run_checks(a, resolve_rules(a.spec, None))
+    assert not check.ok and "layers[0].conv: its dilation is on 1-wide kernel axes" in check.message
+
+
+def test_a_1x1_depthwise_conv_is_named_as_the_near_miss():
+    a = analysis_of(net([{"depthwise": {"k": 1}}, {"pointwise": {"out": 8}}],
+                        rules=[{"count": {"kind": "depthwise_separable", "min": 1}}]))
+    [check] = run_checks(a, resolve_rules(a.spec, None))
+    assert not check.ok and "layers[0].depthwise: a 1x1 depthwise conv only scales each channel" in check.message

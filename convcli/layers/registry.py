@@ -162,7 +162,14 @@ class Facts:
 
     @property
     def is_dilated(self) -> bool:
-        return any(d > 1 for d in self.dilation)
+        """Dilation > 1 on an axis whose kernel is wider than 1, where it spreads the taps (span d(k-1)+1);
+        on a 1-wide kernel axis dilation changes nothing, so a k=1 d=2 conv is not a dilated conv."""
+        return any(d > 1 and k > 1 for k, d in zip(self.kernel, self.dilation))
+
+    @property
+    def filters_spatially(self) -> bool:
+        """Some kernel axis is wider than 1 (a 1x1 depthwise conv only scales each channel)."""
+        return any(k > 1 for k in self.kernel)
 
     @property
     def is_global(self) -> bool:

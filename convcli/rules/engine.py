@@ -281,8 +281,9 @@ class Count:
         if not ok:
             msg += f"; needs {limit}"
             near = kind.near_misses(analysis) if kind.near_misses else []
-            if near:  # what almost counts, and why not: the student's fix
-                msg += f" ({_list_rows(near, analysis)}: {kind.near_miss_why})"
+            reasons = {why: [r for r, w in near if w == why] for _, why in near}
+            for why, rows_ in reasons.items():  # what almost counts, and why not: the student's fix
+                msg += f" ({_list_rows(rows_, analysis)}: {why})"
         return Check("", ok, len(rows), limit, msg)
 
 

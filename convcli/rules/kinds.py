@@ -157,7 +157,7 @@ def depthwise_separable_rows(analysis) -> list:
     used: set[int] = set()
     found = []
     for row in analysis.layers:
-        if not is_depthwise(row):
+        if not is_depthwise(row) or not row.facts.filters_spatially:  # a 1x1 depthwise conv filters nothing
             continue
         frontier, seen = list(succ.get(id(row), [])), set()
         while frontier:
@@ -174,6 +174,14 @@ def depthwise_separable_rows(analysis) -> list:
     return found
 
 
+def depthwise_separable_near_misses(analysis) -> list:
+    """The depthwise convs that do not make a depthwise-separable pair, each with the reason."""
+    found = depthwise_separable_rows(analysis)
+    return [(r, "no 1x1 conv follows it (directly or through BN/activation/dropout), so it is not separable"
+             if r.facts.filters_spatially else "a 1x1 depthwise conv only scales each channel: it filters nothing")
+            for r in analysis.layers if is_depthwise(r) and r not in found]
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -184,22 +192,21 @@ class Kind:
     find: Callable  # analysis -> list of rows (one per counted occurrence)
     aliases: tuple[str, ...] = field(default=())
     counting: str = "layers"  # "layers" | "path" (see the module docstring)
-    near_misses: Callable | None = None  # analysis -> rows that almost count, to say why they do not
-    near_miss_why: str = ""
+    near_misses: Callable | None = None  # analysis -> [(row, why)]: what almost counts, and why it does not
 
 
 KINDS: dict[str, Kind] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def kind(name: str, description: str, pred=None, *, find=None, aliases=(), counting="layers", near_misses=None,
-         near_miss_why="") -> Kind:
+def kind(name: str, description: str, pred=None, *, find=None, aliases=(), counting="layers",
+         near_misses=None) -> Kind:
     """Register a kind from a row predicate (counted over layers or along a path) or a custom finder."""
     if name in KINDS or name in _ALIASES:
         raise RuntimeError(f"rule kind '{name}' defined twice")
     if find is None:
         find = (lambda a: path_rows(a, pred)) if counting == "path" else (lambda a: layer_rows(a, pred))
-    k = Kind(name, description, find, tuple(aliases), counting, near_misses, near_miss_why)
+    k = Kind(name, description, find, tuple(aliases), counting, near_misses)
     KINDS[name] = k
     for alias in (name, *aliases):
         _ALIASES[alias] = name
@@ -216,12 +223,14 @@ kind("pointwise", "1x1 convolution with groups 1", is_pointwise_conv, aliases=("
 kind("depthwise", "convolution with groups == in_channels > 1", is_depthwise, aliases=("depthwise_conv",))
 kind("grouped", "convolution with 1 < groups < in_channels",
      lambda r: is_plain_conv(r) and r.facts.groups > 1 and not is_depthwise(r), aliases=("grouped_conv",))
-kind("depthwise_separable", "a depthwise conv followed (directly or through BN/activation/dropout) by a "
-     "1x1 groups-1 conv; one per pair, however written", find=depthwise_separable_rows,
-     near_misses=lambda a: [r for r in a.layers if is_depthwise(r) and r not in depthwise_separable_rows(a)],
-     near_miss_why="no 1x1 conv follows it (directly or through BN/activation/dropout), so it is not separable",
-     aliases=("dwsconv", "dws", "separable", "depthwise_separable_conv"))
-kind("dilated", "convolution with dilation > 1 on some axis", is_dilated, aliases=("dilated_conv", "atrous"))
+kind("depthwise_separable", "a depthwise conv with a kernel wider than 1 followed (directly or through "
+     "BN/activation/dropout) by a 1x1 groups-1 conv; one per pair, however written", find=depthwise_separable_rows,
+     near_misses=depthwise_separable_near_misses, aliases=("dwsconv", "dws", "separable", "depthwise_separable_conv"))
+kind("dilated", "convolution with dilation > 1 on an axis whose kernel is wider than 1 (on a 1-wide axis "
+     "dilation changes nothing)", is_dilated, aliases=("dilated_conv", "atrous"),
+     near_misses=lambda a: [(r, "its dilation is on 1-wide kernel axes, where it changes nothing")
+                            for r in a.layers if is_conv(r) and any(d > 1 for d in r.facts.dilation)
+                            and not is_dilated(r)])
 kind("strided_conv", "convolution (not transposed) with stride > 1 on some axis; counted along the "
      "path with the most (a residual's strided projection shortcut does not count twice)",
      is_strided_conv, counting="path", aliases=("stride2_conv", "strided", "strided_convolution"))
