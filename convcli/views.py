@@ -360,6 +360,6 @@ def add_empirical(output: Output, a: Analysis, results) -> None:
     output.data["empirical_ok"] = not any(e.mismatch for e in results)
     table.footer.append("RF measured: input pixels with a non-zero gradient from the centre unit (constant "
                         "positive weights, max-pool as average, activations as identity), clipped to the "
-                        "input; '≠' marks a mismatch with the analysis.")
+                        "input pixels real units read; '≠' marks a mismatch with the analysis.")
     for note in dict.fromkeys(n for e in results for n in e.notes):
         table.footer.append(f"note (measured): {note}")

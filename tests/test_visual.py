@@ -244,6 +244,17 @@ def test_empirical_rf_equals_the_analytic_rf_for_a_module():
     assert isinstance(model.conv1, nn.Conv2d) and model.conv1.weight.dtype == torch.float32
 
 
+def test_pixels_no_real_unit_reads_are_not_expected():
+    # 8 px, conv k3 s2 p0: floor((8-3)/2)+1 = 3 outputs reading pixels 0-2, 2-4, 4-6: pixel 7 is never read.
+    # Then conv k5 p2 on those 3 units: the centre unit 1 reads units -1..3, two of them padding; the analysis
+    # counts them as the map continued (RF 3 + 4*2 = 11, centre 1.5 + 1*2 = 3.5: [-2, 9)), and clipped to
+    # the input that is pixels 0-7, but only 0-6 are reachable: 7 px, which is what the gradient reaches.
+    a = analyze_layers([1, 8, 8], [{"conv": {"out": 2, "k": 3, "s": 2, "p": 0}}, {"conv": {"out": 2, "k": 5, "p": 2}}])
+    last = empirical_rf(a)[-1]
+    assert last.analytic == [11, 11] and last.measured == [7, 7] and last.measured_span == [(0, 6), (0, 6)]
+    assert last.expected == [7, 7] and not last.mismatch and last.cell() == "7 (11 clipped)"
+
+
 def test_a_wrong_analysis_is_flagged(small):
     # The model has 3x3 convs; the analysis claims 5x5 (p=2): conv1's centre unit would see 5 pixels, [2, 7),
     # but the gradient reaches 3, [3, 6).

@@ -217,9 +217,9 @@ class Transposed:
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
         if a.spans is not None:  # irregular input: union the spans of the inputs each output reads
-            def reads(o):
+            def reads(o):  # beyond the border too (virtual positions, as the regular recurrence counts them)
                 taps = [i for i in range(-(-(o + self.p - self.k_eff + 1) // self.s), (o + self.p) // self.s + 1)
-                        if (o + self.p - i * self.s) % self.d == 0 and 0 <= i < a.n]
+                        if (o + self.p - i * self.s) % self.d == 0]
                 return (a.span(min(taps))[0], a.span(max(taps))[1]) if taps else a.span(o // self.s)
             return AxisRF.from_spans([reads(o) for o in range(n_out)], a.j / self.s, a.glob)
         # Output 0 reads inputs lo..hi (lo may be negative: a virtual position beyond the border).

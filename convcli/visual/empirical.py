@@ -106,6 +106,58 @@ def _upstream_notes(analysis, row) -> list[str]:
     return notes
 
 
+def _reads(op, o: int) -> tuple[int, int]:
+    """The first and last input unit output unit `o` of one axis op reads (beyond the map: virtual)."""
+    from convcli.layers.geometry import Adaptive, Global, Rescale, Transposed, Window
+
+    if op is None:
+        return o, o
+    if isinstance(op, Window):
+        first = o * op.s - op.pl
+        return first, first + op.k_eff - 1
+    if isinstance(op, Adaptive):
+        lo, hi = op.windows()[o]
+        return lo, hi - 1
+    if isinstance(op, Transposed):
+        taps = [i for i in range(-(-(o + op.p - op.k_eff + 1) // op.s), (o + op.p) // op.s + 1)
+                if (o + op.p - i * op.s) % op.d == 0]
+        return (min(taps), max(taps)) if taps else (1, 0)
+    if isinstance(op, Rescale):
+        i = (2 * o + 1 - op.factor) // (2 * op.factor) if op.support > 1 else o // op.factor
+        return i, i + op.support - 1
+    if isinstance(op, Global):
+        return -(2**62), 2**62  # every position (clamped to the map by the caller)
+    raise TypeError(f"unknown axis op {op!r}")
+
+
+def reachable_units(analysis, row, unit) -> list[tuple[int, int]]:
+    """Per axis, the first and last input pixel `unit` of `row` reaches through real units only (each
+    layer's window clamped to its input map). The analytic RF counts the padding's virtual positions as
+    the map continued, and a virtual position's own window may cover input pixels that no real unit
+    reads (a stride-2 conv on 8 pixels drops pixel 7): those pixels can never carry a gradient."""
+    need = {id(row): [(u, u) for u in unit]}
+    found = None
+    for r in reversed(analysis.layers):
+        spans = need.pop(id(r), None)
+        if spans is None or len(r.rf_in) != len(spans):
+            continue
+        into = []
+        for ax, (a, b) in enumerate(spans):
+            op, n_in = (r.ops[ax] if r.ops else None), r.rf_in[ax].n
+            reads = [_reads(op, o) for o in range(a, b + 1)] if a <= b else []
+            lo, hi = max(min((x for x, y in reads if x <= y), default=n_in), 0), \
+                min(max((y for x, y in reads if x <= y), default=-1), n_in - 1)
+            into.append((lo, hi))
+        producers = analysis.producers(r)
+        for p in producers:
+            old = need.get(id(p))
+            need[id(p)] = into if old is None else [(min(x0, x1), max(y0, y1))
+                                                     for (x0, y0), (x1, y1) in zip(old, into)]
+        if not producers or len(producers) < len(analysis.graph.nodes[r.node].inputs):  # reads the input
+            found = into if found is None else [(min(x0, x1), max(y0, y1)) for (x0, y0), (x1, y1) in zip(found, into)]
+    return found or [(0, -1)] * len(unit)
+
+
 def empirical_rf(analysis, model=None, rows=None) -> list[EmpiricalRF]:
     """Measure every leaf row's RF (or just `rows`) by gradient support and compare it with the analysis.
 
@@ -138,7 +190,10 @@ def empirical_rf(analysis, model=None, rows=None) -> list[EmpiricalRF]:
             line = support.any(dim=others) if others else support
             idx = line.nonzero().flatten()
             spans.append((int(idx.min()), int(idx.max())) if len(idx) else (0, -1))
-        expected_span = pixel_range(rf_box(analysis, row, unit), analysis.input_shape)
+        boxed = pixel_range(rf_box(analysis, row, unit), analysis.input_shape)
+        # The analytic region, less the input pixels that no real unit on the way reads (see reachable_units).
+        expected_span = [(max(lo, a), min(hi, b)) if max(lo, a) <= min(hi, b) else (lo, lo - 1)
+                         for (lo, hi), (a, b) in zip(boxed, reachable_units(analysis, row, unit))]
         results.append(EmpiricalRF(
             path=row.path, label=row.label, unit=unit,
             analytic=[int(a.r) if a.r == int(a.r) else float(a.r) for a in row.rf_out],
