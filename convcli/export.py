@@ -447,6 +447,7 @@ class _Writer:
             self.where.setdefault(id(module), path + (f" ({label})" if label else ""))
         self.label: dict[int, str] = {id(model.paths[n.path]): n.label for n in graph.nodes
                                       if n.label and n.path in model.paths}
+        self.block_label = {id(model.paths[p]): label for p, label in labels.items() if label and p in model.paths}
         self.helpers: set[str] = set()
         self.uses: dict[int, int] = {}
         self.reused_by: dict[int, list] = {}  # target -> the Reuse modules applying it again
@@ -549,13 +550,15 @@ def export_source(analysis) -> str:
         model = build_model(analysis)
     writer = _Writer(model, analysis)
     top = [writer.code(m) for m in model.children()]
+    block_labels = {name: writer.block_label[id(m)] for name, m in model.named_children()
+                    if id(m) in writer.block_label}
     cls = class_name(graph.name)
-    source = _file(analysis, cls, writer, top)
+    source = _file(analysis, cls, writer, top, block_labels)  # repr() writes them as safe Python
     check_source(source, cls, model, graph.source)
     return source
 
 
-def _file(analysis, cls: str, writer: _Writer, top: list) -> str:
+def _file(analysis, cls: str, writer: _Writer, top: list, block_labels: dict) -> str:
     graph = analysis.graph
     input_shape = tuple(graph.input)
     out_shape = tuple(analysis.output_shape)
@@ -585,8 +588,11 @@ def _file(analysis, cls: str, writer: _Writer, top: list) -> str:
     order = ["Parallel", "Add", "Concat", "Mul", "Reuse", "ChannelLayerNorm", "DeformConvBlock"]
     parts += [_HELPERS[h] for h in order if h in writer.helpers]
     body = [f"\n\nclass {cls}(nn.Sequential):\n",
-            f'    """{name} ({src}): input {input_shape}, output {out_shape}."""\n\n',
-            "    def __init__(self):\n"]
+            f'    """{name} ({src}): input {input_shape}, output {out_shape}."""\n\n']
+    if block_labels:  # the spec's labels survive as names: `convcli inspect net.py:Net --rules ...` grades them
+        body.append("    # the spec's block labels, by child (convcli reads them for the structure rule)\n")
+        body.append(f"    block_labels = {block_labels!r}\n\n")
+    body.append("    def __init__(self):\n")
     for var, note, code in writer.defs:
         if note:
             body.append(f"        # {safe_text(note)}\n")

@@ -386,6 +386,9 @@ class _Mapper:
         self.calls: dict[str, int] = {}
         self.group_stack: list = []  # open groups: (module path, group)
         self.module_types = {n: type(m) for n, m in model.named_modules()}
+        # Names for the top-level children (`convcli export` writes them: the spec's C1..O labels), else their own.
+        labels = getattr(model, "block_labels", None)
+        self.block_labels = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
     # -- helpers
     def shape(self, fx_node) -> tuple[int, ...]:
@@ -418,7 +421,8 @@ class _Mapper:
         for path in scope[keep:]:
             depth = len(self.group_stack)
             g = self.graph.add_group(path=path, type=self.module_types.get(path, type(None)).__name__, depth=depth,
-                                     label=path if depth == 0 else None, where=Where(self.source, None, path))
+                                     label=self.block_labels.get(path, path) if depth == 0 else None,
+                                     where=Where(self.source, None, path))
             self.group_stack.append((path, g))
 
     def add(self, fx_node, type_name: str, registry: str, raw: dict, inputs, role="layer", path=None,
@@ -438,8 +442,9 @@ class _Mapper:
             args = entry.resolve(args, in_shapes[0], where)
             facts = entry.infer(args, in_shapes[0], where)
         depth = len(self.group_stack)
+        label = self.block_labels.get(path, path) if depth == 0 and module else None
         node = self.graph.add_node(path=path, type=type_name, entry=entry, args=args, inputs=tuple(inputs),
-                                   depth=depth, label=path if depth == 0 and module else None, where=where, role=role,
+                                   depth=depth, label=label, where=where, role=role,
                                    shares=shares, module=module, raw=dict(raw))
         for _, g in self.group_stack:
             g.nodes.append(node.id)

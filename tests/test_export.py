@@ -324,3 +324,16 @@ def test_reuse_and_se_trace_back(tmp_path):
     b = load_analysis(f"{path}:Net", "3,16,16")
     assert (b.params, b.macs, b.rf) == (a.params, a.macs, a.rf)
     assert sum(r.shares is not None for r in b.layers) == sum(r.shares is not None for r in a.layers) == 2
+
+
+def test_exported_file_keeps_the_block_labels_for_the_rules(tmp_path):
+    # A student who submits the exported s7 gets the spec's verdict: C1..O survive as `block_labels`.
+    from convcli.rules import resolve_rules, run_checks
+    from convcli.sources import load_analysis
+
+    a = analyze_file(ROOT / "architectures" / "s7.yaml")
+    path = tmp_path / "net.py"
+    path.write_text(export_source(a))
+    b = load_analysis(f"{path}:Net", "3,32,32")
+    verdicts = [{c.rule: c.ok for c in run_checks(x, resolve_rules(a.spec, "s7"))} for x in (a, b)]
+    assert verdicts[0] == verdicts[1] and verdicts[1]["structure"]
