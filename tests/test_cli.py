@@ -250,6 +250,19 @@ def test_batch_summary_and_junit(tmp_path):
     assert names == ["alice", "bob", "carol"]  # spec names, not absolute paths
 
 
+def test_a_spec_without_rules_is_not_a_pass(tmp_path):
+    # A grader who forgets --rules: specs with no rules: section are not graded, so not PASS.
+    text = Path(S7).read_text()
+    assert text.count("rules: s7") == 1
+    write(tmp_path, text, "alice.yaml")
+    write(tmp_path, text.replace("rules: s7", ""), "dave.yaml")
+    r = run("inspect", str(tmp_path))
+    [dave] = [line for line in r.stdout.splitlines() if "dave.yaml" in line]
+    assert "NO RULES" in dave and "PASS" not in dave and "no rules to check" in r.stdout
+    assert "1 pass, 0 fail, 0 error, 1 without rules (--rules NAME grades them" in r.stdout
+    assert r.returncode == 0  # nothing failed; the tally says what was not graded
+
+
 def test_block_that_uses_itself(tmp_path):
     f = write(tmp_path, "input: [3, 8, 8]\nblocks:\n  a: [{b: {}}]\n  b: [{a: {}}]\nlayers:\n  - a\n")
     assert_user_error(run("rf", f), f"{f}:4", "block 'a' uses itself (a → b → a)")

@@ -104,7 +104,7 @@ def inspect(
         table = batch_table(results, title="Rules: summary" + (f" (specs in {folder}/)" if folder else ""))
         n = counts(results)
         docs = [inspect_document_of(e) for e in entries]
-        style = "bold red" if n["FAIL"] or n["ERROR"] else "bold green"
+        style = "bold red" if n["FAIL"] or n["ERROR"] else "yellow" if n["NO RULES"] else "bold green"
         outputs.append(Output([table, Lines([tally(results)], style=style)], data=docs, records=table))
         if form == "json":
             outputs = outputs[-1:]

@@ -22,7 +22,7 @@ from convcli.render import Cell, Column, TableData
 from convcli.rules.model import Check, all_ok, failed, fmt_number, plain
 
 STATUS_STYLES = {"pass": "green", "FAIL": "bold red", "not checked": "yellow", "PASS": "bold green",
-                 "ERROR": "bold red"}
+                 "ERROR": "bold red", "NO RULES": "yellow"}
 CELL = {True: "pass", False: "FAIL", None: "--"}
 FAIL_MARK = " ✗"
 
@@ -97,6 +97,8 @@ def raw_value(c: Check):
 def status_of(checks) -> str:
     if isinstance(checks, BaseException):
         return "ERROR"
+    if not checks:  # nothing was graded: not a pass (a grader who forgot --rules must not see green)
+        return "NO RULES"
     return "PASS" if all_ok(checks) else "FAIL"
 
 
@@ -124,7 +126,7 @@ def reason(checks, name: str | None = None) -> str:
     skipped = [c.rule for c in checks if c.ok is None]
     if skipped:
         parts.append("not checked: " + ", ".join(skipped))
-    return "; ".join(parts) if checks else "no rules"
+    return "; ".join(parts) if checks else "no rules to check"
 
 
 def rule_ids(results) -> list[str]:
@@ -181,16 +183,19 @@ render_batch = batch_table
 
 
 def counts(results) -> dict[str, int]:
-    out = {"PASS": 0, "FAIL": 0, "ERROR": 0}
+    out = {"PASS": 0, "FAIL": 0, "ERROR": 0, "NO RULES": 0}
     for _, checks, _ in map(_unpack, results):
         out[status_of(checks)] += 1
     return out
 
 
 def tally(results) -> str:
-    """`31 pass, 6 fail, 2 error`."""
+    """`31 pass, 6 fail, 2 error` (`, 3 without rules (--rules NAME grades them)` when some had none)."""
     n = counts(results)
-    return f"{n['PASS']} pass, {n['FAIL']} fail, {n['ERROR']} error"
+    text = f"{n['PASS']} pass, {n['FAIL']} fail, {n['ERROR']} error"
+    if n["NO RULES"]:
+        text += f", {n['NO RULES']} without rules (--rules NAME grades them, e.g. --rules s7)"
+    return text
 
 
 # --------------------------------------------------------------------------- JUnit
