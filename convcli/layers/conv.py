@@ -103,6 +103,18 @@ def resolve_bias(a: dict) -> dict:
 PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
+def check_pad_fits(mode: str, before, after, shape, where) -> None:
+    """PyTorch's limits on padding that reads the map itself: reflect padding must be smaller than the input
+    (it mirrors without repeating the edge), circular padding at most the input (it wraps around once)."""
+    for b, c, n in zip(before, after, shape[1:]):
+        if mode == "reflect" and max(b, c) >= n:
+            raise where.error(f"reflect padding {max(b, c)} must be smaller than the input ({n} on that axis)",
+                              got=f"input {list(shape)}")
+        if mode == "circular" and max(b, c) > n:
+            raise where.error(f"circular padding {max(b, c)} must be at most the input ({n} on that axis)",
+                              got=f"input {list(shape)}")
+
+
 class _ConvBase(LayerType):
     family = "conv"
     doc = "convolution (1-D/2-D/3-D by input rank) with optional bn/act/dropout"
@@ -118,6 +130,7 @@ class _ConvBase(LayerType):
         k, s, d = (axes_of(a, key, nd, where) for key in ("k", "s", "d"))
         k_eff = tuple(eff_kernel(kk, dd) for kk, dd in zip(k, d))
         pl, pr = paddings(a, k_eff, s, nd, where)
+        check_pad_fits(a.get("pad_mode", "zeros"), pl, pr, shape, where)
         out, g = self.channels(a, shape[0], where)
         return {**a, "k": k, "s": s, "d": d, "pad": (tuple(pl), tuple(pr)), "out": out, "g": g}
 

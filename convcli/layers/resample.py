@@ -88,12 +88,12 @@ class Pad(LayerType):
         return axes_of(a, "before", nd, where), axes_of(a, "after", nd, where)
 
     def infer(self, a, shape, where):
+        from convcli.layers.conv import check_pad_fits
         from convcli.layers.geometry import Window
 
         nd = feature_map_rank(self, shape, where)
         before, after = self.sides(a, nd, where)
-        if a["mode"] == "reflect" and any(max(b, c) >= n for b, c, n in zip(before, after, shape[1:])):
-            raise where.error("reflect padding must be smaller than the input", got=f"input {list(shape)}")
+        check_pad_fits(a["mode"], before, after, shape, where)
         return Facts(
             out_shape=(shape[0], *(n + b + c for n, b, c in zip(shape[1:], before, after))),
             ops=[Window(1, 1, b, c) for b, c in zip(before, after)],
