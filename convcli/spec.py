@@ -317,6 +317,10 @@ def entry_parts(item, where: Where, spec: Spec):
             "a layer is a mapping with one key, its type", expected="e.g. `- conv: {out: 32, k: 3}`", got=got
         )
     entry = spec.entry(str(type_name))
+    head = str(type_name).split("{")[0].split("[")[0].strip()
+    if entry is None and head != str(type_name) and spec.entry(head) is not None:  # `- conv {out: 8}`
+        raise where.error(f"a ':' is missing after the layer type '{head}'", expected=f"`- {head}: {{...}}`",
+                          got=f"{type_name}: ...")
     if entry is None:
         raise where.error(
             f"unknown layer type '{type_name}'",

@@ -186,6 +186,11 @@ def explain_syntax_error(exc, text: str) -> tuple[int | None, int | None, str]:
         return p_line + 1, p_col, "a tab character: indent YAML with spaces only"
     if "expected <block end>" in problem:
         col = _indent(line_text)
+        if p_col > col:  # found inside the line, after a complete value: not an indentation problem
+            before = line_text[:p_col].rstrip()
+            what = f"after the closing '{before[-1]}'" if before.endswith(("}", "]")) else "after the value"
+            return (p_line + 1, p_col, f"unexpected text {what}: put it on its own line, or make it a comment "
+                    "with '#'")
         found = "list item" if "'-'" in problem or "sequence" in problem else "key"
         prev = last_content(p_line, 0) if p_line > 0 else None
         above = f" but the line above {_indent(lines[prev])}" if prev is not None and prev != p_line else ""
