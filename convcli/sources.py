@@ -45,8 +45,15 @@ def _name_needed(path: Path) -> str:
     def base_name(b):
         return b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "")
 
-    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)
-               and any(base_name(b).endswith("Module") for b in n.bases)]
+    defs = [n for n in tree.body if isinstance(n, ast.ClassDef)]
+    found_names: set[str] = set()
+    while True:  # subclasses of the file's own models are models too (class WrongCh(Net))
+        more = {n.name for n in defs if n.name not in found_names and any(
+            base_name(b).endswith(("Module", "Sequential")) or base_name(b) in found_names for b in n.bases)}
+        if not more:
+            break
+        found_names |= more
+    classes = [n.name for n in defs if n.name in found_names]
     found = f" (nn.Module classes in it: {', '.join(classes)})" if classes else ""
     example = f"{path}:{classes[0] if classes else 'Net'}"
     return (f"{path}: a PyTorch file needs the model's name after a colon, FILE.py:NAME{found}; "

@@ -276,6 +276,14 @@ def test_a_python_file_without_a_name_lists_its_models():
     assert "FILE.py:NAME" in r.stderr and "S7Student, S7TopLevel" in r.stderr
 
 
+def test_the_listing_includes_subclasses_of_the_files_models(tmp_path):
+    f = tmp_path / "nets.py"
+    f.write_text("import torch.nn as nn\nclass Net(nn.Module):\n    pass\nclass WrongCh(Net):\n    pass\n"
+                 "class Seq(nn.Sequential):\n    pass\nclass Helper:\n    pass\n")
+    r = run("inspect", str(f))
+    assert r.returncode == 2 and "(nn.Module classes in it: Net, WrongCh, Seq)" in r.stderr
+
+
 def test_report_values_are_plain_numbers_and_str_is_the_inspect_text():
     import warnings
 
@@ -373,3 +381,12 @@ def test_import_command_writes_a_spec_that_passes_the_same_rules(tmp_path):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["ok"] and doc["total"] == 119_930 and doc["rf"] == 48
+
+
+def test_a_quoted_glob_of_model_files_keeps_the_name(tmp_path):
+    from convcli.commands.common import expand_specs
+
+    for student in ("alice", "bob"):
+        (tmp_path / student).mkdir()
+        (tmp_path / student / "net.py").write_text("import torch.nn as nn\nclass Net(nn.Module):\n    pass\n")
+    assert expand_specs([f"{tmp_path}/*/net.py:Net"]) == [f"{tmp_path}/alice/net.py:Net", f"{tmp_path}/bob/net.py:Net"]

@@ -35,7 +35,13 @@ def expand_specs(args: list[str]) -> list[Path]:
     out: list[Path] = []
     for arg in args:
         p = Path(arg)
-        if is_model(arg):
+        file, _, name = arg.rpartition(":")
+        if file and name and any(ch in file for ch in "*?[") and not p.exists():  # 'subs/*/net.py:Net'
+            found = sorted(glob.glob(file, recursive=True))
+            if not found:
+                raise ConvcliError(f"{file}: no file matches this pattern")
+            out += [f"{m}:{name}" for m in found]
+        elif is_model(arg):
             out.append(arg)
         elif p.is_dir():
             found = _yaml_in(p)
