@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import re
 import sys
+import weakref
 from pathlib import Path
 
 from convcli.errors import ConvcliError, did_you_mean
@@ -76,7 +77,8 @@ def load_module(ref: str):
         hint = did_you_mean(name, found)
         raise ConvcliError(f"{ref}: {where} has no '{name}'" + (f"; did you mean {hint}?" if hint else ""))
     try:
-        model = obj()
+        with _recording_where_modules_are_made():
+            model = obj()
     except TypeError as exc:
         raise ConvcliError(f"{ref}: '{name}' must be built with no arguments ({exc}); write a zero-argument "
                            "factory function that returns the model") from None
@@ -85,6 +87,45 @@ def load_module(ref: str):
     if not isinstance(model, nn.Module):
         raise ConvcliError(f"{ref}: '{name}' returned {type(model).__name__}, not an nn.Module")
     return model
+
+
+# Where each of the user's modules was made: the user's frames (innermost first) when it was registered
+# as a submodule. A forward that fails names the call; the bad argument is usually here (blk(16, 64)).
+_MADE_AT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _recording_where_modules_are_made:
+    def __enter__(self):
+        from torch.nn.modules.module import register_module_module_registration_hook
+
+        def hook(module, name, submodule):
+            if submodule is not None and submodule not in _MADE_AT:
+                frames, f = [], sys._getframe(1)
+                while f is not None and len(frames) < 3:
+                    file = f.f_code.co_filename
+                    if not (file.startswith((_CONVCLI_DIR, "<")) or "/torch/" in file or "site-packages" in file):
+                        frames.append((file, f.f_lineno))
+                    f = f.f_back
+                _MADE_AT[submodule] = frames
+            return None
+
+        self.handle = register_module_module_registration_hook(hook)
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+_CONVCLI_DIR = str(Path(__file__).resolve().parent)
+
+
+def made_at(module, call_line: int | None = None) -> str:
+    """`, made at net.py:8 (called from net.py:24)` for a module of the user's, or '' when unknown."""
+    frames = [(f, n) for f, n in _MADE_AT.get(module, []) if n != call_line] if module is not None else []
+    if not frames:
+        return ""
+    (file, line), *outer = frames
+    text = f"; the module is made at {_relative(file)}:{line}"
+    return text + "".join(f" (called from {_relative(f)}:{n})" for f, n in outer[:1] if f == file)
 
 
 # --------------------------------------------------------------------------- modules → registry types
@@ -287,8 +328,9 @@ def _propagate_shapes(gm, input_shape: tuple[int, ...], source: str) -> None:
         rank = _rank_mismatch(gm, input_shape)
         if rank:
             raise ConvcliError(f"{source}: {rank}") from None
+        made = made_at(gm.get_submodule(n.target), line) if n.op == "call_module" else ""
         raise ConvcliError(f"{loc}: {what}" + (f" ({kind})" if kind else "")
-                           + f": {_torch_reason(exc)} (on an input of shape {list(input_shape)})") from None
+                           + f": {_torch_reason(exc)} (on an input of shape {list(input_shape)}){made}") from None
 
 
 def _rank_mismatch(model, input_shape: tuple[int, ...]) -> str | None:

@@ -390,3 +390,20 @@ def test_a_quoted_glob_of_model_files_keeps_the_name(tmp_path):
         (tmp_path / student).mkdir()
         (tmp_path / student / "net.py").write_text("import torch.nn as nn\nclass Net(nn.Module):\n    pass\n")
     assert expand_specs([f"{tmp_path}/*/net.py:Net"]) == [f"{tmp_path}/alice/net.py:Net", f"{tmp_path}/bob/net.py:Net"]
+
+
+def test_a_channel_mismatch_names_where_the_module_is_made(tmp_path):
+    # The forward fails at the call (line 18), but the wrong number is the argument of blk(16, 64) (line 12),
+    # which builds the conv at line 5.
+    f = tmp_path / "net.py"
+    f.write_text("import torch.nn as nn\n\n\ndef blk(cin, cout):\n"
+                 "    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU())\n\n\n"
+                 "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                 "        self.C1 = blk(3, 32)\n        self.C2 = blk(16, 64)\n"
+                 "        self.gap = nn.AdaptiveAvgPool2d(1)\n        self.O = nn.Linear(64, 10)\n\n"
+                 "    def forward(self, x):\n        x = self.C1(x)\n        x = self.C2(x)\n"
+                 "        return self.O(self.gap(x).flatten(1))\n")
+    r = run("inspect", f"{f}:Net", "--input", "3,32,32")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "net.py:18: C2.0 (Conv2d): expected 16 input channels, got 32" in r.stderr
+    assert "the module is made at" in r.stderr and "net.py:5 (called from" in r.stderr and "net.py:12)" in r.stderr
