@@ -109,6 +109,6 @@ def summary(model_or_spec, input_size=None, rules=None, accuracy: float | None =
         a = analyze(trace_graph(model_or_spec, tuple(input_size), type(model_or_spec).__name__))
     else:
         a = analyze(model_or_spec)  # a Spec or a Graph
-    ruleset = resolve_rules(a.spec, rules)
+    ruleset = resolve_rules(a.spec, rules, option="summary(rules=...)")
     checks = run_checks(a, ruleset, accuracy) if ruleset else []
     return Report(a, totals(a), ruleset, checks)

@@ -125,8 +125,10 @@ def load_spec(path: str | Path) -> Spec:
             raise SpecError(f"the file is {size:,} bytes; a spec may be at most {MAX_SPEC_BYTES:,}", file=file)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        siblings = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
-        hint = did_you_mean(path.name, siblings)
+        # Compared without the extension, which every sibling shares (nonexist.yaml is not like e.yaml).
+        siblings = {p.stem: p.name for p in path.parent.glob("*.y*ml")} if path.parent.is_dir() else {}
+        stems = did_you_mean(path.stem, siblings)
+        hint = stems and " or ".join(siblings[m.strip("'")] for m in stems.split(" or "))
         raise SpecError("no such file", file=file, suggestion=hint and hint.replace("'", "")) from None
     except IsADirectoryError:
         raise SpecError("is a directory, not a spec file", file=file) from None

@@ -51,3 +51,20 @@ def test_a_failing_rule_makes_ok_false_and_renders():
     text = str(report)
     assert "FAIL" in text and "Layer" in text
     assert report._repr_html_().lstrip().startswith("<")
+
+
+def test_errors_name_the_python_argument_and_suggest_only_close_files(tmp_path):
+    import pytest
+
+    from convcli.errors import ConvcliError
+
+    with pytest.raises(ConvcliError) as exc:
+        convcli.summary(S7, rules="nosuch")  # a ConvcliError (SpecError)
+    assert "summary(rules=...)" in str(exc.value) and "--rules" not in str(exc.value)
+    for name in ("e.yaml", "t.yaml", "s7.yaml"):
+        (tmp_path / name).write_text("input: [3, 8, 8]\nlayers: [relu]\n")
+    with pytest.raises(ConvcliError) as exc:
+        convcli.summary(tmp_path / "nonexist.yaml")
+    assert "did you mean" not in str(exc.value)  # .yaml in common is no likeness
+    with pytest.raises(ConvcliError, match="did you mean s7.yaml"):
+        convcli.summary(tmp_path / "s77.yaml")

@@ -111,9 +111,9 @@ def load_ref(ref: str, *, base: Path, spec_file: str | Path | None, file: str | 
     return load_rules(found)
 
 
-def resolve_rules(spec, override: str | None = None) -> RuleSet | None:
+def resolve_rules(spec, override: str | None = None, option: str = "--rules") -> RuleSet | None:
     """The rule set for a spec: `override` (the `--rules NAME|PATH` option; "none" = no rules) wins over
-    the spec's own `rules:`; None when neither names one."""
+    the spec's own `rules:`; None when neither names one. `option` names the override in errors."""
     spec_file = getattr(spec, "file", None)
     if override is not None:
         ref = str(override).strip()
@@ -121,7 +121,7 @@ def resolve_rules(spec, override: str | None = None) -> RuleSet | None:
             return None
         if Path(ref).is_file():
             return load_rules(ref)
-        return load_ref(ref, base=Path.cwd(), spec_file=spec_file, file="--rules")
+        return load_ref(ref, base=Path.cwd(), spec_file=spec_file, file=option)
     value = getattr(spec, "rules", None)
     if value is None:
         return None
