@@ -442,7 +442,9 @@ class _Mapper:
         return Where(file or self.source, line, path)
 
     def fail(self, fx_node, msg):
-        path = fx_node.target if fx_node.op == "call_module" else fx_node.name
+        # a function call is named inside the module that makes it (features.1.0.stochastic_depth)
+        scope = self.scope(fx_node)
+        path = fx_node.target if fx_node.op == "call_module" else ".".join([*scope[-1:], fx_node.name])
         w = self.where(fx_node, str(path))
         loc = f"{_relative(w.file)}:{w.line}" if w.line else self.source
         return ModelError(f"{loc}: {path}: {msg}")
@@ -599,7 +601,9 @@ class _Mapper:
                 raw["slope"] = _arg(n, 1, "negative_slope", 0.01)
             self.ids[n] = self.add(n, fname, ACT_FUNCS[fname], raw, self.tensor_inputs(n, x))
             return
-        if fname in ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"):
+        # torchvision's stochastic depth drops whole residual branches while training: a dropout, and at
+        # inference the identity (EfficientNet, ConvNeXt, Swin)
+        if fname in ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "stochastic_depth"):
             self.ids[n] = self.add(n, fname, "dropout", {"p": _arg(n, 1, "p", 0.5)}, self.tensor_inputs(n, x))
             return
         if fname in ("softmax", "log_softmax"):

@@ -53,6 +53,20 @@ def test_traced_params_equal_torchs_own_count(zoo):
     assert a.params == sum(p.numel() for p in model.parameters())
 
 
+def test_stochastic_depth_is_a_dropout_and_efficientnet_is_counted_exactly():
+    # torchvision's EfficientNet-B0 calls stochastic_depth in each residual block (identity at inference).
+    # Its own parameter count, and its documented 0.39 GFLOPS (multiply-accumulates) at 224x224.
+    import torchvision
+
+    model = torchvision.models.efficientnet_b0()
+    a = traced(model, (3, 224, 224))
+    assert a.params == sum(p.numel() for p in model.parameters()) == 5_288_548
+    assert round(a.macs / 1e9, 2) == 0.39
+    # one stochastic depth per block with a skip connection (MBConv.use_res_connect), and the head's dropout
+    skips = sum(getattr(m, "use_res_connect", False) for m in model.modules())
+    assert skips == 9 and sum(r.facts.op == "dropout" for r in a.layers) == skips + 1
+
+
 def test_traced_rf_and_macs_equal_the_yaml_example(zoo):
     name, _, a = zoo
     spec = analyze_file(ROOT / "architectures" / f"{name}.yaml")
