@@ -246,6 +246,13 @@ def _glued(text: str, width: int) -> list[str]:
         if len(text) > len(piece) and len(piece) <= width * 2 // 3:  # one of several fields, short: whole
             out.append(piece)
             continue
+        label, sep, value = piece.partition(": ")
+        if len(text) > len(piece) and sep and ": " not in value and len(value) <= width // 2:
+            # a label with a short value (`gap_before_classifier: gap -> linear`): the pair stays whole, or
+            # breaks once, between the label and its value
+            out += [piece] if len(piece) <= width else [f"{label}:", value] if len(label) < width else \
+                [*label.split(" ")[:-1], f"{label.split(' ')[-1]}:", value]
+            continue
         for word in piece.split(" "):
             prev = out[-1].split(" ")[-1] if out and out[-1] else ""
             glue = prev and word and (prev.endswith(":") and not word.endswith(":")

@@ -602,3 +602,14 @@ def test_a_header_never_breaks_inside_a_list_value():
     from convcli.render import _header_pieces
 
     assert _header_pieces("input==[3,32,32]") == ["input", "==[3,32,32]"]
+
+
+def test_a_narrow_stacked_row_keeps_each_rule_with_its_value():
+    # 40 columns: `gap_before_classifier: gap -> linear` (36 characters) breaks once, between the rule and its
+    # value, never inside the value; a failed value keeps its ✗.
+    from convcli.render import wrap_lines
+
+    lines = wrap_lines(["gap_before_classifier: gap -> linear   params<1000000: 1,643,562 ✗   accuracy>=0.8: --"], 34)
+    fields = [f.strip() for line in lines for f in line.split("   ")]
+    assert fields == ["gap_before_classifier:", "gap -> linear", "params<1000000: 1,643,562 ✗", "accuracy>=0.8: --"]
+    assert all(len(line) <= 34 for line in lines)
