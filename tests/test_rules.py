@@ -160,7 +160,7 @@ def test_rf_per_axis_uses_min_for_min_rf_and_max_for_max_rf():
     # One conv with k = [3, 7]: r = 3 on H, 7 on W.
     a = analysis_of(net([{"conv": {"out": 4, "k": [3, 7], "p": [1, 3]}}], input_shape=(1, 16, 16)))
     lo, hi = run_checks(a, parse_ruleset({"rules": [{"min_rf": {"ge": 5}}, {"max_rf": {"le": 5}}]}, "r.yaml"))
-    assert (lo.value, lo.ok) == (3, False) and "3x7" in lo.message and "minimum" in lo.message
+    assert (lo.value, lo.ok) == (3, False) and "3×7" in lo.message and "minimum" in lo.message
     assert (hi.value, hi.ok) == (7, False) and "maximum" in hi.message
 
 

@@ -90,7 +90,7 @@ def test_rf_box_past_the_border(small):
 def test_rf_box_refuses_unknown_layers_and_units(small):
     with pytest.raises(ConvcliError, match="no layer 'Q'"):
         rf_box(small, "Q")
-    with pytest.raises(ConvcliError, match="outside its 4x4 output map"):
+    with pytest.raises(ConvcliError, match="outside its 4×4 output map"):
         rf_box(small, "P", (4, 0))
     with pytest.raises(ConvcliError, match="2 coordinate"):
         rf_box(small, "P", (1,))

@@ -238,7 +238,7 @@ def _rf_kind(direction: str):
             if len(set(sizes)) == 1:
                 msg = f"RF {fmt_number(value)} at {where}"
             else:
-                msg = (f"RF {'x'.join(fmt_number(s) for s in sizes)} per axis at {where}; "
+                msg = (f"RF {'×'.join(fmt_number(s) for s in sizes)} per axis at {where}; "
                        f"the {word} over axes ({fmt_number(value)}) is checked")
             if any(a.glob for a in axes):
                 msg += "; global (after GAP/flatten every unit sees the whole input)"

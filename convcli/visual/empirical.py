@@ -68,10 +68,10 @@ class EmpiricalRF:
         return self.expected != self.analytic
 
     def cell(self) -> str:
-        """The measured size as a table cell: `6`, `5x3`, `32 (84 clipped)`, `3 ≠ 5` (a mismatch), `16 vs 8
+        """The measured size as a table cell: `6`, `5×3`, `32 (84 clipped)`, `3 ≠ 5` (a mismatch), `16 vs 8
         (approximation)` (a difference the notes explain), `25, shifted -2 px (approximation)`."""
         def fmt(v):
-            return str(v[0]) if len(set(v)) == 1 else "x".join(str(x) for x in v)
+            return str(v[0]) if len(set(v)) == 1 else "×".join(str(x) for x in v)
         text = fmt(self.measured)
         if self.differs:
             if self.measured == self.expected:  # the same size, somewhere else

@@ -65,7 +65,7 @@ def check_unit(analysis, row, unit) -> tuple[int, ...]:
         raise ConvcliError(f"{row.path}: a unit has {len(axes)} coordinate(s) ({names}), got {len(unit)}")
     for u, a in zip(unit, axes):
         if not 0 <= u < a.n:
-            sizes = "x".join(str(a.n) for a in axes)
+            sizes = "×".join(str(a.n) for a in axes)
             raise ConvcliError(f"{row.path}: unit {tuple(unit)} is outside its {sizes} output map "
                                f"(coordinates run from 0 to n-1)")
     return unit

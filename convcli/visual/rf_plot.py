@@ -140,7 +140,7 @@ def plot_rf(analysis, path, threshold: float | None = None, title: str | None = 
     ax.set_xlim(-0.5, n - 0.5)
     ax.set_ylabel("receptive field (input px)")
     ax.grid(axis="y", alpha=0.3)
-    shape = "x".join(str(v) for v in analysis.input_shape)
+    shape = "×".join(str(v) for v in analysis.input_shape)
     ax.set_title(title or f"{analysis.name}: receptive field and jump per layer (input {shape})", fontsize=12)
     ax.legend(handles=handles, loc="upper left", fontsize=8, framealpha=0.9)
 
