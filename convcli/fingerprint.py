@@ -65,7 +65,9 @@ def layer_records(source) -> list[dict]:
             "out_channels": f.out_channels if f else None,
             "out_shape": _norm(r.out_shape),
             "params": r.params,
-            "act": f.act if f else None,
+            # v1 records a conv/linear block's activation only: a standalone relu row's own name is left
+            # out, so runs fingerprinted before standalone rows carried it still match
+            "act": f.act if f and f.op not in ("act", "softmax") else None,
             "bn": bool(f.bn) if f else False,
         })
     return out

@@ -310,6 +310,13 @@ def test_residual_projection_does_not_count_twice():
     assert count(a, "strided_conv") == 1 and count(a, "downsampling") == 1  # ...but not a second downsampling
 
 
+def test_the_classifier_chain_names_each_function():
+    a = analysis_of(net([{"conv": {"out": 16}}, "gap", "relu", {"linear": {"out": 10}}, "log_softmax"],
+                        input_shape=(8, 8, 8)))
+    (check,) = run_checks(a, parse_ruleset({"rules": [{"gap_before_classifier": True}]}, "r.yaml"))
+    assert check.ok and check.measured == "gap -> relu -> linear -> log_softmax"
+
+
 def test_gap_kinds_and_classifier_head():
     def gap_ok(layers):
         (check,) = run_checks(analysis_of(net(layers, input_shape=(8, 8, 8))),

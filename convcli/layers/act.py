@@ -39,7 +39,8 @@ class _Pointwise(LayerType):
     op = "act"
 
     def infer(self, a, shape, where):
-        return Facts(out_shape=shape, op=self.op)
+        # `act` names the function (relu, log_softmax) for messages; `op` is what rules and views decide on
+        return Facts(out_shape=shape, op=self.op, act=self.name if self.op in ("act", "softmax") else None)
 
 
 def _activation(act_name: str, extra: tuple[Param, ...] = ()):

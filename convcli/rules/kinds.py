@@ -40,6 +40,8 @@ def op_of(row) -> str:
         return "gap" if f.pool == "avg" else "global_maxpool"
     if f.op == "join":
         return f.join
+    if f.op in ("act", "softmax") and f.act:
+        return f.act  # relu, log_softmax: the function, not its class
     return f.op
 
 
