@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from convcli.graph import INPUT, Graph
-from convcli.layers.geometry import AxisRF
+from convcli.layers.geometry import MARGIN, AxisRF
 from convcli.layers.registry import Facts
 
 
@@ -179,9 +179,9 @@ def merge_paths(paths: list[list[AxisRF]], shape: tuple[int, ...]) -> tuple[list
             notes.append("branch RF centres differ: paths not aligned (Distill 2019); the largest RF is shown")
         if any(a.spans is not None for a in spatial_paths) and len({a.n for a in spatial_paths}) == 1:
             # an irregular path: each unit's RF is the union of its RFs over the paths
-            units = [[a.span(u) for a in spatial_paths] for u in range(n)]
+            units = [[a.span(u) for a in spatial_paths] for u in range(-MARGIN, n + MARGIN)]
             best = AxisRF.from_spans([(min(lo for lo, _ in us), max(hi for _, hi in us)) for us in units], best.j,
-                                     best.glob)
+                                     best.glob, MARGIN)
         merged.append(replace(best, n=n))
     return merged, notes
 

@@ -101,3 +101,16 @@ def test_gap_sees_the_whole_map():
 def test_output_sizes_match_formula(k, s, p, n, expected):
     a = analyze_layers([1, n, n], [{"conv": {"out": 1, "k": k, "s": s, "p": p}}])
     assert a.output_shape == (1, expected, expected)
+
+
+@pytest.mark.parametrize("shape", [(9, 12), (41, 44)])
+def test_a_ceil_pools_short_last_window_does_not_shrink_the_rf_elsewhere(shape):
+    # By hand: maxpool k3 s2 -> r 3, j 2; transposed conv k3 s2 p1 -> an odd output reads 2 inputs: r 3 + 2 = 5,
+    # j 1; conv k5 -> 9; conv k5 -> 13, on both axes. On W = 12 the ceil-mode pool cuts its last window
+    # short (windows 0-2, ..., 8-10, then 10-11), which makes W irregular; the RF, which counts padding as
+    # the map continued, is still 13 there, and on the larger map too.
+    layers = [{"maxpool": {"k": 3, "s": 2, "ceil": True}},
+              {"convtranspose": {"out": 2, "k": 3, "s": 2, "p": 1, "output_padding": 1}},
+              {"conv": {"out": 2, "k": 5}}, {"conv": {"out": 2, "k": 5}}]
+    a = analyze_layers([1, *shape], layers)
+    assert [x.r for x in a.rf] == [13, 13]

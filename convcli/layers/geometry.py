@@ -67,8 +67,11 @@ class AxisRF:
     glob: bool = False  # True once a global op (GAP, flatten) made every unit see the whole map
     # Each unit's RF as [lo, hi) in input pixels, kept only once the axis is irregular (an adaptive pool
     # whose windows differ in size): then no (r, j, start) describes it, r is the widest span and j the
-    # average jump. None on a regular axis, where the recurrences are exact.
+    # average jump. None on a regular axis, where the recurrences are exact. The spans run over units
+    # -margin .. n-1+margin: the virtual units beyond the border that padding stands for, computed by the
+    # same ops, so a border unit's RF is "never clipped" as on a regular axis.
     spans: tuple | None = None
+    margin: int = 0
 
     @classmethod
     def input(cls, n: int) -> AxisRF:
@@ -79,16 +82,21 @@ class AxisRF:
         if self.spans is None:
             centre, half = self.start + u * self.j, Fraction(self.r) / 2
             return centre - half, centre + half
-        edge = min(max(u, 0), self.n - 1)
+        i = u + self.margin
+        edge = min(max(i, 0), len(self.spans) - 1)  # beyond the margin: continued at the average jump
         lo, hi = self.spans[edge]
-        return lo + (u - edge) * self.j, hi + (u - edge) * self.j
+        return lo + (i - edge) * self.j, hi + (i - edge) * self.j
 
     @classmethod
-    def from_spans(cls, spans: list, j, glob: bool = False) -> AxisRF:
-        widest = max(hi - lo for lo, hi in spans)
+    def from_spans(cls, spans: list, j, glob: bool = False, margin: int = 0) -> AxisRF:
+        real = spans[margin:len(spans) - margin]
+        widest = max(hi - lo for lo, hi in real)
         r = int(widest) if widest == int(widest) else widest
-        return cls(n=len(spans), r=r, j=Fraction(j), start=(spans[0][0] + spans[0][1]) / 2, glob=glob,
-                   spans=tuple(spans))
+        return cls(n=len(real), r=r, j=Fraction(j), start=(real[0][0] + real[0][1]) / 2, glob=glob,
+                   spans=tuple(spans), margin=margin)
+
+
+MARGIN = 32  # virtual units kept on each side of an irregular axis (deeper reads continue at the average jump)
 
 
 def fmt_num(x) -> str:
@@ -129,10 +137,13 @@ class Window:
         if a.spans is not None or (n_out - 1) * self.s - self.pl + ke - 1 > last:
             # An irregular input, or a ceil_mode pool whose last window runs past the padded input (PyTorch
             # cuts it short): each output's RF is the union of the spans its window really reads.
-            first = [o * self.s - self.pl for o in range(n_out)]
-            ends = [u + min(ke - 1, (last - u) // self.d * self.d) for u in first]
+            # Real windows stop at the padded input's end (PyTorch cuts the last one short); virtual ones are whole.
+            outputs = range(-MARGIN, n_out + MARGIN)
+            first = [o * self.s - self.pl for o in outputs]
+            ends = [u + (min(ke - 1, (last - u) // self.d * self.d) if 0 <= o < n_out else ke - 1)
+                    for o, u in zip(outputs, first)]
             return AxisRF.from_spans([(a.span(u)[0], a.span(e)[1]) for u, e in zip(first, ends)], a.j * self.s,
-                                     a.glob)
+                                     a.glob, MARGIN)
         return AxisRF(
             n=n_out,
             r=a.r + (ke - 1) * a.j,
@@ -170,15 +181,16 @@ class Adaptive:
     n: int
     m: int
 
-    def windows(self) -> list[tuple[int, int]]:
-        return [(i * self.n // self.m, -(-(i + 1) * self.n // self.m)) for i in range(self.m)]
+    def windows(self, margin: int = 0) -> list[tuple[int, int]]:
+        """Window i's [first, end) input positions, for i = -margin .. m-1+margin (the same formula beyond)."""
+        return [(i * self.n // self.m, -(-(i + 1) * self.n // self.m)) for i in range(-margin, self.m + margin)]
 
     def columns(self, a: AxisRF) -> dict:
         return {"k": max(b - a_ for a_, b in self.windows()), "s": Fraction(self.n, self.m), "p": 0, "d": 1}
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
-        return AxisRF.from_spans([(a.span(lo)[0], a.span(hi - 1)[1]) for lo, hi in self.windows()],
-                                 a.j * Fraction(self.n, self.m), a.glob)
+        return AxisRF.from_spans([(a.span(lo)[0], a.span(hi - 1)[1]) for lo, hi in self.windows(MARGIN)],
+                                 a.j * Fraction(self.n, self.m), a.glob, MARGIN)
 
     def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
         sizes = [hi - lo for lo, hi in self.windows()]
@@ -221,7 +233,7 @@ class Transposed:
                 taps = [i for i in range(-(-(o + self.p - self.k_eff + 1) // self.s), (o + self.p) // self.s + 1)
                         if (o + self.p - i * self.s) % self.d == 0]
                 return (a.span(min(taps))[0], a.span(max(taps))[1]) if taps else a.span(o // self.s)
-            return AxisRF.from_spans([reads(o) for o in range(n_out)], a.j / self.s, a.glob)
+            return AxisRF.from_spans([reads(o) for o in range(-MARGIN, n_out + MARGIN)], a.j / self.s, a.glob, MARGIN)
         # Output 0 reads inputs lo..hi (lo may be negative: a virtual position beyond the border).
         lo = -((self.k_eff - 1 - self.p) // self.s)
         hi = self.p // self.s
@@ -263,9 +275,12 @@ class Rescale:
         if a.spans is not None:  # irregular input: output o reads input o//f (and its right neighbour)
             def reads(o):
                 i = (2 * o + 1 - self.factor) // (2 * self.factor) if self.support > 1 else o // self.factor
-                lo, hi = min(max(i, 0), a.n - 1), min(max(i + self.support - 1, 0), a.n - 1)
+                lo, hi = i, i + self.support - 1
+                if 0 <= o < n_out:  # PyTorch clamps a real output's source index to the map
+                    lo, hi = min(max(lo, 0), a.n - 1), min(max(hi, 0), a.n - 1)
                 return a.span(lo)[0], a.span(hi)[1]
-            return AxisRF.from_spans([reads(o) for o in range(n_out)], a.j / self.factor, a.glob)
+            return AxisRF.from_spans([reads(o) for o in range(-MARGIN, n_out + MARGIN)], a.j / self.factor, a.glob,
+                                     MARGIN)
         offset = Fraction(1, 2 * self.factor) - Fraction(1, 2) if self.support > 1 else Fraction(0)
         return AxisRF(
             n=n_out,
@@ -298,7 +313,8 @@ class Global:
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
         if a.spans is not None:
-            return replace(AxisRF.from_spans([(a.spans[0][0], max(hi for _, hi in a.spans))], a.j * a.n), glob=True,
+            real = [a.span(u) for u in range(a.n)]
+            return replace(AxisRF.from_spans([(real[0][0], max(hi for _, hi in real))], a.j * a.n), glob=True,
                            spans=None)
         return AxisRF(
             n=1,
