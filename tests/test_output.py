@@ -564,6 +564,55 @@ def test_strict_gate_with_runs_dir(gate):
     assert r.returncode == 0 and json.loads(r.stdout)["checks"][-1]["value"] == 0.9
 
 
+def test_an_unfinished_run_does_not_pass_the_gate(gate):
+    # Ctrl-C after epoch 1 of 15: its epoch-1 accuracy is not the network's.
+    tmp, spec = gate
+    stopped = make_run(tmp / "stopped", spec, 0.9, finished=False, epochs_done=1, epochs=15, stop_reason="interrupted")
+    r = run("inspect", str(spec), "--strict", "--run", str(stopped))
+    assert r.returncode == 2 and "did not finish (epoch 1 of 15; interrupted)" in r.stderr
+    assert f"convcli train --resume {stopped}" in r.stderr
+
+
+def test_a_test_subset_as_large_as_the_test_split_is_the_whole_set(gate):
+    tmp, spec = gate
+    whole = make_run(tmp / "whole", spec, 0.9, test_subset=10000, n_test=10000, data_n_test=10000)
+    r = run("inspect", str(spec), "--strict", "--run", str(whole))
+    assert r.returncode == 0 and "subset" not in r.stderr
+    part = make_run(tmp / "part", spec, 0.9, test_subset=5000, n_test=5000, data_n_test=10000)
+    assert run("inspect", str(spec), "--strict", "--run", str(part)).returncode == 2
+
+
+def test_each_student_is_graded_with_the_run_of_their_own_file(tmp_path):
+    # alice/n.yaml and bob/n.yaml: the same name; runs/n is alice's, runs/bob-try1 names bob's file.
+    (tmp_path / "gate.yaml").write_text(RULES)
+    runs = tmp_path / "runs"
+    accs = {"alice": 0.81, "bob": 0.93}
+    for student in accs:
+        (tmp_path / student).mkdir()
+        (tmp_path / student / "n.yaml").write_text(NET + "rules: ../gate.yaml\n")
+    make_run(runs / "n", tmp_path / "alice" / "n.yaml", accs["alice"], n_test=10000, data="cifar10")
+    make_run(runs / "bob-try1", tmp_path / "bob" / "n.yaml", accs["bob"])
+    r = run("inspect", str(tmp_path / "alice"), str(tmp_path / "bob"), "--strict", "--runs", str(runs), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    docs = {Path(d["spec"]).parent.name: d for d in json.loads(r.stdout)}
+    for student, acc in accs.items():
+        [check] = [c for c in docs[student]["checks"] if c["rule"].startswith("accuracy")]
+        assert check["value"] == acc
+    [alice] = [c for c in docs["alice"]["checks"] if c["rule"].startswith("accuracy")]
+    assert f"(from {runs / 'n'}: 10,000 test images of cifar10)" in alice["message"]
+
+
+def test_a_run_with_a_relative_spec_path_is_found_from_anywhere(tmp_path):
+    # Trained in tmp_path as `convcli train n.yaml --out runs/n-try`: args.yaml records both paths relative.
+    (tmp_path / "gate.yaml").write_text(RULES)
+    spec = tmp_path / "n.yaml"
+    spec.write_text(NET + "rules: gate.yaml\n")
+    d = make_run(tmp_path / "runs" / "n-try", Path("n.yaml"), 0.9)
+    (d / "args.yaml").write_text("spec: n.yaml\nrun_dir: runs/n-try\ntest_subset: null\n")
+    r = run("inspect", str(spec), "--strict", "--runs", str(tmp_path / "runs"), cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_makefile_check_uses_the_strict_gate():
     text = (ROOT / "Makefile").read_text()
     check = text[text.index("\ncheck:"):].split("\n\n")[0]

@@ -131,7 +131,7 @@ def grade(path, label, input_shape, rules, the_run, runs, strict, allow_subset) 
 
     a = load_analysis(path, input_shape)
     ruleset = resolve_rules(a.spec, rules)
-    accuracy, note, warnings = None, None, []
+    accuracy, note, warnings, used = None, None, [], the_run
     if the_run is not None:
         problem, warnings = check_run(the_run, a, allow_subset)
         if problem:
@@ -140,7 +140,7 @@ def grade(path, label, input_shape, rules, the_run, runs, strict, allow_subset) 
         note = f"{the_run.dir} has no test accuracy yet" if accuracy is None else None
     elif runs is not None and ruleset is not None and any(r.kind == "accuracy" for r in ruleset.rules):
         found, note, warnings = find_run(runs, path, a, allow_subset)
-        accuracy = found.accuracy if found else None
+        accuracy, used = (found.accuracy if found else None), found
         if found is not None and accuracy is None:
             note = f"{found.dir} has no test accuracy yet"
     err = console(stderr=True)
@@ -148,6 +148,9 @@ def grade(path, label, input_shape, rules, the_run, runs, strict, allow_subset) 
         err.print(f"warning: {w}", markup=False)
     checks = run_checks(a, ruleset, accuracy) if ruleset else []
     checks = [mark(c, note, strict) for c in checks]
+    for c in checks:  # say which run the accuracy came from, and on what test set
+        if c.kind == "accuracy" and c.ok is not None and used is not None and accuracy is not None:
+            c.message += f" (from {used.source()})"
     return Entry(label, a, totals(a), ruleset, checks)
 
 

@@ -178,6 +178,39 @@ class Run:
     def spec(self) -> str | None:
         return self.args.get("spec") or self.summary.get("spec")
 
+    def spec_paths(self) -> list[Path]:
+        """Where the spec it was trained from may be: the absolute path the summary records, else the
+        recorded (perhaps relative) path resolved against the directory training ran in, which the
+        recorded run_dir reveals (`runs/x` of /home/u/runs/x: /home/u), else against this directory."""
+        out = [Path(p) for p in (self.summary.get("spec_path"),) if p]
+        spec = self.spec
+        if spec:
+            spec_p = Path(spec)
+            if spec_p.is_absolute():
+                out.append(spec_p)
+            else:
+                recorded = Path(str(self.args.get("run_dir") or self.summary.get("run_dir") or ""))
+                here, tail = self.dir.resolve().parts, recorded.parts
+                if tail and not recorded.is_absolute() and here[-len(tail):] == tail:
+                    out.append(Path(*here[:-len(tail)]) / spec_p)
+                out.append(Path.cwd() / spec_p)
+        return out
+
+    def whole_test_set(self) -> bool:
+        """Scored on every test image: no --test-subset, or one at least as large as the test split."""
+        n = self.test_subset
+        if n is None:
+            return True
+        full, used = self.summary.get("data_n_test"), self.summary.get("n_test")
+        if isinstance(full, int):
+            return n >= full
+        return isinstance(used, int) and n > used  # older runs: asked for more than there were
+
+    def source(self) -> str:
+        """`runs/s7: 10,000 test images of ../shared/data/cifar10-jpeg.tar.gz`: where the accuracy was measured."""
+        n, data = self.summary.get("n_test"), self.summary.get("data")
+        return f"{self.dir}" + (f": {n:,} test images" if isinstance(n, int) else "") + (f" of {data}" if data else "")
+
 
 def read_run(run) -> Run:
     """A run directory (or its summary.json); SpecError when it has no readable summary.json."""
@@ -226,13 +259,24 @@ def check_run(run: Run, analysis, allow_subset: bool = False) -> tuple[str | Non
         elif diff is not None or same_version:
             return (f"{run.dir} trained a different network ("
                     + (f"first difference: {diff}" if diff else "the fingerprints differ") + ")"), warnings
+    if run.summary.get("finished") is False:
+        done, total, why = (run.summary.get(k) for k in ("epochs_done", "epochs", "stop_reason"))
+        return (f"{run.dir} did not finish (epoch {done} of {total}" + (f"; {why}" if why else "") + "): "
+                f"continue it with `convcli train --resume {run.dir}`"), warnings
+    classes = run.summary.get("classes")
+    if isinstance(classes, list) and classes and classes != CIFAR10_CLASSES:
+        warnings.append(f"{run.dir}: trained and tested on {run.summary.get('data')} ({len(classes)} classes), "
+                        "not CIFAR-10: its accuracy is on that test set")
     n = run.test_subset
-    if n is not None:
+    if not run.whole_test_set():
         if not allow_subset:
             return (f"{run.dir} was scored on a {n:,}-image test subset (--test-subset {n}), not the whole test "
                     "set; retrain without --test-subset, or pass --allow-subset to use it anyway"), warnings
         warnings.append(f"{run.dir}: its accuracy comes from a {n:,}-image test subset (--allow-subset)")
     return None, warnings
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def _same_file(a, b) -> bool:
@@ -243,25 +287,24 @@ def _same_file(a, b) -> bool:
 
 
 def find_run(runs_dir, spec_ref, analysis, allow_subset: bool = False) -> tuple[Run | None, str, list[str]]:
-    """The training run of a spec in a runs directory: `DIR/<file name>` or `DIR/<spec name>` first, else
-    the newest run whose args.yaml names this spec file; a run of another network (fingerprint) or on a
-    test subset is passed over. Returns (run or None, what was found or why none, warnings)."""
+    """The training run of a spec in a runs directory: the newest run trained from this very spec file
+    first (its args.yaml names it), else `DIR/<file name>` or `DIR/<spec name>` (two students' s7.yaml
+    are told apart by their files, not their names); a run of another network (fingerprint), an unfinished
+    one or one on a test subset is passed over. Returns (run or None, what was found or why none, warnings)."""
     root = Path(runs_dir)
     ref = str(spec_ref)
     is_file = ":" not in ref or Path(ref).exists()
     stem = Path(ref).stem if is_file else ref.rpartition(":")[2]
     names = list(dict.fromkeys([stem, getattr(analysis, "name", stem)]))
-    candidates = [root / n for n in names if (root / n).is_dir()]
+    by_name = [root / n for n in names if (root / n).is_dir()]
+    own = []
     if root.is_dir() and is_file:
-        others = []
         for d in root.iterdir():
-            if d in candidates or not d.is_dir():
-                continue
-            r = _peek(d)
-            if r is not None and r.spec and _same_file(r.spec, ref):
-                others.append(d)
-        others.sort(key=lambda d: _mtime(d), reverse=True)
-        candidates += others
+            r = _peek(d) if d.is_dir() else None
+            if r is not None and any(_same_file(p, ref) for p in r.spec_paths()):
+                own.append(d)
+        own.sort(key=lambda d: _mtime(d), reverse=True)
+    candidates = list(dict.fromkeys(own + by_name))
     passed, warnings = [], []
     for d in candidates:
         try:

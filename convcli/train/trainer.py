@@ -440,6 +440,7 @@ def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_d
     final = rows[-1] if rows else {}
     return {
         "spec": meta.get("spec_file"),
+        "spec_path": meta.get("spec_path"),  # absolute: `inspect --runs` finds the run from anywhere
         "name": s.analysis.spec.name,
         "run_dir": str(writer.dir),
         "best_acc": best["acc"] if best["epoch"] else None,
@@ -461,6 +462,7 @@ def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_d
         "data": s.data.source,
         "n_train": len(s.train_loader.labels),
         "n_test": s.n_test,
+        "data_n_test": len(s.data.test_y),  # the whole test split (n_test < this: a --test-subset run)
         "classes": list(s.data.classes),
         "seed": s.cfg.seed,
         "torch": str(torch.__version__),
@@ -707,6 +709,13 @@ def check_resources(analysis, cfg: TrainConfig, device: torch.device, run_dir: P
         check(None)
 
 
+def _absolute(spec_file) -> str | None:
+    """The spec's absolute path (a FILE.py:NAME model keeps its :NAME), or None for a package.module:NAME."""
+    text = str(spec_file)
+    file, sep, name = text.rpartition(":") if not Path(text).exists() else (text, "", "")
+    return str(Path(file).resolve()) + sep + name if file and Path(file).exists() else None
+
+
 def _train_new(s: Session, cfg: TrainConfig, spec_file: str, analysis, data: ImageData, device: torch.device,
                run_dir: Path, console: Console, stop_after: int | None, stop: StopRequest) -> dict:
     writer = RunWriter(run_dir, enabled=s.dist.main)
@@ -716,7 +725,8 @@ def _train_new(s: Session, cfg: TrainConfig, spec_file: str, analysis, data: Ima
             "classes": list(data.classes), "torch": str(torch.__version__), "python": platform.python_version(),
             "command": " ".join(sys.argv)}
     spec_copy = writer.start(spec_file, analysis.spec.text, args)
-    meta = {"spec_file": str(spec_file), "spec_copy": spec_copy, **model_ref_meta(analysis), **run_record(analysis),
+    meta = {"spec_file": str(spec_file), "spec_path": _absolute(spec_file), "spec_copy": spec_copy,
+            **model_ref_meta(analysis), **run_record(analysis),
             "data_n_train": len(data.train_y),
             "data_n_test": len(data.test_y), "train_seconds": 0.0, "total_seconds": 0.0}
     _print_start(console, s, run_dir)
@@ -829,7 +839,7 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
                       f"{s.device.type}: the data order and augmentation start a new random stream", highlight=False)
     writer = RunWriter(run_dir, enabled=dist.main)
     writer.truncate_metrics(epochs_done)
-    meta = {k: ckpt[k] for k in ("spec_file", "spec_copy", "model_ref", "model_input", "data_n_train",
+    meta = {k: ckpt[k] for k in ("spec_file", "spec_path", "spec_copy", "model_ref", "model_input", "data_n_train",
                                   "data_n_test", "train_seconds", "total_seconds") if k in ckpt}
     meta.update(run_record(analysis))
     if cfg.epochs != ckpt["config"]["epochs"]:
