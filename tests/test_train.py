@@ -407,3 +407,26 @@ def test_bn_tuned_for_short_runs_freezes_the_scales_and_boosts_the_bias_lr():
     assert torch.allclose(bn.bias, before_b - 6.4 * gb * 1.9, atol=1e-6)
     assert torch.allclose(net[0].weight, before_w - 0.1 * gw * 1.9, atol=1e-6)
     assert torch.equal(bn.weight, torch.ones(2))
+
+
+def test_the_first_steps_time_is_measured_apart_when_asked():
+    # torch.compile compiles in the first step; the trainer reports that step apart from the training time.
+    import contextlib
+
+    from convcli.train.device import Timer
+    from convcli.train.loop import Schedule, train_epoch
+
+    class Loader(list):
+        device = torch.device("cpu")
+
+    torch.manual_seed(0)
+    batches = Loader([(torch.randn(4, 3), torch.randint(0, 2, (4,))) for _ in range(3)])
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD([{"params": model.parameters(), "peak_lr": 0.1}], lr=0.1)
+    timer = Timer(torch.device("cpu"))
+    out = train_epoch(model, batches, optimizer, Schedule("onecycle", 3), torch.nn.CrossEntropyLoss(),
+                      contextlib.nullcontext(), timer, time_first_step=True)
+    assert 0 < out["first_step_seconds"] <= timer.seconds and out["images"] == 12
+    timer2 = Timer(torch.device("cpu"))
+    assert train_epoch(model, batches, optimizer, Schedule("onecycle", 3), torch.nn.CrossEntropyLoss(),
+                       contextlib.nullcontext(), timer2)["first_step_seconds"] is None

@@ -119,6 +119,9 @@ class Timer:
         self._start = None
         return False
 
+    def sync(self) -> None:
+        synchronize(self.device)
+
     def now(self) -> float:
         """Seconds so far inside the current `with` block (without syncing: for progress displays)."""
         return self.seconds + (time.perf_counter() - self._start if self._start is not None else 0.0)

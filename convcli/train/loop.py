@@ -238,7 +238,8 @@ class NonFiniteLoss(ArithmeticError):
 def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast, timer: Timer,
                 on_progress: Callable[[int, dict], None] | None = None, updates: int = 20,
                 lookahead: Lookahead | None = None, base_model: nn.Module | None = None,
-                should_stop: Callable[[], bool] | None = None, start: dict | None = None, dist=None) -> dict:
+                should_stop: Callable[[], bool] | None = None, start: dict | None = None, dist=None,
+                time_first_step: bool = False) -> dict:
     """One pass over the training loader. `on_progress(step, stats)` is called about `updates` times
     (each call syncs the device once to read the running loss/accuracy). `lookahead` acts on `base_model`
     (the uncompiled module holding the weights; default `model`).
@@ -251,7 +252,10 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
     start: the batches already trained on are drawn again (same shuffle, same augmentation) and skipped.
 
     `dist` (a distributed run's `Dist`): the non-finite check is decided over all ranks, and the returned
-    loss, accuracy and image count are those of the global batches (summed over the ranks)."""
+    loss, accuracy and image count are those of the global batches (summed over the ranks).
+
+    `time_first_step`: the result's `first_step_seconds` is the first step's time (with torch.compile, the
+    compilation happens there: the caller reports it apart from the training time)."""
     model.train()
     device = loader.device
     first = int(start["step"]) if start else 0
@@ -278,8 +282,13 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
         batches = enumerate(loader, 1)
         for _ in range(first):
             next(batches)
+        first_step_seconds = None
         for i, (x, y) in batches:
+            t0 = timer.now() if time_first_step and first_step_seconds is None else None
             loss, ok = train_step(model, optimizer, schedule, x, y, loss_fn, autocast)
+            if t0 is not None:
+                timer.sync()
+                first_step_seconds = timer.now() - t0
             bad = torch.where((bad == 0) & ~torch.isfinite(loss), i, bad)
             if lookahead is not None:
                 lookahead.after_step(base_model or model, schedule.step, schedule.total_steps)
@@ -303,7 +312,7 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
     n = max(total_seen, 1)
     return {"train_loss": total_loss.item() / n, "train_acc": total_correct.item() / n, "lr": lr,
             "images": total_seen, "stopped_at": stopped, "loss_sum": total_loss.detach().cpu(),
-            "correct": total_correct.detach().cpu()}
+            "correct": total_correct.detach().cpu(), "first_step_seconds": first_step_seconds}
 
 
 @torch.no_grad()

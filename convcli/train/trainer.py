@@ -165,6 +165,10 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.bn_scale, cfg.bn_bias_lr,
                                momentum=cfg.momentum, wd_all=cfg.wd_all)
     schedule = Schedule(cfg.schedule, cfg.epochs * len(train_loader))
+    if cfg.compile and device.type != "cuda":  # inductor's C++ toolchain notes the missing CUDA runtime: expected
+        import logging
+
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     eval_model = torch.compile(model) if cfg.compile else model
     step_model = eval_model
     if dist.active:  # the same initial weights on every rank (same seed); DDP also broadcasts rank 0's
@@ -324,7 +328,11 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
 
                 tr = train_epoch(s.step_model, s.train_loader, s.optimizer, s.schedule, loss_fn, ctx, timer, show,
                                  lookahead=s.lookahead, base_model=s.model, should_stop=should_stop, start=start,
-                                 dist=s.dist)
+                                 dist=s.dist, time_first_step=cfg.compile and epoch == start_epoch + 1)
+            compiling = tr["first_step_seconds"]  # torch.compile compiles in the first step: not training time
+            if compiling is not None:
+                timer.seconds = max(timer.seconds - compiling, 0.0)
+                meta["compile_seconds"] = meta.get("compile_seconds", 0.0) + compiling
             seconds = timer.seconds + (float(start["seconds"]) if start else 0.0)
             meta["train_seconds"] = meta.get("train_seconds", 0.0) + timer.seconds
             if tr["stopped_at"]:  # asked to stop mid-epoch: save where it stands
@@ -369,9 +377,10 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
                 f"train loss {tr['train_loss']:.4f} acc {100 * tr['train_acc']:5.2f}%  "
                 f"test loss {te['loss']:.4f} acc {100 * te['acc']:5.2f}%  lr {tr['lr']:.4g}  "
                 f"{(tr['images'] - (int(partial['seen']) if start else 0)) / max(timer.seconds, 1e-9):,.0f} img/s  "
-                f"{timer.seconds:.1f}s"
-                + (f"  (+ precise BN {bn_timer.seconds:.1f}s" if cfg.precise_bn else "  (+")
-                + f" eval{' TTA' if cfg.tta else ''} {eval_timer.seconds:.1f}s)"
+                f"{timer.seconds:.1f}s  (+ "
+                + " ".join([*([f"compile {compiling:.1f}s"] if compiling is not None else []),
+                            *([f"precise BN {bn_timer.seconds:.1f}s"] if cfg.precise_bn else []),
+                            f"eval{' TTA' if cfg.tta else ''} {eval_timer.seconds:.1f}s"]) + ")"
                 + ("  [bold green]best[/]" if improved else ""), highlight=False)
             last = row
             if cfg.target_acc is not None and te["acc"] >= cfg.target_acc:
@@ -454,6 +463,7 @@ def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_d
         "params": s.params,
         "train_seconds": round(meta.get("train_seconds", 0.0), 3),
         "total_seconds": round(meta.get("total_seconds", 0.0), 3),
+        "compile_seconds": round(meta.get("compile_seconds", 0.0), 3),  # torch.compile's, not in train_seconds
         "command_seconds": round(time.perf_counter() - convcli.STARTED, 3),  # this invocation, from its start
         "data_seconds": round(s.data_seconds, 3),  # until the data was ready on the device (cached or decoded)
         "device": describe(s.device),
