@@ -633,3 +633,28 @@ def test_a_hostile_archive_member_is_refused_and_nothing_escapes(kind, tmp_path)
         load_data(str(archive))
     assert list(outside.iterdir()) == [] and not (tmp_path / "escape.jpg").exists()
 
+
+
+def test_hidden_folders_and_files_are_not_classes_or_images(tmp_path, monkeypatch):
+    # Jupyter's .ipynb_checkpoints/ and macOS's ._x.png sit beside real data; neither is a class or an image.
+    from convcli.train.data import load_data
+
+    monkeypatch.setenv("CONVCLI_CACHE", str(tmp_path / "cache"))
+    write_png_tree(tmp_path / "data", train=2, test=1, classes=3)
+    train = tmp_path / "data" / "train"
+    (train / ".ipynb_checkpoints").mkdir()
+    shutil.copy(train / "c0" / "0.png", train / ".ipynb_checkpoints" / "0.png")
+    (train / "c1" / "._0.png").write_bytes(b"AppleDouble, not a PNG")
+    data = load_data(str(tmp_path / "data"))
+    assert data.classes == ["c0", "c1", "c2"] and len(data.train_y) == 6
+
+
+def test_a_class_with_no_training_images_is_named_as_such(tmp_path, monkeypatch):
+    from convcli.train.data import load_data
+
+    monkeypatch.setenv("CONVCLI_CACHE", str(tmp_path / "cache"))
+    write_png_tree(tmp_path / "data", train=2, test=1, classes=3)
+    for f in (tmp_path / "data" / "train" / "c2").iterdir():
+        f.unlink()
+    with pytest.raises(ConvcliError, match=r"test classes with no training images: c2 \(train/c2/ is missing or empty"):
+        load_data(str(tmp_path / "data"))

@@ -164,7 +164,8 @@ def _collect(files: dict[PurePosixPath, object], where: str) -> dict[str, list[t
     out: dict[str, list] = {s: [] for s in SPLITS}
     for name, handle in files.items():
         parts = name.parts[n:]
-        if len(parts) == 3 and parts[0] in SPLITS and parts[2].lower().endswith(IMAGE_SUFFIXES):
+        hidden = parts and any(p.startswith(".") for p in parts[1:])  # .ipynb_checkpoints/, macOS ._x.jpg
+        if len(parts) == 3 and parts[0] in SPLITS and parts[2].lower().endswith(IMAGE_SUFFIXES) and not hidden:
             out[parts[0]].append((parts[1], parts[2], handle, str(name)))
     for split in SPLITS:
         if not out[split]:
@@ -304,7 +305,8 @@ def _decode(files: dict, read, where: str) -> ImageData:
     classes = sorted({item[0] for item in split_items["train"]})
     unknown = sorted({item[0] for item in split_items["test"]} - set(classes))
     if unknown:
-        raise ConvcliError(f"{where}: test classes not in train/: {', '.join(unknown)}")
+        raise ConvcliError(f"{where}: test classes with no training images: {', '.join(unknown)} "
+                           f"(train/{unknown[0]}/ is missing or empty)")
     with warnings.catch_warnings():  # torchvision 0.29 warns on every decode that torchcodec will take over
         warnings.simplefilter("ignore", DeprecationWarning)
         train_x, train_y = _to_tensors(split_items["train"], read, classes, where)

@@ -105,8 +105,9 @@ def check_spec_for_training(analysis, data: ImageData | None = None) -> None:
     if data is None:
         return
     if out[0] != len(data.classes):
+        names = ", ".join(data.classes[:12]) + (", ..." if len(data.classes) > 12 else "")
         raise ConvcliError(f"{spec.file}: the model outputs {out[0]} scores but the data ({data.source}) has "
-                           f"{len(data.classes)} classes")
+                           f"{len(data.classes)} classes ({names})")
     if len(spec.input) != 3 or tuple(spec.input[1:]) != tuple(data.image_shape[1:]):
         raise ConvcliError(f"{spec.file}: input {list(spec.input)} does not match the data's "
                            f"{data.image_shape[0]}x{data.image_shape[1]}x{data.image_shape[2]} images ({data.source})")
