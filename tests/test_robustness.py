@@ -199,8 +199,16 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_note(tiny_spec, png
     result = cli("train", tiny_spec, "--data", png_data, *FAST, "--epochs", "1", "--out", run)
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert f"took over the stale lock {run / 'train.lock'} of PID {pid}" in result.output
+    assert "no process holds it any more" in result.output
     assert not (run / "train.lock").exists()  # released at the end
     assert strict_json(run / "summary.json")["finished"] is True
+
+
+def test_an_unreadable_lock_file_is_described_as_such():
+    from convcli.train.guard import RunLock, describe_holder
+
+    assert describe_holder(RunLock._parse("garbage{")) == \
+        "an unknown process (the lock file holds 'garbage{', not convcli's record)"
 
 
 def test_the_lock_is_released_when_setup_fails_and_an_empty_new_directory_is_removed(tiny_spec, cli, tmp_path):

@@ -60,6 +60,8 @@ def _pid_alive(pid: int) -> bool:
 def describe_holder(info: dict) -> str:
     if not info:
         return "another process (its lock file is still being written)"
+    if "unreadable" in info:
+        return f"an unknown process (the lock file holds {info['unreadable']!r}, not convcli's record)"
     return (f"PID {info.get('pid', '?')} on host {info.get('host', '?')} since {info.get('started', '?')}"
             + (f" ({info['command']})" if info.get("command") else ""))
 
@@ -82,8 +84,8 @@ class RunLock:
         try:
             info = json.loads(text) if text.strip() else {}
         except ValueError:
-            info = {"pid": text.strip()[:40]}
-        return info if isinstance(info, dict) else {}
+            info = None
+        return info if isinstance(info, dict) else {"unreadable": text.strip()[:40]}
 
     def _cannot(self, exc: OSError) -> ConvcliError:
         return ConvcliError(f"{self.dir}: cannot write the run directory: {exc.strerror or exc}")
@@ -121,9 +123,9 @@ class RunLock:
                 os.close(fd)
                 raise self._cannot(exc) from None
             self.fd = fd
-            if previous:
-                return (f"note: took over the stale lock {self.path} of {describe_holder(previous)}: that process "
-                        "is no longer running")
+            if previous:  # nobody held the flock: the process that wrote it has ended (or was killed)
+                return (f"note: took over the stale lock {self.path} of {describe_holder(previous)}: no process "
+                        "holds it any more")
             return None
         raise ConvcliError(f"{self.path}: cannot take the lock (it keeps changing)")  # pragma: no cover
 
