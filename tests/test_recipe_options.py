@@ -177,3 +177,16 @@ def test_the_shipped_airbench_recipe_turns_airbenchs_published_numbers_into_mean
     assert recipe["logit_scale"] == pytest.approx(1 / 9, rel=1e-3)
     assert recipe["bn_bias_lr"] == 64 and recipe["bn_momentum"] == pytest.approx(1 - 0.6)
     assert recipe["freeze_whiten"] and recipe["dirac"] and recipe["wd_all"] and not recipe["bn_scale"]
+
+
+@pytest.mark.parametrize("name, value, says", [
+    ("target_acc", 150, "expected a number in (0, 1] (or a percentage up to 100), got 150"),
+    ("tta_translate", 5, "expected a number of pixels in [0, 4], got 5"),
+])
+def test_an_out_of_range_option_says_what_was_given(name, value, says):
+    from convcli.errors import ConvcliError
+    from convcli.train.config import coerce
+
+    with pytest.raises(ConvcliError) as exc:
+        coerce(name, value)
+    assert says in str(exc.value)

@@ -71,8 +71,9 @@ class Option:
             if self.low == 0:
                 return f"0 or more{unit}"
             return f"{what}{unit} {'>' if self.low_open else '>='} {self.low:g}"
-        if self.low is not None and self.high is not None:
-            return (f"{what}{unit} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+        if self.low is not None and self.high is not None:  # "a number of pixels in [0, 4]"
+            what = f"a number of{unit}" if unit else what
+            return (f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
                     f"{')' if self.high_open else ']'}")
         return what
 
@@ -202,13 +203,15 @@ def _check_range(opt: Option, value, prefix: str):
         hint = did_you_mean(value, opt.choices)
         raise ConvcliError(f"{prefix}unknown {opt.name} {value!r}; expected one of {', '.join(opt.choices)}"
                            + (f" (did you mean {hint}?)" if hint else ""))
+    given = value
     if opt.name == "target_acc" and value > 1:  # 93 means 93 %
         value = value / 100
     if opt.kind in (int, float):
         low_bad = opt.low is not None and (value <= opt.low if opt.low_open else value < opt.low)
         high_bad = opt.high is not None and (value >= opt.high if opt.high_open else value > opt.high)
         if low_bad or high_bad:
-            raise ConvcliError(f"{prefix}expected {opt.expected()}, got {value!r}")
+            percent = " (or a percentage up to 100)" if opt.name == "target_acc" else ""
+            raise ConvcliError(f"{prefix}expected {opt.expected()}{percent}, got {given!r}")
     return value
 
 
