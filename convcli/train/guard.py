@@ -306,7 +306,8 @@ class StopRequest:
         self.signal_name = signal.Signals(signum).name
         if self.quiet:
             return
-        sys.stderr.write(f"\n{self.signal_name}: stopping after this step to save a resumable checkpoint "
+        sys.stderr.write(f"\n{self.signal_name}: stopping after this training step (or this epoch's evaluation) to "
+                         "save a resumable checkpoint "
                          "(press Ctrl-C again to quit at once without saving)\n")
         sys.stderr.flush()
 
