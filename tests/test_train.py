@@ -362,6 +362,11 @@ def test_a_quick_try_that_cannot_learn_gets_a_warning_with_the_fix():
     # the suggestion: the largest power of two giving >= 10 steps an epoch, 500 // 10 = 50 -> 32
     assert "only 3 optimizer steps" in text and "--batch-size 32" in text
     assert quick_try_warning(TrainConfig(batch_size=64, epochs=3), steps_per_epoch=32, n_train=2000) is None
+    # 40 images, batch 512, 1 epoch: batch 8 gives 5 steps, so it is suggested; 9 images: batch 8 is still 1 step
+    assert "--batch-size 8" in quick_try_warning(TrainConfig(batch_size=512, epochs=1), 1, 40)
+    assert "--batch-size" not in quick_try_warning(TrainConfig(batch_size=512, epochs=1), 1, 9)
+    # 5 images for 10 classes: at least 5 classes have none
+    assert "5 training images for 10 classes" in quick_try_warning(TrainConfig(batch_size=512, epochs=1), 1, 5, 10)
 
 
 def test_six_view_tta_weighs_the_unshifted_pair_half_and_each_diagonal_shift_a_quarter():

@@ -487,14 +487,18 @@ def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_d
 QUICK_TRY_STEPS = 30  # fewer optimizer steps in a whole run than this cannot learn much: say so
 
 
-def quick_try_warning(cfg: TrainConfig, steps_per_epoch: int, n_train: int) -> str | None:
+def quick_try_warning(cfg: TrainConfig, steps_per_epoch: int, n_train: int, n_classes: int = 0) -> str | None:
     """A quick try that cannot learn anything (`--subset 500` with batch 512 is one step an epoch) gets a
-    warning with the fix."""
+    warning with the fix; so does a subset with fewer images than classes."""
+    if 0 < n_train < n_classes:
+        return (f"warning: {n_train:,} training images for {n_classes} classes: some classes have none; "
+                f"give --subset {10 * n_classes} or more")
     total = steps_per_epoch * cfg.epochs
     if total >= QUICK_TRY_STEPS:
         return None
     batch = max(8, min(cfg.batch_size, 2 ** max(3, (n_train // 10).bit_length() - 1)))  # >= 10 steps, a power of 2
-    smaller = f"--batch-size {batch}, " if batch < cfg.batch_size else ""
+    # a smaller batch only where it gives more steps (5 images: batch 8 is still one step)
+    smaller = f"--batch-size {batch}, " if batch < cfg.batch_size and n_train // batch > steps_per_epoch else ""
     return (f"warning: only {total} optimizer step{'s' if total != 1 else ''} in all ({n_train:,} images, batch "
             f"{cfg.batch_size}, {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}): too few to learn; try "
             f"{smaller}a larger --subset or more --epochs")
@@ -502,7 +506,7 @@ def quick_try_warning(cfg: TrainConfig, steps_per_epoch: int, n_train: int) -> s
 
 def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int | None = None) -> None:
     cfg = s.cfg
-    warning = quick_try_warning(cfg, len(s.train_loader), len(s.train_loader.labels))
+    warning = quick_try_warning(cfg, len(s.train_loader), len(s.train_loader.labels), len(s.data.classes))
     if warning:
         console.print(warning, style="yellow", highlight=False)
     console.print(f"spec: {s.spec_file} ({s.analysis.spec.name}, {s.params:,} params)", highlight=False)
