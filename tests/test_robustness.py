@@ -226,6 +226,7 @@ def test_a_huge_lr_stops_the_run_with_exit_1_naming_epoch_and_step(tiny_spec, pn
     assert done.returncode == 1, done.stdout + done.stderr
     assert "training diverged at" in done.stderr and "epoch 1" in done.stderr and "step " in done.stderr
     assert "lower --lr" in done.stderr and "Traceback" not in done.stderr
+    assert "e.g. 0.1)" in done.stderr  # SGD's default, not a tenth of 1e6 (which diverges too)
     for name in ("best.pt", "last.pt"):  # nothing non-finite is ever saved
         if (run / name).exists():
             assert all_finite(torch.load(run / name, weights_only=True))

@@ -32,7 +32,15 @@ from rich.console import Console
 import convcli
 from convcli.errors import ConvcliError
 from convcli.fingerprint import run_record
-from convcli.train.config import FIELDS, RESUME_OPTIONS, TrainConfig, build_config, coerce, resolve_spec_path
+from convcli.train.config import (
+    DEFAULT_LR,
+    FIELDS,
+    RESUME_OPTIONS,
+    TrainConfig,
+    build_config,
+    coerce,
+    resolve_spec_path,
+)
 from convcli.train.data import ImageData, load_data
 from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device, use_channels_last
 from convcli.train.distributed import SINGLE, Dist
@@ -402,7 +410,7 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             f"training diverged at epoch {epoch}, step {exc.step} of {steps} (global step "
             f"{(epoch - 1) * steps + exc.step}): the training loss became {exc.value} (lr {exc.lr:.4g}). The run "
             f"stopped; nothing from epoch {epoch} was saved and nothing non-finite ever is; "
-            f"{_kept(saved, writer.dir)}. Try a lower --lr (this run: {cfg.lr:g}; e.g. {cfg.lr / 10:g}).")
+            f"{_kept(saved, writer.dir)}. Try a lower --lr (this run: {cfg.lr:g}; e.g. {lower_lr(cfg):g}).")
     except Diverged as exc:
         reason = f"diverged in epoch {epoch}"
         pending = exc
@@ -483,6 +491,13 @@ def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_d
 
 
 # --- entry points --------------------------------------------------------------------------------
+
+def lower_lr(cfg: TrainConfig) -> float:
+    """What to try after a divergence: a tenth, or the optimizer's default when the LR is far above it
+    (a tenth of 1e6 diverges too)."""
+    default = DEFAULT_LR.get(cfg.optimizer, 0.1)
+    return default if cfg.lr > 10 * default else cfg.lr / 10
+
 
 QUICK_TRY_STEPS = 30  # fewer optimizer steps in a whole run than this cannot learn much: say so
 
