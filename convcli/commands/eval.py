@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from convcli.commands.common import FORMAT_OPT, JSON_OPT, Format
+from convcli.commands.common import FORMAT_OPT, Format
 from convcli.train.config import OPTION  # the training options' declarations (stdlib only)
 
 AS_TRAINED = " (default: as in training)."
@@ -27,7 +27,7 @@ def evaluate(
     input_shape: str = typer.Option(None, "--input", "-i", help="Input shape C,H,W for a PyTorch model (default: "
                                     "as in training).", show_default=False),
     fmt: Format = FORMAT_OPT,
-    as_json: bool = JSON_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON document."),
     tta: bool = typer.Option(None, "--tta/--no-tta", help=_help("tta")),
     tta_translate: int = typer.Option(None, "--tta-translate", help=_help("tta_translate"), show_default=False),
     device: str = typer.Option(None, "--device", help=_help("device", " (auto).")),
