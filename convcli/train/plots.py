@@ -38,10 +38,15 @@ def plot_curves(rows: list[dict], path: Path, title: str | None = None) -> None:
             ax.set_xlim(min(epochs, default=1) - 0.5, max(epochs, default=1) + 0.5)
             ax.set_xticks(epochs)
             ax.margins(y=0.25)
-            for line in ax.get_lines():
+            lines = ax.get_lines()
+            for i, line in enumerate(lines):
                 for x, y in zip(line.get_xdata(), line.get_ydata()):
-                    ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center",
-                                fontsize=8, color=line.get_color())
+                    # at each epoch the higher value is labelled above its point, the lower below: close
+                    # train and test values do not print over each other
+                    others = [o.get_ydata()[list(o.get_xdata()).index(x)] for o in lines if o is not line]
+                    below = any(y < v or (y == v and i > 0) for v in others)
+                    ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(0, -8 if below else 6),
+                                ha="center", va="top" if below else "bottom", fontsize=8, color=line.get_color())
     ax_loss.set_ylabel("cross-entropy")
     ax_acc.set_ylabel("%")
     if title:
