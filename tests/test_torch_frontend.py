@@ -421,3 +421,14 @@ def test_a_channel_mismatch_names_where_the_module_is_made(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "net.py:18: C2.0 (Conv2d): expected 16 input channels, got 32" in r.stderr
     assert "the module is made at" in r.stderr and "net.py:5 (called from" in r.stderr and "net.py:12)" in r.stderr
+
+
+def test_a_batch_of_model_files_is_labelled_below_their_common_folder(tmp_path):
+    from convcli.commands.common import batch_labels
+
+    refs = [f"{tmp_path}/alice/net.py:Net", f"{tmp_path}/bob/net.py:Net"]
+    for ref in refs:
+        Path(ref.rpartition(":")[0]).parent.mkdir()
+        Path(ref.rpartition(":")[0]).write_text("")
+    assert batch_labels(refs) == (str(tmp_path), ["alice/net.py:Net", "bob/net.py:Net"])
+    assert batch_labels(["torchvision.models:vgg11", refs[0]])[0] is None  # a package has no folder

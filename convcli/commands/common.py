@@ -92,16 +92,21 @@ def batch_labels(args) -> tuple[str | None, list[str]]:
     import os
 
     labels = [spec_label(a) for a in args]
-    files = [lab for lab in labels if ":" not in lab or Path(lab).exists()]
-    if len(files) != len(labels) or len(labels) < 2:
+    parts = []  # (file, ":NAME" or "") — a model file FILE.py:NAME is placed by its file
+    for lab in labels:
+        file, sep, name = lab.rpartition(":") if ":" in lab and not Path(lab).exists() else (lab, "", "")
+        if sep and not Path(file).is_file():  # package.module:NAME has no folder
+            return None, labels
+        parts.append((file, sep + name))
+    if len(labels) < 2:
         return None, labels
     try:
-        common = os.path.commonpath([os.path.dirname(lab) or "." for lab in labels])
+        common = os.path.commonpath([os.path.dirname(file) or "." for file, _ in parts])
     except ValueError:
         return None, labels
     if common in ("", ".", os.sep):
         return None, labels
-    return common, [os.path.relpath(lab, common) for lab in labels]
+    return common, [os.path.relpath(file, common) + ref for file, ref in parts]
 
 
 def spec_label(arg) -> str:
