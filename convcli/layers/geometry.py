@@ -131,19 +131,25 @@ class Window:
         # Uneven padding (padding='same' with an even kernel) reads "left+right": a list would read as per-axis.
         return {"k": self.k, "s": self.s, "p": self.pl if self.pl == self.pr else f"{self.pl}+{self.pr}", "d": self.d}
 
+    def reads(self, o: int) -> tuple[int, int]:
+        """The first and last input position output `o` reads (padding and beyond: virtual positions)."""
+        first = o * self.s - self.pl
+        return first, first + self.k_eff - 1
+
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
         ke = self.k_eff
         last = a.n - 1 + self.pr  # the last position a window may read (padding included)
         if a.spans is not None or (n_out - 1) * self.s - self.pl + ke - 1 > last:
             # An irregular input, or a ceil_mode pool whose last window runs past the padded input (PyTorch
-            # cuts it short): each output's RF is the union of the spans its window really reads.
-            # Real windows stop at the padded input's end (PyTorch cuts the last one short); virtual ones are whole.
-            outputs = range(-MARGIN, n_out + MARGIN)
-            first = [o * self.s - self.pl for o in outputs]
-            ends = [u + (min(ke - 1, (last - u) // self.d * self.d) if 0 <= o < n_out else ke - 1)
-                    for o, u in zip(outputs, first)]
-            return AxisRF.from_spans([(a.span(u)[0], a.span(e)[1]) for u, e in zip(first, ends)], a.j * self.s,
-                                     a.glob, MARGIN)
+            # cuts it short): each output's RF is the union of the spans its window really reads. Real
+            # windows stop at the padded input's end; virtual ones are whole.
+            def span(o):
+                u, end = self.reads(o)
+                if 0 <= o < n_out:
+                    end = u + min(ke - 1, (last - u) // self.d * self.d)
+                return a.span(u)[0], a.span(end)[1]
+            return AxisRF.from_spans([span(o) for o in range(-MARGIN, n_out + MARGIN)], a.j * self.s, a.glob,
+                                     MARGIN)
         return AxisRF(
             n=n_out,
             r=a.r + (ke - 1) * a.j,
@@ -181,16 +187,19 @@ class Adaptive:
     n: int
     m: int
 
-    def windows(self, margin: int = 0) -> list[tuple[int, int]]:
-        """Window i's [first, end) input positions, for i = -margin .. m-1+margin (the same formula beyond)."""
-        return [(i * self.n // self.m, -(-(i + 1) * self.n // self.m)) for i in range(-margin, self.m + margin)]
+    def windows(self) -> list[tuple[int, int]]:
+        return [(lo, hi + 1) for lo, hi in map(self.reads, range(self.m))]
 
     def columns(self, a: AxisRF) -> dict:
         return {"k": max(b - a_ for a_, b in self.windows()), "s": Fraction(self.n, self.m), "p": 0, "d": 1}
 
+    def reads(self, o: int) -> tuple[int, int]:
+        """The first and last input position output `o` reads (the same formula beyond the map)."""
+        return o * self.n // self.m, -(-(o + 1) * self.n // self.m) - 1
+
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
-        return AxisRF.from_spans([(a.span(lo)[0], a.span(hi - 1)[1]) for lo, hi in self.windows(MARGIN)],
-                                 a.j * Fraction(self.n, self.m), a.glob, MARGIN)
+        spans = [(a.span(lo)[0], a.span(hi)[1]) for lo, hi in map(self.reads, range(-MARGIN, self.m + MARGIN))]
+        return AxisRF.from_spans(spans, a.j * Fraction(self.n, self.m), a.glob, MARGIN)
 
     def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
         sizes = [hi - lo for lo, hi in self.windows()]
@@ -227,13 +236,19 @@ class Transposed:
     def inputs_per_output(self) -> int:
         return -(-self.k_eff // self.s)
 
+    def reads(self, o: int) -> tuple[int, int]:
+        """The first and last input output `o` reads: inputs i with o + p - i*s a multiple of d in
+        [0, k_eff-1], beyond the border too (virtual positions); (1, 0) when the dilation leaves none."""
+        taps = [i for i in range(-(-(o + self.p - self.k_eff + 1) // self.s), (o + self.p) // self.s + 1)
+                if (o + self.p - i * self.s) % self.d == 0]
+        return (min(taps), max(taps)) if taps else (1, 0)
+
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
         if a.spans is not None:  # irregular input: union the spans of the inputs each output reads
-            def reads(o):  # beyond the border too (virtual positions, as the regular recurrence counts them)
-                taps = [i for i in range(-(-(o + self.p - self.k_eff + 1) // self.s), (o + self.p) // self.s + 1)
-                        if (o + self.p - i * self.s) % self.d == 0]
-                return (a.span(min(taps))[0], a.span(max(taps))[1]) if taps else a.span(o // self.s)
-            return AxisRF.from_spans([reads(o) for o in range(-MARGIN, n_out + MARGIN)], a.j / self.s, a.glob, MARGIN)
+            def span(o):
+                lo, hi = self.reads(o)
+                return (a.span(lo)[0], a.span(hi)[1]) if lo <= hi else a.span(o // self.s)
+            return AxisRF.from_spans([span(o) for o in range(-MARGIN, n_out + MARGIN)], a.j / self.s, a.glob, MARGIN)
         # Output 0 reads inputs lo..hi (lo may be negative: a virtual position beyond the border).
         lo = -((self.k_eff - 1 - self.p) // self.s)
         hi = self.p // self.s
@@ -271,15 +286,20 @@ class Rescale:
     def columns(self, a: AxisRF) -> dict:
         return {"k": self.support, "s": Fraction(1, self.factor), "p": 0, "d": 1}
 
+    def reads(self, o: int) -> tuple[int, int]:
+        """The first and last input output `o` reads: o//f (nearest), or the two neighbours of its source
+        coordinate (linear); not clamped to the map."""
+        i = (2 * o + 1 - self.factor) // (2 * self.factor) if self.support > 1 else o // self.factor
+        return i, i + self.support - 1
+
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
-        if a.spans is not None:  # irregular input: output o reads input o//f (and its right neighbour)
-            def reads(o):
-                i = (2 * o + 1 - self.factor) // (2 * self.factor) if self.support > 1 else o // self.factor
-                lo, hi = i, i + self.support - 1
+        if a.spans is not None:  # irregular input: union the spans of the inputs each output reads
+            def span(o):
+                lo, hi = self.reads(o)
                 if 0 <= o < n_out:  # PyTorch clamps a real output's source index to the map
                     lo, hi = min(max(lo, 0), a.n - 1), min(max(hi, 0), a.n - 1)
                 return a.span(lo)[0], a.span(hi)[1]
-            return AxisRF.from_spans([reads(o) for o in range(-MARGIN, n_out + MARGIN)], a.j / self.factor, a.glob,
+            return AxisRF.from_spans([span(o) for o in range(-MARGIN, n_out + MARGIN)], a.j / self.factor, a.glob,
                                      MARGIN)
         offset = Fraction(1, 2 * self.factor) - Fraction(1, 2) if self.support > 1 else Fraction(0)
         return AxisRF(
@@ -310,6 +330,10 @@ class Global:
     def columns(self, a: AxisRF) -> dict:
         # Global average pooling is an average pool whose window is the whole map: k = s = n_in.
         return {"k": a.n, "s": a.n, "p": 0, "d": 1}
+
+    def reads(self, o: int) -> tuple[int, int]:
+        """Every input position (the caller clamps to its map)."""
+        return -(2**62), 2**62
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
         if a.spans is not None:

@@ -106,30 +106,6 @@ def _upstream_notes(analysis, row) -> list[str]:
     return notes
 
 
-def _reads(op, o: int) -> tuple[int, int]:
-    """The first and last input unit output unit `o` of one axis op reads (beyond the map: virtual)."""
-    from convcli.layers.geometry import Adaptive, Global, Rescale, Transposed, Window
-
-    if op is None:
-        return o, o
-    if isinstance(op, Window):
-        first = o * op.s - op.pl
-        return first, first + op.k_eff - 1
-    if isinstance(op, Adaptive):
-        lo, hi = op.windows()[o]
-        return lo, hi - 1
-    if isinstance(op, Transposed):
-        taps = [i for i in range(-(-(o + op.p - op.k_eff + 1) // op.s), (o + op.p) // op.s + 1)
-                if (o + op.p - i * op.s) % op.d == 0]
-        return (min(taps), max(taps)) if taps else (1, 0)
-    if isinstance(op, Rescale):
-        i = (2 * o + 1 - op.factor) // (2 * op.factor) if op.support > 1 else o // op.factor
-        return i, i + op.support - 1
-    if isinstance(op, Global):
-        return -(2**62), 2**62  # every position (clamped to the map by the caller)
-    raise TypeError(f"unknown axis op {op!r}")
-
-
 def reachable_units(analysis, row, unit) -> list[tuple[int, int]]:
     """Per axis, the first and last input pixel `unit` of `row` reaches through real units only (each
     layer's window clamped to its input map). The analytic RF counts the padding's virtual positions as
@@ -144,7 +120,7 @@ def reachable_units(analysis, row, unit) -> list[tuple[int, int]]:
         into = []
         for ax, (a, b) in enumerate(spans):
             op, n_in = (r.ops[ax] if r.ops else None), r.rf_in[ax].n
-            reads = [_reads(op, o) for o in range(a, b + 1)] if a <= b else []
+            reads = [op.reads(o) if op is not None else (o, o) for o in range(a, b + 1)] if a <= b else []
             lo, hi = max(min((x for x, y in reads if x <= y), default=n_in), 0), \
                 min(max((y for x, y in reads if x <= y), default=-1), n_in - 1)
             into.append((lo, hi))
