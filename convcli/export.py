@@ -445,9 +445,9 @@ class _Writer:
         for path, module in model.paths.items():
             label = labels.get(path)
             self.where.setdefault(id(module), path + (f" ({label})" if label else ""))
-        self.label: dict[int, str] = {id(model.paths[n.path]): n.label for n in graph.nodes
-                                      if n.label and n.path in model.paths}
-        self.block_label = {id(model.paths[p]): label for p, label in labels.items() if label and p in model.paths}
+        # module -> its spec label (layers and blocks): shared modules' variable names, top-level block_labels
+        self.label: dict[int, str] = {id(model.paths[p]): label for p, label in labels.items()
+                                      if label and p in model.paths}
         self.helpers: set[str] = set()
         self.uses: dict[int, int] = {}
         self.reused_by: dict[int, list] = {}  # target -> the Reuse modules applying it again
@@ -550,8 +550,7 @@ def export_source(analysis) -> str:
         model = build_model(analysis)
     writer = _Writer(model, analysis)
     top = [writer.code(m) for m in model.children()]
-    block_labels = {name: writer.block_label[id(m)] for name, m in model.named_children()
-                    if id(m) in writer.block_label}
+    block_labels = {name: writer.label[id(m)] for name, m in model.named_children() if id(m) in writer.label}
     cls = class_name(graph.name)
     source = _file(analysis, cls, writer, top, block_labels)  # repr() writes them as safe Python
     check_source(source, cls, model, graph.source)

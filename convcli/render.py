@@ -250,8 +250,7 @@ def _glued(text: str, width: int) -> list[str]:
         if len(text) > len(piece) and sep and ": " not in value and len(value) <= width // 2:
             # a label with a short value (`gap_before_classifier: gap -> linear`): the pair stays whole, or
             # breaks once, between the label and its value
-            out += [piece] if len(piece) <= width else [f"{label}:", value] if len(label) < width else \
-                [*label.split(" ")[:-1], f"{label.split(' ')[-1]}:", value]
+            out += [piece] if len(piece) <= width else [f"{label}:", value]
             continue
         for word in piece.split(" "):
             prev = out[-1].split(" ")[-1] if out and out[-1] else ""
