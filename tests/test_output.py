@@ -341,6 +341,26 @@ def test_specs_in_subfolders_beside_top_level_ones_are_named_not_dropped_silentl
     assert "1 more spec(s) in its subfolders are not included" in " ".join(r.stderr.split())
 
 
+def test_pytorch_files_in_a_graded_folder_are_named_not_dropped_silently(grading, tmp_path):
+    net = "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    pass\n"
+    (grading / "frank.py").write_text(net)
+    (grading / "__init__.py").write_text("")  # package plumbing is not a submission
+    r = run("inspect", str(grading), "--json")
+    assert not any(d["spec"].endswith(".py") for d in json.loads(r.stdout))
+    stderr = " ".join(r.stderr.split())
+    assert "not included: 1 PyTorch file" in stderr and f"'{grading / 'frank.py'}:NAME' --input C,H,W" in stderr
+    assert "__init__" not in stderr
+    # One folder per student, one of them with only a net.py: named in the error, with the pattern to pass.
+    subs = tmp_path / "subs"
+    for name in ("carol", "dan"):
+        (subs / name).mkdir(parents=True)
+        (subs / name / "net.py").write_text(net)
+    r = run("inspect", str(subs / "carol"))
+    assert r.returncode == 2 and f"'{subs / 'carol' / 'net.py'}:NAME'" in " ".join(r.stderr.split())
+    r = run("inspect", str(subs))
+    assert r.returncode == 2 and f"'{subs / '*' / 'net.py'}:NAME'" in " ".join(r.stderr.split())
+
+
 def test_batch_markdown_is_one_table(grading):
     r = run("inspect", str(grading), "--format", "markdown")
     tables = markdown_tables(r.stdout)
@@ -600,6 +620,37 @@ def test_each_student_is_graded_with_the_run_of_their_own_file(tmp_path):
         assert check["value"] == acc
     [alice] = [c for c in docs["alice"]["checks"] if c["rule"].startswith("accuracy")]
     assert f"(from {runs / 'n'}: 10,000 test images of cifar10)" in alice["message"]
+
+
+def test_a_copy_without_its_own_run_does_not_borrow_another_files_run_of_the_same_name(tmp_path):
+    # zed/n.yaml is a copy of alice/n.yaml (the same `name:` and network); runs/n was trained from alice's file.
+    (tmp_path / "gate.yaml").write_text(RULES)
+    for student in ("alice", "zed"):
+        (tmp_path / student).mkdir()
+        (tmp_path / student / "n.yaml").write_text(NET + "rules: ../gate.yaml\n")
+    runs = tmp_path / "runs"
+    make_run(runs / "n", tmp_path / "alice" / "n.yaml", 0.9)
+    zed = tmp_path / "zed" / "n.yaml"
+    r = run("inspect", str(zed), "--strict", "--runs", str(runs))
+    assert r.returncode == 1
+    assert f"{runs / 'n'} was trained from {tmp_path / 'alice' / 'n.yaml'}, not from {zed}" in r.stdout
+    assert run("inspect", str(tmp_path / "alice" / "n.yaml"), "--strict", "--runs", str(runs)).returncode == 0
+    # A run whose spec file is not on this machine (trained elsewhere) is still found by name.
+    make_run(tmp_path / "elsewhere" / "n", Path("/nonexistent/home/zed/n.yaml"), 0.9)
+    assert run("inspect", str(zed), "--strict", "--runs", str(tmp_path / "elsewhere")).returncode == 0
+
+
+def test_the_strict_gate_fails_a_spec_without_rules(tmp_path):
+    # A student who deletes the `rules:` line must not pass `make check`.
+    spec = tmp_path / "n.yaml"
+    spec.write_text(NET)
+    assert run("inspect", str(spec)).returncode == 0
+    r = run("inspect", str(spec), "--strict")
+    assert r.returncode == 1 and "n.yaml has no rules to check" in r.stderr
+    ruled = tmp_path / "m.yaml"
+    ruled.write_text(NET + "rules:\n  - max_params: {lt: 1000}\n")
+    r = run("inspect", str(spec), str(ruled), "--strict")
+    assert r.returncode == 1 and "1 pass, 0 fail, 0 error, 1 without rules" in r.stdout
 
 
 def test_a_run_with_a_relative_spec_path_is_found_from_anywhere(tmp_path):

@@ -45,13 +45,19 @@ def expand_specs(args: list[str]) -> list[Path]:
             out.append(arg)
         elif p.is_dir():
             found = _yaml_in(p)
-            below = [f for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".")
-                     and not (d / "args.yaml").exists() for f in _yaml_in(d) if _has_layers(f)]
+            folders = [d for d in sorted(p.iterdir()) if d.is_dir() and not d.name.startswith(".")
+                       and not (d / "args.yaml").exists()]
+            below = [f for d in folders for f in _yaml_in(d) if _has_layers(f)]
+            models = _py_in(p) + [f for d in folders for f in _py_in(d)]
+            skipped = _models_note(p, models) if models else ""
             if not found and not below:
-                raise ConvcliError(f"{arg}: no *.yaml specs in this directory or the folders in it")
+                raise ConvcliError(f"{arg}: no *.yaml specs in this directory or the folders in it"
+                                   + (f"; {skipped}" if models else ""))
             if found and below:
                 _note(f"note: {arg}: {len(below)} more spec(s) in its subfolders are not included; "
                       f"to grade them too, pass '{p / '*' / '*.yaml'}' as well (quoted)")
+            if models:
+                _note(f"note: {arg}: not included: {skipped}")
             out += found or below
         elif any(ch in arg for ch in "*?[") and not p.exists():
             found = sorted(Path(m) for m in glob.glob(arg, recursive=True))
@@ -65,6 +71,28 @@ def expand_specs(args: list[str]) -> list[Path]:
 
 def _yaml_in(folder: Path) -> list[Path]:
     return sorted(f for f in [*folder.glob("*.yaml"), *folder.glob("*.yml")] if f.is_file())
+
+
+def _models_note(folder: Path, models: list[Path]) -> str:
+    """A PyTorch file needs its class and an input shape, so a directory's are named, not silently left out."""
+    top = [m for m in models if m.parent == folder]
+    below = [m for m in models if m.parent != folder]
+    patterns = []
+    if top:
+        patterns.append(top[0] if len(top) == 1 else folder / "*.py")
+    if below:
+        names = {m.name for m in below}
+        patterns.append(below[0] if len(below) == 1 else folder / "*" / (names.pop() if len(names) == 1 else "*.py"))
+    shown = ", ".join(str(m) for m in models[:3]) + (", ..." if len(models) > 3 else "")
+    files = "1 PyTorch file" if len(models) == 1 else f"{len(models)} PyTorch files"
+    return (f"{files} ({shown}) {'needs its' if len(models) == 1 else 'need their'} class and an input shape: "
+            f"pass {' and '.join(repr(f'{x}:NAME') for x in patterns)} --input C,H,W")
+
+
+def _py_in(folder: Path) -> list[Path]:
+    """Model files a student may have handed in; not package plumbing or tests."""
+    return sorted(f for f in folder.glob("*.py") if f.is_file() and not f.name.startswith((".", "_", "test_"))
+                  and f.name not in ("setup.py", "conftest.py"))
 
 
 def _has_layers(f: Path) -> bool:

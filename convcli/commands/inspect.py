@@ -49,8 +49,8 @@ def inspect(
                              "on its best test accuracy. A run of a different network is refused."),
     runs: Path = typer.Option(None, "--runs", help="A directory of training runs, one per spec: runs/NAME (NAME = "
                               "the spec's file name), else the newest run trained from the spec file."),
-    strict: bool = typer.Option(False, "--strict", help="A rule that cannot be checked (accuracy without a run) "
-                                "fails: the pre-submission gate (make check)."),
+    strict: bool = typer.Option(False, "--strict", help="A rule that cannot be checked (accuracy without a run), "
+                                "or a spec with no rules, fails: the pre-submission gate (make check)."),
     allow_subset: bool = typer.Option(False, "--allow-subset", help="Accept a run scored on a test subset "
                                       "(--test-subset); refused by default."),
     junit: Path = typer.Option(None, "--junit", help="Write JUnit XML: a test suite per spec, a test case per rule."),
@@ -117,6 +117,12 @@ def inspect(
     n = counts(results)
     if n["ERROR"] == len(entries):
         raise typer.Exit(2)
+    if strict and n["NO RULES"]:  # the gate must not pass a spec whose `rules:` line was deleted
+        unruled = [e.label for e in entries if e.ruleset is None and not isinstance(e.checks, BaseException)]
+        console(stderr=True).print(
+            f"error: --strict: {', '.join(unruled)} {'has' if len(unruled) == 1 else 'have'} no rules to check "
+            "(add `rules: s7` to the spec, or give --rules s7)", markup=False)
+        raise typer.Exit(1)
     if n["FAIL"] or n["ERROR"]:
         raise typer.Exit(1)
 

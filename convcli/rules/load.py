@@ -312,6 +312,14 @@ def find_run(runs_dir, spec_ref, analysis, allow_subset: bool = False) -> tuple[
         except SpecError:
             passed.append(f"{d} has no summary.json (not finished?)")
             continue
+        if d not in own and is_file:
+            # Found by name only: a run whose spec file is here and is another file belongs to that file
+            # (every copy of s7.yaml keeps `name: s7`, and must not share one student's runs/s7).
+            other = next((p for p in run.spec_paths() if p.is_file() and not _same_file(p, ref)), None)
+            if other is not None and not any(_same_file(p, ref) for p in run.spec_paths()):
+                passed.append(f"{d} was trained from {other}, not from {ref} (name it with --run {d} "
+                              "to use it anyway)")
+                continue
         problem, warns = check_run(run, analysis, allow_subset)
         if problem:
             passed.append(problem)
