@@ -6,6 +6,8 @@
 
 import time as _time
 
+from convcli.errors import ConvcliError  # what the API raises for anything the user can fix
+
 __version__ = "0.1.0"
 # When convcli was first imported: a command's start (the interpreter's own start-up, ~50 ms, is before it).
 # `convcli train` reports the time from here to its end, data loading included (time to a target accuracy).
@@ -19,4 +21,4 @@ def summary(model_or_spec, input_size=None, rules=None, accuracy=None):
     return _summary(model_or_spec, input_size=input_size, rules=rules, accuracy=accuracy)
 
 
-__all__ = ["summary", "__version__"]
+__all__ = ["ConvcliError", "summary", "__version__"]

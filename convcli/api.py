@@ -13,6 +13,7 @@ is None. Importing convcli does not import torch; passing a module does.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,25 +91,66 @@ class Report:
 
 def summary(model_or_spec, input_size=None, rules=None, accuracy: float | None = None) -> Report:
     """Analyse a model or spec and check its rules (`rules`: a profile such as "s7", a rules file, "none";
-    default: the spec's own `rules:`). `accuracy` (a fraction) is checked by an `accuracy` rule."""
+    default: the spec's own `rules:`). `model_or_spec`: a spec file, `FILE.py:NAME`, an nn.Module instance,
+    a spec as a dict (the YAML's keys), or a Spec/Graph. `accuracy` (0.853 or 85.3) is checked by an
+    `accuracy` rule."""
     from convcli.analysis import analyze
     from convcli.commands.common import totals
+    from convcli.errors import ConvcliError
+    from convcli.graph import Graph
     from convcli.rules import resolve_rules, run_checks
+    from convcli.spec import Spec
 
+    accuracy = _fraction(accuracy)
     input_text = ",".join(map(str, input_size)) if input_size is not None else None
-    if isinstance(model_or_spec, (str, Path)):
+    what = model_or_spec
+    if isinstance(what, (str, Path)):
         from convcli.sources import load_analysis
+        from convcli.torch_graph import is_model_ref
 
-        a = load_analysis(model_or_spec, input_text)
-    elif hasattr(model_or_spec, "named_modules") and callable(model_or_spec):
-        from convcli.errors import ConvcliError
+        if input_size is None and is_model_ref(str(what)) and not Path(str(what)).exists():
+            raise ConvcliError(f"{what}: summary() of a PyTorch model needs input_size=(C, H, W), "
+                               f"e.g. summary({str(what)!r}, input_size=(3, 32, 32))")
+        a = load_analysis(what, input_text)
+    elif isinstance(what, type):
+        raise ConvcliError(f"summary() needs a model instance, not the class {what.__name__}: "
+                           f"pass {what.__name__}() (with its arguments)")
+    elif hasattr(what, "named_modules") and callable(what):
         from convcli.torch_graph import trace_graph
 
         if input_size is None:
-            raise ConvcliError("summary(model) needs input_size=(C, H, W), e.g. (3, 32, 32)")
-        a = analyze(trace_graph(model_or_spec, tuple(input_size), type(model_or_spec).__name__))
+            raise ConvcliError(f"summary({type(what).__name__}) needs input_size=(C, H, W), "
+                               "e.g. summary(model, input_size=(3, 32, 32))")
+        a = analyze(trace_graph(what, tuple(input_size), type(what).__name__))
+    elif isinstance(what, dict):
+        import yaml
+
+        from convcli.spec import parse_spec
+
+        spec = parse_spec(yaml.safe_dump(what, sort_keys=False), "<dict>")
+        if input_text is not None:
+            from convcli.torch_graph import parse_input
+
+            spec.input = parse_input(input_text, "<dict>")
+        a = analyze(spec)
+    elif isinstance(what, (Spec, Graph)):
+        a = analyze(what)
     else:
-        a = analyze(model_or_spec)  # a Spec or a Graph
+        raise ConvcliError(f"summary() takes a spec file, 'FILE.py:NAME', an nn.Module instance, a spec dict, "
+                           f"or a Spec/Graph; got {type(what).__name__} {what!r:.60}")
     ruleset = resolve_rules(a.spec, rules, option="summary(rules=...)")
     checks = run_checks(a, ruleset, accuracy) if ruleset else []
     return Report(a, totals(a), ruleset, checks)
+
+
+def _fraction(accuracy):
+    """0.853 or 85.3 (percent, as `--target-acc` takes it) as a fraction; anything else is an error."""
+    from convcli.errors import ConvcliError
+
+    if accuracy is None:
+        return None
+    if isinstance(accuracy, bool) or not isinstance(accuracy, numbers.Real) or accuracy != accuracy:
+        raise ConvcliError(f"summary(accuracy=...) must be a number, got {accuracy!r}")
+    if not 0 <= accuracy <= 100:
+        raise ConvcliError(f"summary(accuracy=...) is a fraction in [0, 1] or a percentage up to 100, got {accuracy}")
+    return accuracy / 100 if accuracy > 1 else accuracy

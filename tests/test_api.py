@@ -68,3 +68,37 @@ def test_errors_name_the_python_argument_and_suggest_only_close_files(tmp_path):
     assert "did you mean" not in str(exc.value)  # .yaml in common is no likeness
     with pytest.raises(ConvcliError, match="did you mean s7.yaml"):
         convcli.summary(tmp_path / "s77.yaml")
+
+
+def test_common_slips_raise_convcli_errors_that_speak_python():
+    import pytest
+
+    sys.path.insert(0, str(STUDENTS.parent))
+    import students
+
+    with pytest.raises(convcli.ConvcliError, match=r"not the class S7Student: pass S7Student\(\)"):
+        convcli.summary(students.S7Student, input_size=(3, 32, 32))
+    with pytest.raises(convcli.ConvcliError, match="got int 42"):
+        convcli.summary(42)
+    with pytest.raises(convcli.ConvcliError, match=r"input_size=\(C, H, W\)") as exc:
+        convcli.summary(f"{STUDENTS}:S7Student")
+    assert "--input" not in str(exc.value)
+    with pytest.raises(convcli.ConvcliError, match="a percentage up to 100, got 185"):
+        convcli.summary(S7, accuracy=185)
+    with pytest.raises(convcli.ConvcliError, match="must be a number"):
+        convcli.summary(S7, accuracy="0.9")
+
+
+def test_accuracy_is_a_fraction_or_a_percentage_as_on_the_command_line():
+    # s7_course's accuracy rule is >= 80%: 85 and 0.85 are the same verdict, 79 fails.
+    assert convcli.summary(S7, accuracy=85).to_dict() == convcli.summary(S7, accuracy=0.85).to_dict()
+    assert convcli.summary(S7, accuracy=85).ok and not convcli.summary(S7, accuracy=79).ok
+
+
+def test_a_spec_dict_is_analysed_as_its_yaml():
+    # conv 3->4 3x3 p0: 4*3*9 + 4 = 112 params; linear 4->2: 10. On 8x8 the conv gives (8-3)+1 = 6, RF 3.
+    net = {"name": "d", "input": [3, 8, 8],
+           "layers": [{"conv": {"out": 4, "k": 3, "p": 0}}, "gap", {"linear": {"out": 2}}]}
+    report = convcli.summary(net)
+    assert report.params == 122 and report.to_dict()["layers"][0]["output_shape"] == [4, 6, 6]
+    assert convcli.summary(net, input_size=(3, 16, 16)).to_dict()["layers"][0]["output_shape"] == [4, 14, 14]
