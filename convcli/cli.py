@@ -50,6 +50,32 @@ def _root(version: bool = typer.Option(False, "--version", "-V", help="Print the
     """Design, analyse and train convolutional networks written as YAML specs or PyTorch modules."""
 
 
+def _to_ascii(exc: UnicodeError):
+    """A codec error handler: what a stream cannot encode, written in ASCII (render.ASCII) or as '?'."""
+    from convcli.render import ASCII
+
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    bad = exc.object[exc.start:exc.end]
+    return "".join(ASCII.get(ch, "?") for ch in bad), exc.end
+
+
+def ascii_fallback() -> None:
+    """A stream that cannot encode the output (a cp1252 or ASCII file, a Windows console) gets the same text
+    in ASCII instead of a crash, whose exit 1 would read as "a rule failed"."""
+    import codecs
+
+    codecs.register_error("convcli_ascii", _to_ascii)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "→×─".encode(stream.encoding or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            try:
+                stream.reconfigure(errors="convcli_ascii")
+            except (AttributeError, ValueError):  # not a TextIOWrapper (a test's capture): leave it
+                pass
+
+
 def main() -> None:
     """Entry point: user errors print one message to stderr and exit 2 (CONVCLI_DEBUG=1 re-raises).
     Typer itself reports usage errors (exit 2) and handles --help."""
@@ -57,6 +83,7 @@ def main() -> None:
 
     # torch's note that padding='same' with an even kernel pads a copy: the analysis already says how it pads
     warnings.filterwarnings("ignore", message=r"Using padding='same' with even kernel")
+    ascii_fallback()
     try:
         app()
     except ConvcliError as exc:

@@ -32,6 +32,10 @@ RULE = "─"  # under the header on a terminal
 # measure the rule as wide as it looks.
 PLAIN_RULE = "-"
 MIN_WRAP = 12  # a wrapped text column is not made narrower than this (or its longest word)
+# The output's characters beyond ASCII, for a stream that cannot encode them (an ASCII or cp1252 file).
+ASCII = {"→": "->", "×": "x", "─": "-", "…": "...", "≥": ">=", "≤": "<=", "≠": "!=", "✗": "x", "✓": "v",
+         "·": "*", "±": "+/-", "²": "^2", "⌈": "ceil(", "⌉": ")", "⌊": "floor(", "⌋": ")", "—": "--", "–": "-",
+         "§": "S"}
 
 
 # --------------------------------------------------------------------------- the neutral objects
@@ -539,9 +543,10 @@ def console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     tty = stream.isatty()
-    # Piped output: no colour, no wrapping (the renderer has laid the lines out already).
+    # Piped output: no colour, no wrapping (the renderer has laid the lines out already). On a terminal
+    # no_color=None lets rich honour NO_COLOR (an explicit False would override it).
     return Console(file=stream, highlight=False, width=None if tty else 100_000, soft_wrap=not tty,
-                   no_color=not tty)
+                   no_color=None if tty else True)
 
 
 def to_text(lines: list[str], spans: list):
@@ -658,12 +663,47 @@ def emit(outputs: list[Output] | Output, fmt: str = "table", out=None, width: in
         print_terminal(outputs, console(), width)
         return
     width = width or env_width()
+    plain = not _encodes(stream, "".join(ASCII))
     text = []
     for o in outputs:
         for block in o.blocks:
-            text += block_text(block, width)
+            text += block_text(ascii_block(block) if plain else block, width)
             text.append("")
     stream.write("\n".join(text))
+
+
+def _encodes(stream, text: str) -> bool:
+    try:
+        text.encode(getattr(stream, "encoding", None) or "utf-8")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
+def to_ascii(text: str) -> str:
+    return "".join(ASCII.get(ch, ch) for ch in text) if not text.isascii() else text
+
+
+def ascii_block(block: Block) -> Block:
+    """The block in ASCII before layout, so that `->` for `→` keeps the columns aligned."""
+    from dataclasses import replace
+
+    if isinstance(block, Lines):
+        return replace(block, lines=[to_ascii(x) for x in block.lines])
+
+    def value(v):
+        if isinstance(v, str):
+            return to_ascii(v)
+        if isinstance(v, Name):
+            return replace(v, text=to_ascii(v.text), path=to_ascii(v.path))
+        if isinstance(v, Cell):
+            return replace(v, text=to_ascii(v.text))
+        return v
+
+    return replace(block, title=to_ascii(block.title), columns=[replace(c, header=to_ascii(c.header))
+                                                                 for c in block.columns],
+                   rows=[{k: value(v) for k, v in row.items()} for row in block.rows],
+                   footer=[to_ascii(x) for x in block.footer])
 
 
 def print_table(t: TableData, fmt: str = "table", out=None) -> None:

@@ -713,3 +713,36 @@ def test_a_narrow_stacked_row_keeps_each_rule_with_its_value():
     fields = [f.strip() for line in lines for f in line.split("   ")]
     assert fields == ["gap_before_classifier:", "gap -> linear", "params<1000000: 1,643,562 ✗", "accuracy>=0.8: --"]
     assert all(len(line) <= 34 for line in lines)
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252"])
+def test_a_stream_that_cannot_encode_the_arrows_gets_aligned_ascii_not_a_crash(encoding):
+    # A Windows user redirecting to a cp1252 file: `→` is not in cp1252, and a crash would exit 1 ("a rule failed").
+    import os
+
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    r = subprocess.run([sys.executable, "-m", "convcli", "inspect", str(S7)], capture_output=True, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode(encoding).splitlines()
+    assert lines[0].endswith(": [3, 32, 32] -> [10]")
+    header = next(line for line in lines if line.startswith("Layer"))
+    shape_at = header.index("Output shape")
+    rows = [line for line in lines if re.match(r"\s*\[\d+\]\.(conv|maxpool|gap)\b", line)]
+    assert rows and all(line[shape_at] == "[" for line in rows)  # "->" for "→" keeps the columns aligned
+    csv_out = subprocess.run([sys.executable, "-m", "convcli", "params", str(S7), "--format", "csv"],
+                             capture_output=True, env=env, cwd=ROOT)
+    assert csv_out.returncode == 0 and b"3->" in csv_out.stdout
+
+
+def test_no_color_is_honoured_on_a_terminal(monkeypatch):
+    from convcli.render import console
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Tty())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert console().no_color
+    monkeypatch.delenv("NO_COLOR")
+    assert not console().no_color
