@@ -297,6 +297,30 @@ def test_batch_summary_at_80_and_200(grading, width):
     assert "dave.yaml:3" in text and "carol.yaml:3" in text  # ERROR rows say where
 
 
+@pytest.mark.parametrize("cmd", ["rf", "params"])
+def test_rf_and_params_of_a_batch_go_on_past_an_unreadable_spec(grading, cmd):
+    # As inspect grades the rest: alice and bob are printed, carol's and dave's errors follow; exit 1.
+    rows = None
+    for fmt in ("csv", "json", "table"):
+        r = run(cmd, str(grading), "--format", fmt)
+        assert r.returncode == 1, r.stderr
+        assert "carol.yaml:3" in r.stderr and "dave.yaml:3" in r.stderr
+        if fmt == "csv":
+            rows = parse_csv(r.stdout)
+            assert {row[0] for row in rows[1:]} == {"alice.yaml", "bob.yaml"}  # labels below the common folder
+        elif fmt == "json":
+            assert len(json.loads(r.stdout)) == 2
+        else:  # each table is titled with its file: both say `name: s7`
+            titles = [line for line in r.stdout.splitlines() if line.startswith(("alice.yaml", "bob.yaml"))]
+            assert [t.split(" (")[0] for t in titles] == ["alice.yaml", "bob.yaml"]
+            assert all("(s7): " in t for t in titles)
+    assert rows
+    (grading / "alice.yaml").unlink()
+    (grading / "bob.yaml").unlink()
+    r = run(cmd, str(grading))
+    assert r.returncode == 2 and r.stdout == ""  # nothing readable
+
+
 def test_batch_gradebook_csv(grading):
     r = run("inspect", str(grading), "--format", "csv")
     assert r.returncode == 1

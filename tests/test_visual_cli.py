@@ -48,6 +48,17 @@ def test_show_draws_the_box_of_one_unit(tmp_path):
     assert "spans [0, 6) × [0, 6)" in r.stderr and out.exists()
 
 
+def test_a_bad_unit_is_an_error_before_any_table_is_printed(tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "img.png"
+    Image.new("L", (8, 8), 128).save(image)
+    # P's output map is 4x4 (8x8 pooled by 2): unit 9,9 is outside it.
+    r = run("rf", str(small_spec(tmp_path)), "--show", str(image), "--layer", "P", "--unit", "9,9",
+            "-o", str(tmp_path / "box.png"))
+    assert r.returncode == 2 and "outside" in r.stderr and r.stdout == ""
+
+
 def test_show_needs_a_layer(tmp_path):
     r = run("rf", str(small_spec(tmp_path)), "--show", "x.png")
     assert r.returncode == 2 and "--layer" in r.stderr

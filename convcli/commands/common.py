@@ -137,6 +137,53 @@ def batch_labels(args) -> tuple[str | None, list[str]]:
     return common, [os.path.relpath(file, common) + ref for file, ref in parts]
 
 
+def analyse_each(specs: list[str], input_shape: str | None):
+    """The analyses of a command's SPEC arguments as [(label, analysis)], and the specs that could not be
+    read as [(label, error)]. One spec: its error is raised. A batch goes on without the unreadable ones
+    (see `report_unreadable`), as `inspect` grades the rest; labels as in a batch (alice.yaml)."""
+    from convcli.sources import load_analysis
+
+    paths = expand_specs(specs)
+    batch = len(paths) > 1
+    _, labels = batch_labels(paths) if batch else (None, [spec_label(p) for p in paths])
+    done, failed = [], []
+    for path, label in zip(paths, labels):
+        try:
+            done.append((label, load_analysis(path, input_shape)))
+        except ConvcliError as exc:
+            if not batch:
+                raise
+            failed.append((label, exc))
+    return done, failed
+
+
+def report_unreadable(failed, total: int) -> None:
+    """After a batch's output: each unreadable spec's error on stderr; exit 2 when none could be read, else 1."""
+    import typer
+
+    from convcli.render import console
+
+    if not failed:
+        return
+    err = console(stderr=True)
+    for _, exc in failed:  # each error names its file (file:line), as `inspect`'s do
+        err.print(f"error: {exc}", markup=False)
+    raise typer.Exit(2 if len(failed) == total else 1)
+
+
+def batch_title(output, label: str, name: str):
+    """In a batch, each spec's table is titled with its file (40 copies of s7.yaml all say `name: s7`)."""
+    from convcli.render import Lines, TableData
+
+    shown = label if Path(label.partition(":")[0]).stem == name else f"{label} ({name})"
+    for block in output.blocks[:1]:
+        if isinstance(block, TableData) and block.title.startswith(f"{name}:"):
+            block.title = shown + block.title[len(name):]
+        elif isinstance(block, Lines) and block.lines and block.lines[0].startswith(f"{name}:"):
+            block.lines = [shown + block.lines[0][len(name):], *block.lines[1:]]
+    return output
+
+
 def spec_label(arg) -> str:
     """A spec as tables and gradebooks show it: relative to the current directory when inside it."""
     text = str(arg)

@@ -8,7 +8,6 @@ from convcli.commands.common import (
     JSON_OPT,
     SPECS_ARG,
     Format,
-    expand_specs,
     output_format,
 )
 
@@ -23,13 +22,14 @@ def params(
 
     MACs are per sample (batch 1): multiply-accumulates of conv, transposed-conv and linear weights.
     """
-    from convcli.commands.common import spec_label, totals
+    from convcli.commands.common import analyse_each, batch_title, report_unreadable, totals
     from convcli.render import emit
-    from convcli.sources import load_analysis
     from convcli.views import params_output
 
-    outputs = []
-    for p in expand_specs(specs):
-        a = load_analysis(p, input_shape)
-        outputs.append(params_output(a, totals(a), spec_label(p)))
-    emit(outputs, output_format(fmt, as_json))
+    done, failed = analyse_each(specs, input_shape)
+    outputs = [params_output(a, totals(a), label) for label, a in done]
+    if len(done) + len(failed) > 1:
+        outputs = [batch_title(o, label, a.name) for o, (label, a) in zip(outputs, done)]
+    if done:
+        emit(outputs, output_format(fmt, as_json))
+    report_unreadable(failed, len(done) + len(failed))

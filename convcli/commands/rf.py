@@ -44,19 +44,19 @@ def rf(
 
     Per-axis values are shown as HxW when the axes differ. Example: [bold]convcli rf architectures/s7.yaml[/]
     """
-    from convcli.commands.common import spec_label
+    from convcli.commands.common import analyse_each, batch_title, report_unreadable
     from convcli.errors import ConvcliError
     from convcli.render import console, emit
-    from convcli.sources import load_analysis
     from convcli.views import add_empirical, rf_output
 
-    paths = expand_specs(specs)
-    if (plot or show or empirical) and len(paths) != 1:
+    if (plot or show or empirical) and len(expand_specs(specs)) != 1:
         raise ConvcliError("--plot, --show and --empirical take one spec")
     if show and not layer:
         raise ConvcliError("--show needs --layer NAME (a layer path or a block label from the table)")
-    analyses = [(p, load_analysis(p, input_shape)) for p in paths]
-    outputs = [rf_output(a, explain, spec_label(p)) for p, a in analyses]
+    analyses, failed = analyse_each(specs, input_shape)
+    outputs = [rf_output(a, explain, label) for label, a in analyses]
+    if len(analyses) + len(failed) > 1:
+        outputs = [batch_title(o, label, a.name) for o, (label, a) in zip(outputs, analyses)]
     mismatch = False
     if empirical:
         from convcli.visual import empirical_rf
@@ -65,19 +65,24 @@ def rf(
         results = empirical_rf(a)
         add_empirical(outputs[0], a, results)
         mismatch = any(e.mismatch for e in results)
-    emit(outputs, output_format(fmt, as_json))
-    note = console(stderr=True)
+    # Pictures first: a bad --show/--unit/--plot is an error before any table is printed.
+    wrote = []
     if plot:
         from convcli.visual import plot_rf
 
         plot_rf(analyses[0][1], plot)
-        note.print(f"wrote {plot}", markup=False, highlight=False)
+        wrote.append(f"wrote {plot}")
     if show:
         from convcli.visual import parse_unit, show_rf
 
         box = show_rf(analyses[0][1], show, layer, parse_unit(unit), out, data=data)
         span = " × ".join(f"[{float(lo):g}, {float(hi):g})" for lo, hi in box)
-        note.print(f"wrote {out}: the RF of {layer} unit {unit or '(centre)'} spans {span} input px",
-                   markup=False, highlight=False)
+        wrote.append(f"wrote {out}: the RF of {layer} unit {unit or '(centre)'} spans {span} input px")
+    if analyses:
+        emit(outputs, output_format(fmt, as_json))
+    note = console(stderr=True)
+    for line in wrote:
+        note.print(line, markup=False, highlight=False)
+    report_unreadable(failed, len(analyses) + len(failed))
     if mismatch:
         raise typer.Exit(1)
