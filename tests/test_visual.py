@@ -99,13 +99,19 @@ def test_rf_box_refuses_unknown_layers_and_units(small):
         parse_unit("a,b")
 
 
-def test_fractional_box_covers_the_pixels_whose_centre_is_inside():
-    # Nearest upsampling x3 on 12 pixels: output o reads input floor(o/3); j = 1/3, r = 1, start = 1/2, so
-    # unit 4 is centred at 1/2 + 4/3 = 11/6: the box [4/3, 7/3) holds one pixel centre, 1.5: pixel 1.
+def test_an_upsampled_unit_box_is_the_pixel_it_reads():
+    # Nearest upsampling x3 on 12 pixels: output o reads input floor(o/3), so unit 4 reads pixel 1 exactly,
+    # [1, 2) (a regular grid of step 1/3 would centre it at 1/2 + 4/3 = 11/6 instead).
     a = analyze_layers([1, 12], [{"upsample": {"scale": 3}}])
     box = rf_box(a, a.layers[0], (4,))
-    assert box == [(Fraction(4, 3), Fraction(7, 3))]
+    assert box == [(Fraction(1), Fraction(2))]
     assert pixel_range(box, a.input_shape) == [(1, 1)]
+
+
+def test_fractional_box_covers_the_pixels_whose_centre_is_inside():
+    # [4/3, 7/3) holds one pixel centre, 1.5: pixel 1; [1/2, 3) holds 0.5, 1.5 and 2.5.
+    assert pixel_range([(Fraction(4, 3), Fraction(7, 3))]) == [(1, 1)]
+    assert pixel_range([(Fraction(1, 2), Fraction(3))]) == [(0, 2)]
 
 
 # --------------------------------------------------------------------------- pictures: RF plot, RF box
@@ -277,17 +283,14 @@ def test_broadcast_gate_mismatch_is_explained():
     assert mul.cell() == "16 vs 8 (approximation)"
 
 
-def test_upsampling_differences_are_explained():
-    # Bilinear x2 upsampling on 8 pixels after a 3x3 conv (r 3, j 1, start 0.5): output o sits at input
-    # coordinate (o + 1/2)/2 - 1/2 and reads its two neighbours, so outputs 7 and 8 both read inputs 3 and 4
-    # (pixels 2..5). The analysis gives r = 3 + 1 = 4, j = 1/2, start = 0.5 + (1/4 - 1/2) = 1/4: unit 8 (the
-    # centre of 16) centred at 1/4 + 4 = 4.25, [2.25, 6.25): pixels 2..5 as measured. Here the pixel-centre
-    # rule absorbs the quarter-pixel offsets (unit 7: [1.75, 5.75), also 2..5); after a jump of 8 they are
-    # 2 px (architectures/encoder_decoder.yaml), so every row after an upsampling layer carries the note.
+def test_an_upsampled_unit_is_checked_exactly():
+    # Bilinear x2 upsampling on 8 pixels after a 3x3 conv p1: output o reads conv outputs (2o-1)//4 and the
+    # next, so the centre unit 8 reads conv outputs 3 and 4, which read pixels 2..4 and 3..5: pixels 2..5,
+    # RF 4. The analysis keeps each upsampled unit's exact span, so the check needs no approximation note.
     a = analyze_layers([1, 8], [{"conv": {"out": 1, "k": 3, "p": 1}}, {"upsample": {"scale": 2, "mode": "linear"}}])
     up = empirical_rf(a)[1]
     assert up.measured_span == [(2, 5)] and up.expected_span == [(2, 5)] and not up.differs
-    assert any("upsampling" in n for n in up.notes)
+    assert up.notes == [] and up.cell() == "4"
 
 
 def test_dilated_ceil_max_pool_as_average():

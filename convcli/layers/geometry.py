@@ -108,8 +108,8 @@ def irregular(b: AxisRF) -> str | None:
     """The r_out line on an irregular axis, where r_in + (k-1)*j_in does not hold."""
     if b.spans is None:
         return None
-    return (f"r_out = the widest union of the RFs a unit reads = {fmt_num(b.r)} (units differ here: "
-            "an adaptive or ceil_mode pool made windows of different sizes)")
+    return (f"r_out = the widest union of the RFs a unit reads = {fmt_num(b.r)} (units differ here: an "
+            "upsampling, or an adaptive or ceil_mode pool, left them off a regular grid)")
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,9 @@ class Transposed:
         return (min(taps), max(taps)) if taps else (1, 0)
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
-        if a.spans is not None:  # irregular input: union the spans of the inputs each output reads
+        if a.spans is not None or self.s > 1:
+            # s > 1: outputs are not on a regular grid of step j/s (outputs 2i and 2i+1 of a k=2, s=2 conv
+            # read the same input), so a later layer's RF is not r + (k-1)*j/s: keep each unit's exact span.
             def span(o):
                 lo, hi = self.reads(o)
                 return (a.span(lo)[0], a.span(hi)[1]) if lo <= hi else a.span(o // self.s)
@@ -293,7 +295,7 @@ class Rescale:
         return i, i + self.support - 1
 
     def step(self, a: AxisRF, n_out: int) -> AxisRF:
-        if a.spans is not None:  # irregular input: union the spans of the inputs each output reads
+        if a.spans is not None or self.factor > 1:  # as for a transposed conv: each unit's exact span
             def span(o):
                 lo, hi = self.reads(o)
                 if 0 <= o < n_out:  # PyTorch clamps a real output's source index to the map

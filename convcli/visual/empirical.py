@@ -9,9 +9,9 @@ the measured RF.
 The measurement cannot see padding, so it is compared with the analytic region of the same unit
 clipped to the input (`rf_box` + `pixel_range`), exactly as tests/test_rf_empirical.py does. A
 difference is a mismatch (the analysis, or the model given, is wrong) unless the analysis says it
-approximates there: a squeeze-and-excitation gate (global context), branches whose centres differ, a
-deformable conv, or an upsampling layer upstream (a fractional jump: neighbouring units share inputs,
-so the RF is not the same at every unit); `notes` says which.
+approximates there: a squeeze-and-excitation gate (global context), branches whose centres differ, or a
+deformable conv; `notes` says which. After an upsampling (or an adaptive or ceil_mode pool) the units
+differ: the table shows the widest, and the check compares the centre unit's own span.
 """
 
 from __future__ import annotations
@@ -22,12 +22,7 @@ from dataclasses import dataclass, field
 from convcli.visual.rf_box import centre_unit, pixel_range, rf_box
 
 # Analysis notes that announce an approximation the gradient check will disagree with.
-APPROXIMATIONS = ("broadcast", "alternat", "not aligned", "centres differ", "deformable", "data-dependent",
-                  "largest window")
-
-
-UPSAMPLING_NOTE = ("after an upsampling layer (the jump shrinks), neighbouring units read the same inputs: the RF's "
-                   "size and position vary from unit to unit, and the analysis shows a regular-grid approximation")
+APPROXIMATIONS = ("broadcast", "not aligned", "centres differ", "deformable", "data-dependent", "largest window")
 
 
 @dataclass
@@ -43,6 +38,7 @@ class EmpiricalRF:
     expected_span: list[tuple[int, int]]  # first and last pixel, inclusive
     measured_span: list[tuple[int, int]]
     notes: list[str] = field(default_factory=list)  # why the analysis is approximate here (upstream of the row)
+    unit_rf: list[int] | None = None  # the measured unit's own analytic size, unclipped (< analytic where units differ)
 
     @property
     def differs(self) -> bool:
@@ -80,6 +76,10 @@ class EmpiricalRF:
                 return text + (" (approximation)" if self.explained else " ≠ analysis")
             return f"{text} ≠ {fmt(self.expected)}" if self.mismatch else \
                 f"{text} vs {fmt(self.expected)} (approximation)"
+        own = self.unit_rf or self.analytic
+        if own != self.analytic:  # units differ (after an upsampling or an adaptive pool): the table shows the widest
+            return text + (f" ({fmt(own)} clipped)" if self.expected != own else "") + \
+                f" (widest unit: {fmt(self.analytic)})"
         if self.clipped:
             return f"{text} ({fmt(self.analytic)} clipped)"
         return text
@@ -88,21 +88,19 @@ class EmpiricalRF:
         return {"path": self.path, "label": self.label, "unit": list(self.unit), "analytic": self.analytic,
                 "expected": self.expected, "measured": self.measured,
                 "expected_span": [list(s) for s in self.expected_span],
-                "measured_span": [list(s) for s in self.measured_span], "differs": self.differs,
+                "measured_span": [list(s) for s in self.measured_span], "unit_rf": self.unit_rf or self.analytic,
+                "differs": self.differs,
                 "mismatch": self.mismatch, "notes": self.notes}
 
 
 def _upstream_notes(analysis, row) -> list[str]:
-    """The analysis' notes on approximations at this row or before it, and the upsampling caveat."""
+    """The analysis' notes on approximations at this row or before it."""
     ids = analysis.graph.ancestors(row.node) | {row.node}
     notes = []
     for i in sorted(ids):
-        r = analysis.by_node[i]
-        for note in r.notes:
+        for note in analysis.by_node[i].notes:
             if any(key in note for key in APPROXIMATIONS) and note not in notes:
                 notes.append(note)
-        if UPSAMPLING_NOTE not in notes and any(b.j < a.j for a, b in zip(r.rf_in, r.rf_out)):
-            notes.append(UPSAMPLING_NOTE)
     return notes
 
 
@@ -166,7 +164,8 @@ def empirical_rf(analysis, model=None, rows=None) -> list[EmpiricalRF]:
             line = support.any(dim=others) if others else support
             idx = line.nonzero().flatten()
             spans.append((int(idx.min()), int(idx.max())) if len(idx) else (0, -1))
-        boxed = pixel_range(rf_box(analysis, row, unit), analysis.input_shape)
+        box = rf_box(analysis, row, unit)
+        boxed = pixel_range(box, analysis.input_shape)
         # The analytic region, less the input pixels that no real unit on the way reads (see reachable_units).
         expected_span = [(max(lo, a), min(hi, b)) if max(lo, a) <= min(hi, b) else (lo, lo - 1)
                          for (lo, hi), (a, b) in zip(boxed, reachable_units(analysis, row, unit))]
@@ -177,6 +176,7 @@ def empirical_rf(analysis, model=None, rows=None) -> list[EmpiricalRF]:
             measured=[hi - lo + 1 for lo, hi in spans],
             expected_span=expected_span, measured_span=spans,
             notes=_upstream_notes(analysis, row),
+            unit_rf=[int(hi - lo) if hi - lo == int(hi - lo) else float(hi - lo) for lo, hi in box],
         ))
     return results
 
