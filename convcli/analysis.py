@@ -9,6 +9,7 @@ No torch and no YAML here: front-ends (`spec_graph`, `torch_graph`) make the gra
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 
 from convcli.graph import INPUT, Graph
@@ -154,7 +155,8 @@ def step_axes(rf: list[AxisRF], facts: Facts) -> list[AxisRF]:
 
 
 def merge_paths(paths: list[list[AxisRF]], shape: tuple[int, ...]) -> tuple[list[AxisRF], list[str]]:
-    """Araujo et al. (Distill 2019) for multi-path graphs: per axis, the largest RF over the paths.
+    """Araujo et al. (Distill 2019) for multi-path graphs: per axis, the union of the paths' RFs (the
+    largest RF when the paths are aligned, wider when their centres differ).
 
     A path that reaches the join with one unit on an axis that the join's output keeps spatial is a
     broadcast (an SE block's channel gate): it scales every position with global context, and the RF
@@ -170,15 +172,24 @@ def merge_paths(paths: list[list[AxisRF]], shape: tuple[int, ...]) -> tuple[list
                 "every unit also gets global context; the RF shown is that of the spatial path"
             )
         best = max(spatial_paths, key=lambda a: (a.r, a.glob))
+        same_n = len({a.n for a in spatial_paths}) == 1
+        regular = all(a.spans is None for a in spatial_paths)
         if len({a.j for a in spatial_paths}) > 1:
             notes.append(
                 "branches have different jumps: not aligned, so the RF is not shift-invariant; "
-                "the largest over the paths is shown"
+                + ("each unit's RF is the union of its paths' RFs" if same_n else "the largest over the paths is shown")
             )
         elif len({a.start for a in spatial_paths}) > 1:
-            notes.append("branch RF centres differ: paths not aligned (Distill 2019); the largest RF is shown")
-        if any(a.spans is not None for a in spatial_paths) and len({a.n for a in spatial_paths}) == 1:
-            # an irregular path: each unit's RF is the union of its RFs over the paths
+            notes.append("branch RF centres differ: paths not aligned (Distill 2019); the RF shown is the union "
+                         "of the paths' RFs, wider than each")
+            if regular:  # the same jump: the union is regular too, from the leftmost to the rightmost edge
+                lo = min(a.start - Fraction(a.r) / 2 for a in spatial_paths)
+                hi = max(a.start + Fraction(a.r) / 2 for a in spatial_paths)
+                r = hi - lo
+                best = replace(best, r=int(r) if r == int(r) else r, start=(lo + hi) / 2,
+                               glob=any(a.glob for a in spatial_paths))
+        if same_n and (not regular or len({a.j for a in spatial_paths}) > 1):
+            # an irregular or unaligned path: each unit's RF is the union of its RFs over the paths
             units = [[a.span(u) for a in spatial_paths] for u in range(-MARGIN, n + MARGIN)]
             best = AxisRF.from_spans([(min(lo for lo, _ in us), max(hi for _, hi in us)) for us in units], best.j,
                                      best.glob, MARGIN)

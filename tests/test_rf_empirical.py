@@ -168,6 +168,11 @@ def test_fractional_stride_layers_against_gradient_support(layer):
     # A transposed conv whose RF alternates, then an adaptive pool 33 -> 5 (widest window: 8 outputs, which
     # read 5 inputs: RF 5, not 1 + 7*1/2 = 9/2).
     (16, [{"convtranspose": {"out": 1, "k": 3, "s": 2}}, {"adaptiveavgpool": 5}]),
+    # Branches whose centres differ (padded before on one path, after on the other): output i reads
+    # i-2..i on one and i..i+2 on the other, so the add's RF is their union, 5 (not the largest, 3); then 7.
+    (20, [{"add": [[{"pad": {"before": 2, "after": 0}}, {"conv": {"out": 1, "k": 3, "p": 0}}],
+                   [{"pad": {"before": 0, "after": 2}}, {"conv": {"out": 1, "k": 3, "p": 0}}]]},
+          {"conv": {"out": 1, "k": 3}}]),
 ])
 def test_after_an_irregular_adaptive_pool_every_units_rf_is_its_gradient_support(n, layers):
     # Adaptive windows of different sizes: no (r, j) describes the axis, so the analysis keeps each

@@ -9,8 +9,8 @@ the measured RF.
 The measurement cannot see padding, so it is compared with the analytic region of the same unit
 clipped to the input (`rf_box` + `pixel_range`), exactly as tests/test_rf_empirical.py does. A
 difference is a mismatch (the analysis, or the model given, is wrong) unless the analysis says it
-approximates there: a squeeze-and-excitation gate (global context), branches whose centres differ, or a
-deformable conv; `notes` says which. After an upsampling (or an adaptive or ceil_mode pool) the units
+approximates there: a squeeze-and-excitation gate (global context), branches of different jumps and
+sizes, or a deformable conv; `notes` says which. After an upsampling (or an adaptive or ceil_mode pool) the units
 differ: the table shows the widest, and the check compares the centre unit's own span.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from convcli.visual.rf_box import centre_unit, pixel_range, rf_box
 
 # Analysis notes that announce an approximation the gradient check will disagree with.
-APPROXIMATIONS = ("broadcast", "not aligned", "centres differ", "deformable", "data-dependent", "largest window")
+APPROXIMATIONS = ("broadcast", "largest over the paths", "deformable", "data-dependent", "largest window")
 
 
 @dataclass
