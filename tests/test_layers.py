@@ -90,3 +90,15 @@ def test_forward_check_leaves_bn_statistics_alone():
     assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
     assert int(bn.num_batches_tracked) == before[2]
     assert model.training  # the mode is restored
+
+
+@pytest.mark.parametrize("per_axis", [{"k": [3, 1]}, {"s": [2, 1]}, {"d": [2, 1]}, {"p": [1, 0]}])
+def test_dwsconv_takes_per_axis_values_as_its_parts_do(per_axis):
+    # The composite passes its k/s/d/p to the depthwise part; a per-axis list must survive that. Torch's own
+    # forward pass and parameter count are the reference.
+    from tests.helpers import analyze_layers, build
+
+    a = analyze_layers([4, 16, 16], [{"dwsconv": {"out": 8, **per_axis}}])
+    model = build(a)
+    assert tuple(model(torch.zeros(1, 4, 16, 16)).shape[1:]) == a.output_shape
+    assert sum(p.numel() for p in model.parameters()) == a.params

@@ -312,7 +312,7 @@ def _check_value(p: Param, v, where: Where):
                     suggestion=did_you_mean(v, ("same", "valid")),
                 )
             return v
-        if isinstance(v, list):
+        if isinstance(v, (list, tuple)):  # a tuple: already checked once (a composite passing it to its parts)
             if not v:
                 raise bad("a non-empty list")
             return tuple(check_int(x) for x in v)
