@@ -185,11 +185,13 @@ def _pad(m):
 
 
 def _softmax(name):
-    def f(m):
-        if m.dim not in (1, -1):
-            raise _Unsupported(f"{name} over dim {m.dim} (only the channel axis is supported)")
-        return name, {}
-    return f
+    return lambda m: (name, {})  # its dim is checked against the tensor's rank (softmax_dim_ok) by the caller
+
+
+def softmax_dim_ok(dim, shape) -> bool:
+    """Over the channel axis: dim 1, its negative form (-3 for [C, H, W], -1 for a [C] vector), or None
+    (torch's legacy default, the channel axis from 2-D up). A softmax over H or W mixes a whole row."""
+    return dim in (1, None) or (shape is not None and dim == -len(shape))
 
 
 def _upsample(m):
@@ -198,7 +200,13 @@ def _upsample(m):
             sf if not isinstance(sf, tuple) else sf[0]):
         raise _Unsupported("only an integer scale_factor is supported")
     sf = int(sf if not isinstance(sf, tuple) else sf[0])
+    if m.align_corners:
+        raise _Unsupported(ALIGN_CORNERS)
     return "upsample", {"scale": sf, "mode": m.mode}
+
+
+# align_corners=True samples other input positions (o*(n-1)/(m-1)): other values and another RF than convcli's
+ALIGN_CORNERS = "upsampling with align_corners=True is not supported (convcli's upsample is align_corners=False)"
 
 
 def _flatten_module(m):
@@ -210,7 +218,7 @@ def _flatten_module(m):
 def module_table():
     import torch.nn as nn
 
-    from convcli.layers.act import act_modules
+    from convcli.layers.act import ACT_PARAMS, act_modules
 
     table = {
         **{c: _conv for c in (nn.Conv1d, nn.Conv2d, nn.Conv3d)},
@@ -224,7 +232,7 @@ def module_table():
                                                      nn.AdaptiveAvgPool3d)},
         **{c: _adaptive("adaptivemaxpool") for c in (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                                                      nn.AdaptiveMaxPool3d)},
-        **{cls: _act(name, **({"slope": "negative_slope"} if name == "leaky_relu" else {}))
+        **{cls: _act(name, **{p.name: kw for p, kw in ACT_PARAMS.get(name, ())})
            for name, cls in act_modules().items()},
         **{c: (lambda m: ("dropout", {"p": m.p})) for c in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
                                                             nn.AlphaDropout)},
@@ -558,6 +566,9 @@ class _Mapper:
             raise _Unsupported(f"{type(m).__module__}.{type(m).__name__} is not a layer convcli can map onto its "
                                "types (see `convcli layers`); write it as supported layers, or analyse a YAML spec")
         registry, raw = mapper(m)
+        if registry in ("softmax", "log_softmax") and not softmax_dim_ok(m.dim, self.shape(n)):
+            raise _Unsupported(f"{type(m).__name__}(dim={m.dim}) on a {list(self.shape(n))} tensor: only a "
+                               "softmax over the channel axis (dim=1) is supported")
         inputs = self.tensor_inputs(n, n.args[0])
         count = self.calls.get(n.target, 0) + 1
         self.calls[n.target] = count
@@ -591,14 +602,15 @@ class _Mapper:
         if fname in ("cat", "concat", "concatenate"):
             parts = n.args[0]
             dim = _arg(n, 1, "dim", 0)
-            if dim not in (1, -3 if len(self.shape(n)) == 3 else 1):
+            if not (dim == 1 or dim == -len(self.shape(n))):
                 raise _Unsupported(f"cat along dim {dim}: only channel concatenation (dim=1) is supported")
             self.ids[n] = self.add(n, "cat", "concat", {}, self.tensor_inputs(n, *parts), role="join")
             return
         if fname in ACT_FUNCS:
-            raw = {}
-            if ACT_FUNCS[fname] == "leaky_relu":
-                raw["slope"] = _arg(n, 1, "negative_slope", 0.01)
+            from convcli.layers.act import ACT_PARAMS
+
+            settings = ACT_PARAMS.get(ACT_FUNCS[fname], ())
+            raw = {p.name: _arg(n, i + 1, kw, p.default) for i, (p, kw) in enumerate(settings)}
             self.ids[n] = self.add(n, fname, ACT_FUNCS[fname], raw, self.tensor_inputs(n, x))
             return
         # torchvision's stochastic depth drops whole residual branches while training: a dropout, and at
@@ -608,7 +620,7 @@ class _Mapper:
             return
         if fname in ("softmax", "log_softmax"):
             dim = _arg(n, 1, "dim", None)
-            if dim not in (1, -1 if len(self.shape(n)) == 1 else 1):
+            if not softmax_dim_ok(dim, self.shape(n)):
                 raise _Unsupported(f"{fname} over dim {dim}: only the channel axis (dim=1) is supported")
             self.ids[n] = self.add(n, fname, fname, {}, self.tensor_inputs(n, x))
             return
@@ -640,6 +652,8 @@ class _Mapper:
             sf = _arg(n, 2, "scale_factor")
             if not isinstance(sf, (int, float)) or int(sf) != sf:
                 raise _Unsupported("interpolate: only an integer scale_factor is supported")
+            if _arg(n, 4, "align_corners", None):
+                raise _Unsupported(ALIGN_CORNERS)
             raw = {"scale": int(sf), "mode": _arg(n, 3, "mode", "nearest")}
             self.ids[n] = self.add(n, fname, "upsample", raw, self.tensor_inputs(n, x))
             return

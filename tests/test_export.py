@@ -337,3 +337,65 @@ def test_exported_file_keeps_the_block_labels_for_the_rules(tmp_path):
     b = load_analysis(f"{path}:Net", "3,32,32")
     verdicts = [{c.rule: c.ok for c in run_checks(x, resolve_rules(a.spec, "s7"))} for x in (a, b)]
     assert verdicts[0] == verdicts[1] and verdicts[1]["structure"]
+
+
+ACTIVATION_SETTINGS = {
+    "elu": lambda: torch.nn.ELU(alpha=0.5),
+    "celu": lambda: torch.nn.CELU(alpha=2.0),
+    "softplus": lambda: torch.nn.Softplus(beta=2.0, threshold=5.0),
+    "gelu_tanh": lambda: torch.nn.GELU(approximate="tanh"),
+    "leaky": lambda: torch.nn.LeakyReLU(0.3),
+    "f_elu": lambda: (lambda x: torch.nn.functional.elu(x, 0.5)),
+    "f_gelu": lambda: (lambda x: torch.nn.functional.gelu(x, approximate="tanh")),
+    "f_softplus": lambda: (lambda x: torch.nn.functional.softplus(x, 3.0)),
+}
+
+
+@pytest.mark.parametrize("name", list(ACTIVATION_SETTINGS))
+def test_an_activations_settings_survive_tracing_and_export(name):
+    # The student's own module is the reference: traced, exported and loaded with its weights, the
+    # exported file must compute the same function (alpha, beta, approximate were dropped before).
+    from convcli.analysis import analyze
+    from convcli.spec import parse_spec
+    from convcli.spec_writer import spec_yaml
+    from convcli.torch_graph import trace_graph
+
+    act = ACTIVATION_SETTINGS[name]()
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(2, 3, 3)
+            self.a = act if isinstance(act, torch.nn.Module) else None
+
+        def forward(self, x):
+            x = self.c(x)
+            return self.a(x) if self.a is not None else act(x)
+
+    torch.manual_seed(0)
+    student = Net()
+    spec = parse_spec(spec_yaml(trace_graph(student, (2, 8, 8), "net.py")), "net.yaml")  # `convcli import`
+    exported = load(export_source(analyze(spec)))["Net"]()
+    # The spec names the conv by its layer path: the same tensors, in the same order.
+    exported.load_state_dict(dict(zip(exported.state_dict(), student.state_dict().values())), strict=True)
+    same_function(exported, student, (2, 8, 8))
+
+
+def test_what_convcli_cannot_express_is_refused_not_changed():
+    from convcli.errors import ConvcliError
+    from convcli.torch_graph import trace_graph
+
+    cases = {
+        "softmax over W": torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Softmax(dim=-1)),
+        "align_corners": torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Upsample(
+            scale_factor=2, mode="bilinear", align_corners=True)),
+    }
+    for what, model in cases.items():
+        with pytest.raises(ConvcliError, match="Softmax|align_corners"):
+            trace_graph(model, (2, 8, 8), "net.py")
+    # Over the channel axis a softmax is fine: dim=1, or dim=-1 on a [N, C] vector.
+    head = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Flatten(), torch.nn.Linear(108, 4),
+                               torch.nn.Softmax(dim=-1))
+    assert trace_graph(head, (2, 8, 8), "net.py").nodes[-1].entry.name == "softmax"
+    assert trace_graph(torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Softmax(dim=-3)), (2, 8, 8),
+                       "net.py").nodes[-1].entry.name == "softmax"

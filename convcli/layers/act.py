@@ -28,10 +28,23 @@ def act_modules() -> dict:
     }
 
 
-def make_act(name: str | None, slope: float = 0.01):
-    """The torch module for an activation name (used by conv/linear blocks too)."""
-    cls = act_modules()[name]
-    return cls(slope) if name == "leaky_relu" else cls()
+# The activations with settings: the YAML key (a Param) and the torch keyword it is, once for the builder,
+# the PyTorch front-end (module attributes and F.* arguments, in positional order) and `convcli layers`.
+ACT_PARAMS: dict[str, tuple[tuple[Param, str], ...]] = {
+    "leaky_relu": ((Param("slope", "float", 0.01, aliases=("negative_slope",)), "negative_slope"),),
+    "elu": ((Param("alpha", "float", 1.0), "alpha"),),
+    "celu": ((Param("alpha", "float", 1.0), "alpha"),),
+    "softplus": ((Param("beta", "float", 1.0), "beta"), (Param("threshold", "float", 20.0), "threshold")),
+    "gelu": ((Param("approximate", "str", "none", choices=("none", "tanh")), "approximate"),),
+}
+
+
+def make_act(name: str | None, slope: float | None = None, **settings):
+    """The torch module for an activation name (used by conv/linear blocks too); `settings` by YAML key."""
+    if slope is not None:
+        settings["slope"] = slope
+    torch_kw = {kw: settings[p.name] for p, kw in ACT_PARAMS.get(name, ()) if settings.get(p.name) is not None}
+    return act_modules()[name](**torch_kw)
 
 
 class _Pointwise(LayerType):
@@ -52,15 +65,14 @@ def _activation(act_name: str, extra: tuple[Param, ...] = ()):
         examples = (((8, 5, 5), {}), ((6,), {}))
 
         def build(self, a, shape):
-            return make_act(self.name, a.get("slope", 0.01))
+            return make_act(self.name, **{p.name: a.get(p.name) for p in self.params})
 
     return Activation
 
 
 for _name in ACTIVATIONS:
-    if _name not in ("leaky_relu", "identity"):
-        _activation(_name)
-_activation("leaky_relu", (Param("slope", "float", 0.01, aliases=("negative_slope",)),))
+    if _name != "identity":
+        _activation(_name, tuple(p for p, _ in ACT_PARAMS.get(_name, ())))
 
 
 @register
