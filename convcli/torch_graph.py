@@ -478,7 +478,7 @@ class _Mapper:
             self.group_stack.append((path, g))
 
     def add(self, fx_node, type_name: str, registry: str, raw: dict, inputs, role="layer", path=None,
-            shares=None, module=None):
+            shares=None, module=None, final=True):
         entry = lookup(registry)
         scope = self.scope(fx_node)
         self.open_groups(scope)
@@ -501,7 +501,7 @@ class _Mapper:
         for _, g in self.group_stack:
             g.nodes.append(node.id)
         self.out_shapes[node.id] = tuple(facts.out_shape)
-        torch_shape = self.shape(fx_node)
+        torch_shape = self.shape(fx_node) if final else None  # a first step of several has no torch shape
         if torch_shape is not None and torch_shape != tuple(facts.out_shape):
             raise self.fail(fx_node, f"convcli computes output shape {list(facts.out_shape)} but torch gives "
                                      f"{list(torch_shape)}; please report this model")
@@ -675,7 +675,7 @@ class _Mapper:
             self.ids[n] = self.add(n, fname, "gap", {"keepdim": bool(keep)}, src)
             return
         pooled = self.add(n, fname, "adaptivemaxpool", {"size": 1}, src,
-                          path=None if keep else f"{n.name}.pool")
+                          path=None if keep else f"{n.name}.pool", final=keep)
         self.ids[n] = pooled if keep else self.add(n, fname, "flatten", {}, [pooled])
 
     def reshape(self, n, fname, x):

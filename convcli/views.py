@@ -12,7 +12,8 @@ MACS_RULE = (
     "MACs: multiply-accumulates of conv, transposed-conv and linear weights, per sample (batch 1), "
     "bias excluded; '-' = not a weight layer."
 )
-PARAMS_RULE = "Params: weights + bias + BN affine; a reused (shared) layer's weights count once, where defined."
+PARAMS_RULE = ("Params: weights + bias + BN affine; a reused (shared) layer's weights count once, where defined "
+               "(its later uses show 'shared', so the rows add up to the total).")
 RF_RULE = (
     "RF (input px): receptive-field size in input pixels; Jump: input pixels between adjacent units "
     "(r_out = r_in + (k_eff-1)*j_in, j_out = j_in*s, k_eff = d*(k-1)+1)."
@@ -232,7 +233,8 @@ def params_table(a: Analysis, totals: dict) -> TableData:
                 "layer": name,
                 "type": describe(r),
                 "shape": shape_str(r.out_shape),
-                "params": Cell(f"({r.params:,})", r.params) if block else (r.params or None),
+                "params": Cell(f"({r.params:,})", r.params) if block else
+                (Cell("shared", 0) if r.shares and r.params else r.params or None),
                 "macs": (Cell(f"({r.macs:,})", r.macs) if r.macs else None) if block else r.macs,
             },
             style="dim" if block else None,
@@ -260,8 +262,10 @@ def totals_footer(t: dict) -> list[str]:
 
 
 def params_json(a: Analysis, totals: dict) -> dict:
+    # A shared layer's later uses count 0 (and name the row they share), so the layers add up to the total.
     layers = [
-        {"name": r.path, "type": r.type, "output_shape": list(r.out_shape), "params": r.params, "macs": r.macs}
+        {"name": r.path, "type": r.type, "output_shape": list(r.out_shape), "params": 0 if r.shares else r.params,
+         "macs": r.macs, **({"shares": r.shares} if r.shares else {})}
         for r in a.layers
     ]
     return jsonable(

@@ -155,6 +155,39 @@ def test_shared_conv_se_block_and_residual_by_hand():
     assert any("broadcast" in n for n in a.notes)
 
 
+def test_a_shared_layers_later_uses_show_shared_so_the_rows_add_up():
+    # The shared conv's 2,320 weights are counted once (at its first use); the table, CSV and JSON rows sum
+    # to torch's own parameter count.
+    from convcli.commands.common import totals
+    from convcli.views import params_json, params_table
+
+    model = students.SharedSEResidual()
+    a = traced(model)
+    torch_total = sum(p.numel() for p in model.parameters())
+    doc = params_json(a, totals(a))
+    assert sum(layer["params"] for layer in doc["layers"]) == torch_total == doc["total"]
+    later = [layer for layer in doc["layers"] if "shares" in layer]
+    assert later and all(layer["params"] == 0 for layer in later)
+    table = params_table(a, totals(a))
+    cells = [row["params"] for row, kind in zip(table.rows, table.kinds) if kind != "block"]
+    assert sum(getattr(c, "raw", c) or 0 for c in cells) == torch_total
+    assert sum(str(c) == "shared" for c in cells) == len(later)
+
+
+def test_amax_over_the_spatial_axes_is_a_global_max_pool():
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 8, 3)
+            self.fc = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.c(x).amax((2, 3)))  # no keepdim: [N, 8]
+
+    a = traced(Head(), (3, 8, 8))
+    assert tuple(a.output_shape) == (2,) and a.first_global_row() is not None
+
+
 def test_mean_over_spatial_axes_is_gap():
     a = traced(students.MeanHead())
     assert a.params == 3 * 8 * 25 + 8 + 8 * 10 + 10
