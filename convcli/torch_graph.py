@@ -412,7 +412,10 @@ def _trace_failure(model, source: str, exc: Exception) -> str:
             line = f"{_relative(frame.f_code.co_filename)}:{tb.tb_lineno}"
         tb = tb.tb_next
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if "control flow" in reason:
+    if "cannot be iterated" in reason:  # the tutorial LeNet's num_flat_features: for s in x.size()[1:]
+        reason += (" (a loop over a traced value, such as `for s in x.size()[1:]`: flatten with "
+                   "torch.flatten(x, 1) or x.view(x.size(0), -1) instead)")
+    elif "control flow" in reason:
         reason += " (data-dependent control flow: the forward branches on tensor values)"
     where = f" {culprit} at {line}" if culprit else " the model"
     return (f"{source}: cannot trace{where}: {reason}. convcli analyses models torch.fx can trace; "

@@ -465,3 +465,28 @@ def test_a_batch_of_model_files_is_labelled_below_their_common_folder(tmp_path):
         Path(ref.rpartition(":")[0]).write_text("")
     assert batch_labels(refs) == (str(tmp_path), ["alice/net.py:Net", "bob/net.py:Net"])
     assert batch_labels(["torchvision.models:vgg11", refs[0]])[0] is None  # a package has no folder
+
+
+def test_the_tutorial_lenets_loop_over_the_size_gets_the_fix_in_its_error():
+    # PyTorch's 60-minute blitz LeNet flattens with `for s in x.size()[1:]`, which torch.fx cannot iterate.
+    from convcli.errors import ConvcliError
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(1, 6, 5)
+            self.fc = torch.nn.Linear(6 * 28 * 28, 10)
+
+        def forward(self, x):
+            x = self.conv1(x)
+            return self.fc(x.view(-1, self.num_flat_features(x)))
+
+        def num_flat_features(self, x):
+            n = 1
+            for s in x.size()[1:]:
+                n *= s
+            return n
+
+    with pytest.raises(ConvcliError, match=r"torch\.flatten\(x, 1\)") as exc:
+        traced(Net(), (1, 32, 32))
+    assert "branches on tensor values" not in str(exc.value)
