@@ -770,3 +770,19 @@ def test_no_color_is_honoured_on_a_terminal(monkeypatch):
     assert console().no_color
     monkeypatch.delenv("NO_COLOR")
     assert not console().no_color
+
+
+def test_single_spec_csv_says_its_verdict_beside_the_layer_rows():
+    r = run("inspect", str(S7), "--rules", "s7-strided", "--format", "csv")
+    assert r.returncode == 1 and parse_csv(r.stdout)[0][0] == "Layer"
+    assert "FAIL" in r.stderr and "params<200000" in r.stderr
+
+
+def test_two_formats_at_once_are_refused():
+    r = run("inspect", str(S7), "--json", "--format", "csv")
+    assert r.returncode == 2 and "--json and --format csv" in r.stderr and r.stdout == ""
+
+
+def test_layers_shows_the_computed_padding_default():
+    r = run("layers", "conv")
+    assert "p/padding=d*(k-1)//2" in " ".join(r.stdout.split())

@@ -111,6 +111,8 @@ def _note(text: str) -> None:
 
 
 def output_format(fmt: Format, as_json: bool) -> str:
+    if as_json and fmt.value not in ("table", "json"):  # two answers to one question: say so, not pick one
+        raise ConvcliError(f"--json and --format {fmt.value} ask for two formats; give one of them")
     return "json" if as_json else fmt.value
 
 

@@ -96,6 +96,11 @@ def inspect(
     if not batch:
         e = entries[0]
         emit(inspect_output(e.analysis, e.totals, e.ruleset, e.checks, e.label), form)
+        if form == "csv" and e.ruleset is not None:  # the CSV is the layer table: the verdict goes beside it
+            from convcli.rules.report import verdict_line
+
+            console(stderr=True).print(f"{e.label}: {verdict_line(e.checks)} (each rule: --json, or the table)",
+                                       markup=False, highlight=False)
     else:
         outputs = []
         if details and form in ("table", "markdown"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from convcli.commands.common import FORMAT_OPT, JSON_OPT, Format, output_format
+from convcli.commands.common import FORMAT_OPT, Format, output_format
 
 TAIL = ("bias", "bn", "act", "dropout")  # the conv-family row tail, listed once in the footer
 
@@ -13,7 +13,9 @@ def key_text(p) -> str:
     names = "/".join((p.name, *p.aliases[:1]))
     if p.required:
         return f"{names}*"
-    return f"{names}={p.default}" if p.default not in (None, (), "") else names
+    if p.default in (None, (), ""):
+        return f"{names}={p.default_text}" if p.default_text else names
+    return f"{names}={p.default}"
 
 
 def complete_types(incomplete: str) -> list[str]:
@@ -26,7 +28,7 @@ def layers(
     name: str = typer.Argument(None, help="Show one type (or alias) only.", metavar="TYPE",
                                autocompletion=complete_types),
     fmt: Format = FORMAT_OPT,
-    as_json: bool = JSON_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """List the layer types a spec can use, with every key they accept (* = required) and defaults."""
     from convcli.errors import ConvcliError, did_you_mean

@@ -52,6 +52,7 @@ class Param:
     below: float | None = None  # a strict upper bound (dropout < 1)
     maximum: int | None = MAX_SIZE  # integers: an inclusive upper bound (None: checked by the entry)
     help: str = ""
+    default_text: str | None = None  # a default computed from other keys, as `convcli layers` shows it
 
 
 # The keys conv-like entries share, defined once so every entry spells them the same way.
@@ -68,6 +69,7 @@ SHARED_KEYS = {
             aliases=("padding",),
             minimum=0,
             help="padding: int, per-axis list, or 'same'; default d*(k-1)//2 (keeps size at stride 1)",
+            default_text="d*(k-1)//2",
         ),
         Param("d", "ints", 1, aliases=("dilation",), minimum=1, help="dilation"),
         Param("g", "int", 1, aliases=("groups",), minimum=1, help="groups"),
