@@ -358,6 +358,10 @@ def _flatten(m, head):
     return call(head, (), [("start_dim", m.start_dim, 1), ("end_dim", m.end_dim, -1)])
 
 
+def _unflatten(m, head):
+    return call(head, (m.dim, tuple(m.unflattened_size)))
+
+
 def _upsample(m, head):
     return call(head, (), [
         ("size", m.size, None),
@@ -410,6 +414,7 @@ def _exporters() -> dict:
         ("AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
          "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d"): _adaptive_pool,
         ("Flatten",): _flatten,
+        ("Unflatten",): _unflatten,
         ("Upsample",): _upsample,
         ("PixelShuffle",): _pixel_shuffle,
         ("PixelUnshuffle",): _pixel_unshuffle,

@@ -209,6 +209,19 @@ def _upsample(m):
 ALIGN_CORNERS = "upsampling with align_corners=True is not supported (convcli's upsample is align_corners=False)"
 
 
+def _unflattens(in_shape, out_shape) -> bool:
+    """(C,) or (C, 1) -> (C, 1, 1): more unit axes after the channels, nothing else changed."""
+    return bool(in_shape and out_shape) and len(out_shape) > len(in_shape) and out_shape[0] == in_shape[0] \
+        and set(in_shape[1:]) <= {1} and set(out_shape[1:]) == {1}
+
+
+def _unflatten_module(m):
+    size = tuple(m.unflattened_size)
+    if m.dim != 1 or set(size[1:]) != {1}:
+        raise _Unsupported(f"Unflatten(dim={m.dim}, {size}): only a vector as a 1x1 map, (C,) -> (C, 1, 1)")
+    return "unflatten", {"axes": len(size) - 1}
+
+
 def _flatten_module(m):
     if m.start_dim != 1 or m.end_dim != -1:
         raise _Unsupported(f"Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}): only start_dim=1")
@@ -238,6 +251,7 @@ def module_table():
                                                             nn.AlphaDropout)},
         nn.Softmax: _softmax("softmax"), nn.LogSoftmax: _softmax("log_softmax"),
         nn.Flatten: _flatten_module,
+        nn.Unflatten: _unflatten_module,
         nn.Upsample: _upsample,
         nn.PixelShuffle: lambda m: ("pixelshuffle", {"r": m.upscale_factor}),
     }
@@ -591,6 +605,16 @@ class _Mapper:
         fname = fname.rstrip("_")  # in-place forms (relu_, add_) compute the same values
         x = n.args[0] if n.args else None
 
+        if n.target is operator.getitem and isinstance(x, torch.fx.Node) and x in self.ids and \
+                _unflattens(self.shape(x), self.shape(n)):  # y[:, :, None, None]
+            self.ids[n] = self.add(n, "getitem", "unflatten", {"axes": len(self.shape(n)) - 1},
+                                   self.tensor_inputs(n, x))
+            return
+        if fname in ("expand_as", "expand") and isinstance(x, torch.fx.Node) and x in self.ids and \
+                len(self.shape(x)) == len(self.shape(n)) and set(self.shape(x)[1:]) == {1}:
+            # a 1x1 gate expanded to the map it multiplies: the join broadcasts it anyway (same values)
+            self.ids[n] = self.tensor_inputs(n, x)[0]
+            return
         if fname in ("add", "iadd", "mul", "imul", "sub", "isub", "truediv", "div") or n.target in (
                 operator.add, operator.mul):
             tensors = [a for a in n.args[:2] if isinstance(a, torch.fx.Node) and a in self.ids]
@@ -694,6 +718,10 @@ class _Mapper:
             return
         if len(out_shape) == 1:
             self.ids[n] = self.add(n, fname, "flatten", {}, src)
+            return
+        if _unflattens(in_shape, out_shape):
+            # y.view(b, c, 1, 1): a squeeze-and-excitation gate's vector as a 1x1 map, for its mul
+            self.ids[n] = self.add(n, fname, "unflatten", {"axes": len(out_shape) - 1}, src)
             return
         if [d for d in out_shape if d != 1] == [d for d in in_shape if d != 1] and len(in_shape) > 1 and \
                 len(out_shape) > 1 and out_shape[0] == in_shape[0]:

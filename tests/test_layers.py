@@ -102,3 +102,15 @@ def test_dwsconv_takes_per_axis_values_as_its_parts_do(per_axis):
     model = build(a)
     assert tuple(model(torch.zeros(1, 4, 16, 16)).shape[1:]) == a.output_shape
     assert sum(p.numel() for p in model.parameters()) == a.params
+
+
+def test_an_se_gate_with_linear_layers_is_unflattened_for_its_mul():
+    # gap -> linear 16->4 (64 + 4 bias) -> linear 4->16 (64 + 16) -> unflatten to (16, 1, 1) -> mul: 148.
+    from tests.helpers import analyze_layers, build
+
+    gate = ["gap", {"linear": {"out": 4, "act": "relu"}}, {"linear": {"out": 16, "act": "sigmoid"}}, "unflatten"]
+    a = analyze_layers([16, 8, 8], [{"mul": [[], gate]}])
+    assert a.params == 148 and tuple(a.output_shape) == (16, 8, 8)
+    model = build(a)
+    assert tuple(model(torch.zeros(2, 16, 8, 8)).shape) == (2, 16, 8, 8)
+    assert sum(p.numel() for p in model.parameters()) == 148

@@ -490,3 +490,44 @@ def test_the_tutorial_lenets_loop_over_the_size_gets_the_fix_in_its_error():
     with pytest.raises(ConvcliError, match=r"torch\.flatten\(x, 1\)") as exc:
         traced(Net(), (1, 32, 32))
     assert "branches on tensor values" not in str(exc.value)
+
+
+class _SE(torch.nn.Module):
+    """Hu et al.'s squeeze-and-excitation block as students copy it: Linear layers on the pooled vector."""
+
+    def __init__(self, form, c=16, r=4):
+        super().__init__()
+        self.form = form
+        self.conv = torch.nn.Conv2d(3, c, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Sequential(torch.nn.Linear(c, c // r, bias=False), torch.nn.ReLU(),
+                                      torch.nn.Linear(c // r, c, bias=False), torch.nn.Sigmoid())
+
+    def forward(self, x):
+        x = self.conv(x)
+        b, c, _, _ = x.size()
+        y = self.fc(self.pool(x).view(b, c))
+        if self.form == "view":
+            return x * y.view(b, c, 1, 1).expand_as(x)
+        if self.form == "unsqueeze":
+            return x * y.unsqueeze(-1).unsqueeze(-1)
+        return x * y[:, :, None, None]
+
+
+@pytest.mark.parametrize("form", ["view", "unsqueeze", "none_index"])
+def test_the_reference_se_block_with_linear_layers_is_analysed_and_exported(form):
+    # conv 3*16*9 + 16 = 448; fc 16*4 + 4*16 = 128 (no bias): 576 = torch's own count. The gate is one
+    # value per channel: the mul broadcasts it (noted), and the RF stays the conv's 3.
+    from convcli.spec import parse_spec
+    from convcli.spec_writer import spec_yaml
+    from tests.test_export import export_source, load, same_function
+
+    model = _SE(form)
+    a = traced(model, (3, 8, 8))
+    assert a.params == 576 == sum(p.numel() for p in model.parameters())
+    assert tuple(a.output_shape) == (16, 8, 8) and [int(x.r) for x in a.layers[-1].rf_out] == [3, 3]
+    assert any("broadcast" in n for n in a.notes)
+    spec = parse_spec(spec_yaml(trace_graph(model, (3, 8, 8), "se.py")), "se.yaml")  # `convcli import`
+    exported = load(export_source(analyze(spec)))["Net"]()
+    exported.load_state_dict(dict(zip(exported.state_dict(), model.state_dict().values())), strict=True)
+    same_function(exported, model, (3, 8, 8))

@@ -26,6 +26,30 @@ class Flatten(LayerType):
 
 
 @register
+class Unflatten(LayerType):
+    name = "unflatten"
+    family = "shape"
+    params = (Param("axes", "int", 2, minimum=1, maximum=3, help="unit spatial axes to add (2 for images)"),)
+    doc = "a vector (C) as a 1x1 map (C, 1, 1): a squeeze-and-excitation gate before its mul (x.view(b, c, 1, 1))"
+    examples = (((6,), {}), ((6,), {"axes": 1}))
+
+    def infer(self, a, shape, where):
+        # A vector, or one already partly unflattened (y.unsqueeze(-1).unsqueeze(-1): (C, 1) on the way)
+        if set(shape[1:]) - {1} or len(shape) - 1 >= a["axes"]:
+            raise where.error("unflatten needs a vector", expected=f"a (C) vector (after gap, flatten or linear) "
+                              f"to become (C{', 1' * a['axes']})", got=list(shape))
+        # Every unit already sees the whole input (its axes are global): the RF is unchanged.
+        return Facts(out_shape=(shape[0],) + (1,) * a["axes"], op="identity")
+
+    def build(self, a, shape):
+        import torch.nn as nn
+
+        if len(shape) == 1:
+            return nn.Unflatten(1, (shape[0],) + (1,) * a["axes"])
+        return nn.Unflatten(-1, (1,) * (a["axes"] - len(shape) + 2))  # (C, 1) -> (C, 1, 1): the last 1 split
+
+
+@register
 class Linear(LayerType):
     name = "linear"
     aliases = ("fc", "dense")
