@@ -719,6 +719,11 @@ class _Mapper:
         if len(out_shape) == 1:
             self.ids[n] = self.add(n, fname, "flatten", {}, src)
             return
+        if out_shape[0] == in_shape[0] and set(in_shape[1:]) <= {1} and set(out_shape[1:]) <= {1} and \
+                1 < len(out_shape) < len(in_shape):
+            # x.squeeze(-1) on the way from a pooled (C, 1, 1) to (C,): the next squeeze or view flattens it
+            self.ids[n] = src[0]
+            return
         if _unflattens(in_shape, out_shape):
             # y.view(b, c, 1, 1): a squeeze-and-excitation gate's vector as a 1x1 map, for its mul
             self.ids[n] = self.add(n, fname, "unflatten", {"axes": len(out_shape) - 1}, src)

@@ -531,3 +531,22 @@ def test_the_reference_se_block_with_linear_layers_is_analysed_and_exported(form
     exported = load(export_source(analyze(spec)))["Net"]()
     exported.load_state_dict(dict(zip(exported.state_dict(), model.state_dict().values())), strict=True)
     same_function(exported, model, (3, 8, 8))
+
+
+@pytest.mark.parametrize("squeeze", ["last_twice", "by_index", "all"])
+def test_gap_heads_that_squeeze_the_unit_axes_one_by_one_are_gap(squeeze):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 8, 3)
+            self.fc = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            y = torch.nn.functional.adaptive_avg_pool2d(self.c(x), (1, 1))
+            y = {"last_twice": lambda t: t.squeeze(-1).squeeze(-1), "by_index": lambda t: t.squeeze(3).squeeze(2),
+                 "all": lambda t: t.squeeze()}[squeeze](y)
+            return self.fc(y)
+
+    a = traced(Net(), (3, 8, 8))
+    assert tuple(a.output_shape) == (2,) and a.params == 3 * 8 * 9 + 8 + 8 * 2 + 2
+    assert a.first_global_row().type == "adaptive_avg_pool2d"

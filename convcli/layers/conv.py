@@ -26,7 +26,9 @@ def feature_map_rank(entry: LayerType, shape, where, ranks=(1, 2, 3)) -> int:
                 f"'{entry.name}' needs a feature map, but its input is a flat vector of {shape[0]}",
                 expected="(C, L), (C, H, W) or (C, D, H, W); put it before gap/flatten",
             )
-        raise where.error(f"'{entry.name}' does not support {nd}-D inputs", expected=f"{ranks} spatial axes")
+        listed = " or ".join(map(str, ranks))
+        raise where.error(f"'{entry.name}' does not support {nd}-D inputs",
+                          expected=f"{listed} spatial ax{'is' if ranks == (1,) else 'es'}")
     return nd
 
 
@@ -49,7 +51,7 @@ def paddings(a: dict, k_eff: tuple, s: tuple, nd: int, where) -> tuple[tuple[int
             raise where.error(
                 "p: same needs stride 1 (PyTorch rejects padding='same' for strided convs)",
                 expected="an explicit padding for a strided layer",
-                got=f"s: {list(s)}",
+                got=f"s: {s[0] if len(set(s)) == 1 else list(s)}",  # as written: 2, not [2, 2]
             )
         lr = [same_padding(ke) for ke in k_eff]
         return tuple(x[0] for x in lr), tuple(x[1] for x in lr)
