@@ -404,11 +404,13 @@ def _torch_reason(exc: Exception) -> str:
 
 
 def _user_frame(stack_trace: str | None) -> tuple[str | None, int | None]:
-    """The user's file and line from an fx stack trace (the first frame outside torch)."""
+    """The user's file and line from an fx stack trace: the innermost frame outside torch (the trace runs
+    outermost first, so a helper method's line wins over the forward that called it)."""
+    found = None, None
     for m in re.finditer(r'File "([^"]+)", line (\d+)', stack_trace or ""):
         if f"{Path('site-packages') / 'torch'}" not in m.group(1) and "/torch/" not in m.group(1):
-            return m.group(1), int(m.group(2))
-    return None, None
+            found = m.group(1), int(m.group(2))
+    return found
 
 
 def _trace_failure(model, source: str, exc: Exception) -> str:

@@ -550,3 +550,22 @@ def test_gap_heads_that_squeeze_the_unit_axes_one_by_one_are_gap(squeeze):
     a = traced(Net(), (3, 8, 8))
     assert tuple(a.output_shape) == (2,) and a.params == 3 * 8 * 9 + 8 + 8 * 2 + 2
     assert a.first_global_row().type == "adaptive_avg_pool2d"
+
+
+def test_an_unsupported_call_in_a_helper_method_is_named_at_its_own_line(tmp_path):
+    from convcli.errors import ConvcliError
+    from convcli.sources import load_analysis
+
+    (tmp_path / "net.py").write_text(
+        "import torch.nn as nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.c = nn.Conv2d(3, 4, 3)\n"
+        "    def head(self, x):\n"
+        "        return x[:, :, 0, 0]\n"  # line 7: the unsupported indexing
+        "    def forward(self, x):\n"
+        "        return self.head(self.c(x))\n")  # line 9: only the caller
+    with pytest.raises(ConvcliError, match=r"net\.py:7: ") as exc:
+        load_analysis(f"{tmp_path / 'net.py'}:Net", "3,8,8")
+    assert "net.py:9" not in str(exc.value)
