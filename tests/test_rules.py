@@ -548,3 +548,13 @@ def test_a_1x1_depthwise_conv_is_named_as_the_near_miss():
                         rules=[{"count": {"kind": "depthwise_separable", "min": 1}}]))
     [check] = run_checks(a, resolve_rules(a.spec, None))
     assert not check.ok and "layers[0].depthwise: a 1x1 depthwise conv only scales each channel" in check.message
+
+
+def test_a_1x1_strided_max_pool_subsamples_and_does_not_count():
+    # MaxPool(1, stride=2) takes the max of one value: a subsample, not a pooling; a 3x3 stride-1 pool
+    # (Inception's pool branch) does pool. So one max-pool counts here, and the 1x1 one is the named near miss.
+    a = analysis_of(net([{"conv": {"out": 8}}, {"maxpool": {"k": 1, "s": 2}}, {"maxpool": {"k": 3, "s": 1, "p": 1}}],
+                        rules=[{"count": {"kind": "maxpool", "eq": 2}}]))
+    [check] = run_checks(a, resolve_rules(a.spec, None))
+    assert not check.ok and check.value == 1
+    assert "layers[1].maxpool: a 1x1 window at stride 2x2 pools nothing: it subsamples" in check.message

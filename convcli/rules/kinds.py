@@ -90,9 +90,19 @@ def is_global_pool(row) -> bool:
 
 
 def is_pool(row, pool: str | None = None) -> bool:
-    """A local pooling (not global, not an identity k=1 s=1 pool)."""
+    """A local pooling over a window of several positions (not global, not an identity k=1 s=1 pool, not a
+    1x1 strided one, which takes no max or mean: it subsamples)."""
     f = facts(row)
-    return f is not None and f.op == "pool" and (pool is None or f.pool == pool)
+    return f is not None and f.op == "pool" and (pool is None or f.pool == pool) and any(k > 1 for k in f.kernel)
+
+
+def single_position_pools(pool: str):
+    def near_misses(analysis) -> list:
+        return [(r, f"a {'x'.join(['1'] * len(r.facts.kernel))} window at stride "
+                    f"{'x'.join(map(str, r.facts.stride))} pools nothing: it subsamples")
+                for r in analysis.layers if (f := facts(r)) is not None and f.op == "pool" and f.pool == pool
+                and not any(k > 1 for k in f.kernel)]
+    return near_misses
 
 
 def is_strided_conv(row) -> bool:
@@ -239,8 +249,9 @@ kind("strided_conv", "convolution (not transposed) with stride > 1 on some axis;
 kind("downsampling", "any layer that reduces resolution by a stride (strided conv or pool, adaptive pool to "
      "a smaller size); counted along the path with the most; a k=1 s=1 pool is an identity, not one",
      is_downsampling, counting="path", aliases=("downsample", "stride2"))
-kind("maxpool", "local max pooling (a 1x1 stride-1 pool is an identity and a whole-map pool a global pool, "
-     "so neither counts)", lambda r: is_pool(r, "max"), aliases=("max_pool", "maxpooling"))
+kind("maxpool", "local max pooling over a window (a 1x1 pool takes no max: it is an identity, or a subsample "
+     "when strided; a whole-map pool is a global pool: none of them counts)", lambda r: is_pool(r, "max"),
+     aliases=("max_pool", "maxpooling"), near_misses=single_position_pools("max"))
 kind("avgpool", "local average pooling (not global)", lambda r: is_pool(r, "avg"), aliases=("avg_pool",))
 kind("gap", "global average pooling, however written: gap, adaptive average pool to 1, an average pool "
      "whose window covers the whole map, a mean over the spatial axes", is_gap,
