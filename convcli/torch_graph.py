@@ -646,6 +646,12 @@ class _Mapper:
         # inference the identity (EfficientNet, ConvNeXt, Swin)
         if fname in ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "stochastic_depth"):
             self.ids[n] = self.add(n, fname, "dropout", {"p": _arg(n, 1, "p", 0.5)}, self.tensor_inputs(n, x))
+            if fname != "stochastic_depth" and _arg(n, 2, "training", True) is True and _arg(n, 1, "p", 0.5):
+                # F.dropout(x, p) without training=self.training drops at evaluation too (a common slip);
+                # the spec's and export's nn.Dropout do not
+                w = self.where(n, n.name)
+                self.graph.notes.append(f"{_relative(w.file)}:{w.line}: F.{fname} without training=self.training "
+                                        "also drops at evaluation; convcli's dropout (nn.Dropout) only in training")
             return
         if fname in ("softmax", "log_softmax"):
             dim = _arg(n, 1, "dim", None)

@@ -569,3 +569,20 @@ def test_an_unsupported_call_in_a_helper_method_is_named_at_its_own_line(tmp_pat
     with pytest.raises(ConvcliError, match=r"net\.py:7: ") as exc:
         load_analysis(f"{tmp_path / 'net.py'}:Net", "3,8,8")
     assert "net.py:9" not in str(exc.value)
+
+
+def test_a_functional_dropout_that_also_drops_at_evaluation_is_noted(tmp_path):
+    from convcli.sources import load_analysis
+
+    (tmp_path / "net.py").write_text(
+        "import torch.nn as nn, torch.nn.functional as F\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(); self.c = nn.Conv2d(3, 4, 3); self.fc = nn.Linear(4, 2)\n"
+        "    def forward(self, x):\n"
+        "        x = F.dropout(self.c(x), 0.3)\n"  # line 6: training defaults to True, even in eval()
+        "        x = F.dropout(x, 0.3, training=self.training)\n"  # line 7: as intended
+        "        return self.fc(x.mean((2, 3)))\n")
+    a = load_analysis(f"{tmp_path / 'net.py'}:Net", "3,8,8")
+    notes = [n for n in a.graph.notes if "also drops at evaluation" in n]
+    assert len(notes) == 1 and "net.py:6" in notes[0]
