@@ -65,7 +65,7 @@ class EmpiricalRF:
 
     def cell(self) -> str:
         """The measured size as a table cell: `6`, `5×3`, `32 (84 clipped)`, `3 ≠ 5` (a mismatch), `16 vs 8
-        (approximation)` (a difference the notes explain), `25, shifted -2 px (approximation)`."""
+        (approximation)` (a difference the notes explain), `41 (widest unit: 49)` (units differ)."""
         def fmt(v):
             return str(v[0]) if len(set(v)) == 1 else "×".join(str(x) for x in v)
         text = fmt(self.measured)
