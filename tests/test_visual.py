@@ -432,3 +432,16 @@ def test_one_dimensional_inputs():
         plot_erf(a, "unused.png", build_model(a), torch.randn(1, 1, 20))
     with pytest.raises(ConvcliError, match="2-D"):
         show_rf(a, torch.zeros(1, 20, dtype=torch.uint8), a.layers[0].path)
+
+
+def test_a_unit_narrower_than_the_widest_says_so_not_clipped():
+    # After a k=3, s=2 transposed conv units read 1 or 2 inputs: the table shows the widest (2); the centre
+    # unit's own span (1 here) is what the gradient check compares, and the cell names the widest.
+    from convcli.visual.empirical import EmpiricalRF
+
+    e = EmpiricalRF(path="t", label=None, unit=(12,), analytic=[2], expected=[1], measured=[1],
+                    expected_span=[(6, 6)], measured_span=[(6, 6)], unit_rf=[1])
+    assert not e.differs and e.cell() == "1 (widest unit: 2)"
+    a = analyze_layers([1, 12], [{"convtranspose": {"out": 1, "k": 3, "s": 2}}])
+    row = empirical_rf(a)[0]
+    assert row.analytic == [2] and not row.mismatch and row.unit_rf == row.expected
