@@ -16,6 +16,7 @@ import importlib.util
 import re
 import sys
 import weakref
+from math import prod
 from pathlib import Path
 
 from convcli.errors import ConvcliError, did_you_mean
@@ -453,6 +454,7 @@ class _Mapper:
         self.modules_table = module_table()
         self.first_call: dict[str, int] = {}  # module path -> the node of its first call
         self.calls: dict[str, int] = {}
+        self.merged: dict = {}  # x.view(b, c, -1) of a map: its fx node -> the map's (only a full reduction follows)
         self.group_stack: list = []  # open groups: (module path, group)
         self.module_types = {n: type(m) for n, m in model.named_modules()}
         # Names for the top-level children (`convcli export` writes them: the spec's C1..O labels), else their own.
@@ -695,10 +697,17 @@ class _Mapper:
         raise _Unsupported(f"the operation '{fname}' is not one convcli maps onto its layers")
 
     def reduce(self, n, fname, x):
-        """x.mean((2, 3)) over every spatial axis is global average pooling (amax: global max)."""
-        in_shape = self.shape(x) if hasattr(x, "meta") else None
+        """x.mean((2, 3)) over every spatial axis is global average pooling (amax: global max), and so is
+        x.view(b, c, -1).mean(2) over the merged axis."""
         dims = _arg(n, 1, "dim")
         keep = _arg(n, 2, "keepdim", False)
+        if x in self.merged:
+            if dims not in (2, -1, [2], [-1], (2,), (-1,)) or keep:
+                raise _Unsupported(f"{fname} over dims {dims} of a view that merges the spatial axes: only the "
+                                   "merged axis without keepdim (x.view(b, c, -1).mean(2)) is supported")
+            x = self.merged[x]
+            dims = list(range(2, len(self.shape(x)) + 1))
+        in_shape = self.shape(x) if hasattr(x, "meta") else None
         nd = len(in_shape) - 1 if in_shape else 0
         dims = [dims] if isinstance(dims, int) else list(dims or [])
         spatial = sorted(d % (nd + 2) for d in dims)
@@ -739,6 +748,9 @@ class _Mapper:
         if [d for d in out_shape if d != 1] == [d for d in in_shape if d != 1] and len(in_shape) > 1 and \
                 len(out_shape) > 1 and out_shape[0] == in_shape[0]:
             raise _Unsupported(f"{fname} {list(in_shape)} -> {list(out_shape)} changes the spatial rank")
+        if len(in_shape) > 2 and out_shape == (in_shape[0], prod(in_shape[1:])):
+            self.merged[n] = x  # x.view(b, c, -1): read by the reduction that follows (see reduce)
+            return
         raise _Unsupported(f"{fname} {list(in_shape)} -> {list(out_shape)}: only flattening to one vector per "
                            "sample is supported")
 

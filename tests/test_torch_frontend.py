@@ -586,3 +586,25 @@ def test_a_functional_dropout_that_also_drops_at_evaluation_is_noted(tmp_path):
     a = load_analysis(f"{tmp_path / 'net.py'}:Net", "3,8,8")
     notes = [n for n in a.graph.notes if "also drops at evaluation" in n]
     assert len(notes) == 1 and "net.py:6" in notes[0]
+
+
+def test_a_mean_over_the_merged_spatial_axes_is_gap():
+    # x.view(b, c, -1).mean(2): the mean of all H*W positions of each channel, which is GAP.
+    from convcli.errors import ConvcliError
+
+    class Net(torch.nn.Module):
+        def __init__(self, then="mean"):
+            super().__init__()
+            self.then = then
+            self.c = torch.nn.Conv2d(3, 8, 3)
+            self.fc = torch.nn.Linear(8 if then == "mean" else 8 * 36, 2)
+
+        def forward(self, x):
+            y = self.c(x)
+            y = y.view(y.size(0), y.size(1), -1)
+            return self.fc(y.mean(2) if self.then == "mean" else y.flatten(1))
+
+    a = traced(Net(), (3, 8, 8))
+    assert a.first_global_row().type == "mean" and tuple(a.output_shape) == (2,)
+    with pytest.raises(ConvcliError, match="not a tensor convcli follows"):  # anything else: refused, not guessed
+        traced(Net("flatten"), (3, 8, 8))
