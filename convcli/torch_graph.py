@@ -455,6 +455,7 @@ class _Mapper:
         self.first_call: dict[str, int] = {}  # module path -> the node of its first call
         self.calls: dict[str, int] = {}
         self.merged: dict = {}  # x.view(b, c, -1) of a map: its fx node -> the map's (only a full reduction follows)
+        self.partial: dict = {}  # x.mean(-1) of a map: its fx node -> (the map's, mean, keepdim) until the rest
         self.group_stack: list = []  # open groups: (module path, group)
         self.module_types = {n: type(m) for n, m in model.named_modules()}
         # Names for the top-level children (`convcli export` writes them: the spec's C1..O labels), else their own.
@@ -711,9 +712,19 @@ class _Mapper:
         nd = len(in_shape) - 1 if in_shape else 0
         dims = [dims] if isinstance(dims, int) else list(dims or [])
         spatial = sorted(d % (nd + 2) for d in dims)
+        base = self.partial.get(x)
+        if base is not None and base[1:] != (fname, bool(keep)):
+            raise _Unsupported(f"{fname} after a {base[1]} over other spatial axes: only the same reduction "
+                               "over every spatial axis (global pooling) is supported")
+        if nd >= 1 and spatial and set(spatial) < set(range(2, nd + 2)) and fname in ("mean", "amax") and not keep:
+            # x.mean(-1).mean(-1): a reduction over some spatial axes, global pooling once the rest follow
+            self.partial[n] = (base[0] if base else x, fname, bool(keep))
+            return
         if nd < 1 or spatial != list(range(2, nd + 2)):
             raise _Unsupported(f"{fname} over dims {dims}: only a reduction over every spatial axis (global "
                                "pooling) is supported")
+        if base is not None:  # the rest of x.mean(-1).mean(-1): global pooling of the map it started from
+            x = base[0]
         src = self.tensor_inputs(n, x)
         if fname == "mean":
             self.ids[n] = self.add(n, fname, "gap", {"keepdim": bool(keep)}, src)

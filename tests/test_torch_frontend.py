@@ -608,3 +608,31 @@ def test_a_mean_over_the_merged_spatial_axes_is_gap():
     assert a.first_global_row().type == "mean" and tuple(a.output_shape) == (2,)
     with pytest.raises(ConvcliError, match="not a tensor convcli follows"):  # anything else: refused, not guessed
         traced(Net("flatten"), (3, 8, 8))
+
+
+@pytest.mark.parametrize("head", ["mean_last_twice", "mean_3_then_2", "amax_twice", "mean_then_amax"])
+def test_reducing_the_spatial_axes_one_at_a_time(head):
+    # x.mean(-1).mean(-1) is the mean over every position: GAP; amax twice is a global max; a mean over W then
+    # a max over H is neither, and is refused rather than guessed.
+    from convcli.errors import ConvcliError
+
+    steps = {"mean_last_twice": lambda t: t.mean(-1).mean(-1), "mean_3_then_2": lambda t: t.mean(3).mean(2),
+             "amax_twice": lambda t: t.amax(-1).amax(-1), "mean_then_amax": lambda t: t.mean(-1).amax(-1)}[head]
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 8, 3)
+            self.fc = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(steps(self.c(x)))
+
+    if head == "mean_then_amax":
+        with pytest.raises(ConvcliError, match="after a mean over other spatial axes"):
+            traced(Net(), (3, 8, 8))
+        return
+    a = traced(Net(), (3, 8, 8))
+    assert tuple(a.output_shape) == (2,) and a.params == 3 * 8 * 9 + 8 + 8 * 2 + 2
+    kind = a.first_global_row().facts.pool
+    assert kind == ("max" if head == "amax_twice" else "avg")
