@@ -127,6 +127,8 @@ def test_examples_gradient_support(name):
     {"convtranspose": {"out": 1, "k": 2, "s": 2}},  # 1 input per output
     {"convtranspose": {"out": 1, "k": 3, "s": 2, "p": 1}},  # alternates between 1 and 2 inputs
     {"convtranspose": {"out": 1, "k": 5, "s": 3, "p": 2}},
+    {"convtranspose": {"out": 1, "k": 2, "s": 2, "d": 3}},  # dilated: one input per output, not ceil(4/2) = 2
+    {"convtranspose": {"out": 1, "k": 3, "s": 3, "d": 2}},
     {"upsample": {"scale": 2, "mode": "linear"}},
     {"upsample": {"scale": 3}},
 ])
@@ -142,6 +144,9 @@ def test_fractional_stride_layers_against_gradient_support(layer):
         x = torch.ones(1, 1, 12, dtype=torch.float64, requires_grad=True)
         model(x)[0, 0, o].backward()
         idx = x.grad[0, 0].nonzero().flatten()
+        if not len(idx):  # a dilated transposed conv's output that no tap lands on: it reads no input
+            assert ("d" in next(iter(layer.values()))), f"unit {o} reads nothing"
+            continue
         lo, hi = rf.span(o)
         assert (max(0, lo), min(12, hi)) == (int(idx.min()), int(idx.max()) + 1), f"unit {o}"
         sizes.append(hi - lo)

@@ -37,6 +37,20 @@ def rf(a):
     return [int(x.r) for x in a.rf_before_global()]
 
 
+class HeadNet(torch.nn.Module):
+    """conv 3->8 3x3, then `head` (the map to a vector, written as students write it), then linear -> 2:
+    3*8*9 + 8 + 8*2 + 2 = 242 parameters."""
+
+    def __init__(self, head, features=8):
+        super().__init__()
+        self.head = head
+        self.c = torch.nn.Conv2d(3, 8, 3)
+        self.fc = torch.nn.Linear(features, 2)
+
+    def forward(self, x):
+        return self.fc(self.head(self.c(x)))
+
+
 # --------------------------------------------------------------------------- torchvision, traced directly
 
 ZOO = TORCHVISION  # the same references as test_zoo.py
@@ -175,16 +189,7 @@ def test_a_shared_layers_later_uses_show_shared_so_the_rows_add_up():
 
 
 def test_amax_over_the_spatial_axes_is_a_global_max_pool():
-    class Head(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c = torch.nn.Conv2d(3, 8, 3)
-            self.fc = torch.nn.Linear(8, 2)
-
-        def forward(self, x):
-            return self.fc(self.c(x).amax((2, 3)))  # no keepdim: [N, 8]
-
-    a = traced(Head(), (3, 8, 8))
+    a = traced(HeadNet(lambda t: t.amax((2, 3))), (3, 8, 8))  # no keepdim: [N, 8]
     assert tuple(a.output_shape) == (2,) and a.first_global_row() is not None
 
 
@@ -535,19 +540,9 @@ def test_the_reference_se_block_with_linear_layers_is_analysed_and_exported(form
 
 @pytest.mark.parametrize("squeeze", ["last_twice", "by_index", "all"])
 def test_gap_heads_that_squeeze_the_unit_axes_one_by_one_are_gap(squeeze):
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c = torch.nn.Conv2d(3, 8, 3)
-            self.fc = torch.nn.Linear(8, 2)
-
-        def forward(self, x):
-            y = torch.nn.functional.adaptive_avg_pool2d(self.c(x), (1, 1))
-            y = {"last_twice": lambda t: t.squeeze(-1).squeeze(-1), "by_index": lambda t: t.squeeze(3).squeeze(2),
-                 "all": lambda t: t.squeeze()}[squeeze](y)
-            return self.fc(y)
-
-    a = traced(Net(), (3, 8, 8))
+    squeezed = {"last_twice": lambda t: t.squeeze(-1).squeeze(-1), "by_index": lambda t: t.squeeze(3).squeeze(2),
+                "all": lambda t: t.squeeze()}[squeeze]
+    a = traced(HeadNet(lambda t: squeezed(torch.nn.functional.adaptive_avg_pool2d(t, (1, 1)))), (3, 8, 8))
     assert tuple(a.output_shape) == (2,) and a.params == 3 * 8 * 9 + 8 + 8 * 2 + 2
     assert a.first_global_row().type == "adaptive_avg_pool2d"
 
@@ -592,22 +587,13 @@ def test_a_mean_over_the_merged_spatial_axes_is_gap():
     # x.view(b, c, -1).mean(2): the mean of all H*W positions of each channel, which is GAP.
     from convcli.errors import ConvcliError
 
-    class Net(torch.nn.Module):
-        def __init__(self, then="mean"):
-            super().__init__()
-            self.then = then
-            self.c = torch.nn.Conv2d(3, 8, 3)
-            self.fc = torch.nn.Linear(8 if then == "mean" else 8 * 36, 2)
+    def merged(t):
+        return t.view(t.size(0), t.size(1), -1)
 
-        def forward(self, x):
-            y = self.c(x)
-            y = y.view(y.size(0), y.size(1), -1)
-            return self.fc(y.mean(2) if self.then == "mean" else y.flatten(1))
-
-    a = traced(Net(), (3, 8, 8))
+    a = traced(HeadNet(lambda t: merged(t).mean(2)), (3, 8, 8))
     assert a.first_global_row().type == "mean" and tuple(a.output_shape) == (2,)
     with pytest.raises(ConvcliError, match="not a tensor convcli follows"):  # anything else: refused, not guessed
-        traced(Net("flatten"), (3, 8, 8))
+        traced(HeadNet(lambda t: merged(t).flatten(1), features=8 * 36), (3, 8, 8))
 
 
 @pytest.mark.parametrize("head", ["mean_last_twice", "mean_3_then_2", "amax_twice", "mean_then_amax"])
@@ -619,20 +605,11 @@ def test_reducing_the_spatial_axes_one_at_a_time(head):
     steps = {"mean_last_twice": lambda t: t.mean(-1).mean(-1), "mean_3_then_2": lambda t: t.mean(3).mean(2),
              "amax_twice": lambda t: t.amax(-1).amax(-1), "mean_then_amax": lambda t: t.mean(-1).amax(-1)}[head]
 
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c = torch.nn.Conv2d(3, 8, 3)
-            self.fc = torch.nn.Linear(8, 2)
-
-        def forward(self, x):
-            return self.fc(steps(self.c(x)))
-
     if head == "mean_then_amax":
         with pytest.raises(ConvcliError, match="after a mean over other spatial axes"):
-            traced(Net(), (3, 8, 8))
+            traced(HeadNet(steps), (3, 8, 8))
         return
-    a = traced(Net(), (3, 8, 8))
+    a = traced(HeadNet(steps), (3, 8, 8))
     assert tuple(a.output_shape) == (2,) and a.params == 3 * 8 * 9 + 8 + 8 * 2 + 2
     kind = a.first_global_row().facts.pool
     assert kind == ("max" if head == "amax_twice" else "avg")

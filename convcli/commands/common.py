@@ -139,13 +139,12 @@ def batch_labels(args) -> tuple[str | None, list[str]]:
     return common, [os.path.relpath(file, common) + ref for file, ref in parts]
 
 
-def analyse_each(specs: list[str], input_shape: str | None):
-    """The analyses of a command's SPEC arguments as [(label, analysis)], and the specs that could not be
-    read as [(label, error)]. One spec: its error is raised. A batch goes on without the unreadable ones
-    (see `report_unreadable`), as `inspect` grades the rest; labels as in a batch (alice.yaml)."""
+def analyse_each(paths: list, input_shape: str | None):
+    """The analyses of a command's specs (`expand_specs` of its arguments) as [(label, analysis)], and the
+    specs that could not be read as [(label, error)]. One spec: its error is raised. A batch goes on without
+    the unreadable ones (see `report_unreadable`), as `inspect` grades the rest; labels as in a batch."""
     from convcli.sources import load_analysis
 
-    paths = expand_specs(specs)
     batch = len(paths) > 1
     _, labels = batch_labels(paths) if batch else (None, [spec_label(p) for p in paths])
     done, failed = [], []

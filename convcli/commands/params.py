@@ -8,6 +8,7 @@ from convcli.commands.common import (
     JSON_OPT,
     SPECS_ARG,
     Format,
+    expand_specs,
     output_format,
 )
 
@@ -26,7 +27,7 @@ def params(
     from convcli.render import emit
     from convcli.views import params_output
 
-    done, failed = analyse_each(specs, input_shape)
+    done, failed = analyse_each(expand_specs(specs), input_shape)
     outputs = [params_output(a, totals(a), label) for label, a in done]
     if len(done) + len(failed) > 1:
         outputs = [batch_title(o, label, a.name) for o, (label, a) in zip(outputs, done)]

@@ -49,11 +49,12 @@ def rf(
     from convcli.render import console, emit
     from convcli.views import add_empirical, rf_output
 
-    if (plot or show or empirical) and len(expand_specs(specs)) != 1:
+    paths = expand_specs(specs)
+    if (plot or show or empirical) and len(paths) != 1:
         raise ConvcliError("--plot, --show and --empirical take one spec")
     if show and not layer:
         raise ConvcliError("--show needs --layer NAME (a layer path or a block label from the table)")
-    analyses, failed = analyse_each(specs, input_shape)
+    analyses, failed = analyse_each(paths, input_shape)
     outputs = [rf_output(a, explain, label) for label, a in analyses]
     if len(analyses) + len(failed) > 1:
         outputs = [batch_title(o, label, a.name) for o, (label, a) in zip(outputs, analyses)]

@@ -215,9 +215,10 @@ class Adaptive:
 class Transposed:
     """Transposed convolution (fractional stride 1/s).
 
-    Output o reads inputs i with 0 <= o + p - i*s <= k_eff-1: ceil(k_eff/s) of them at most, so
-    r_out = r_in + (ceil(k_eff/s)-1)*j_in (the largest over output positions) and j_out = j_in/s
-    on average. When s does not divide k_eff the RF size alternates between positions (noted).
+    Output o reads inputs i with 0 <= o + p - i*s <= k_eff-1 (a multiple of d): ceil(k_eff/s) of them at
+    most without dilation, so r_out = r_in + (ceil(k_eff/s)-1)*j_in (the largest over output positions) and
+    j_out = j_in/s on average. When s does not divide k_eff the RF size alternates between positions
+    (noted). With s > 1 the outputs are off a regular grid, so the step keeps each unit's span (`reads`).
     """
 
     k: int
@@ -264,13 +265,14 @@ class Transposed:
 
     def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
         m = self.inputs_per_output()
-        return [
-            f"n_out = (n_in-1)*s - 2p + k_eff + output_padding = ({a.n}-1)*{self.s} - 2*{self.p} + {self.k_eff}"
-            f" + {self.output_padding} = {b.n}",
-            f"each output reads at most ceil(k_eff/s) = ceil({self.k_eff}/{self.s}) = {m} inputs",
-            irregular(b) or f"r_out = r_in + ({m}-1)*j_in = {a.r} + {m - 1}*{fmt_num(a.j)} = {fmt_num(b.r)}",
-            f"j_out = j_in/s = {fmt_num(a.j)}/{self.s} = {fmt_num(b.j)} (average)",
-        ]
+        lines = [f"n_out = (n_in-1)*s - 2p + k_eff + output_padding = ({a.n}-1)*{self.s} - 2*{self.p} + "
+                 f"{self.k_eff} + {self.output_padding} = {b.n}"]
+        if a.spans is None and self.d == 1:  # a regular input: the widest unit is the course's recurrence
+            lines += [f"each output reads at most ceil(k_eff/s) = ceil({self.k_eff}/{self.s}) = {m} inputs",
+                      f"r_out = r_in + ({m}-1)*j_in = {a.r} + {m - 1}*{fmt_num(a.j)} = {fmt_num(b.r)}"]
+        else:  # dilated taps skip inputs, or an irregular input: the spans say it
+            lines.append(irregular(b))
+        return lines + [f"j_out = j_in/s = {fmt_num(a.j)}/{self.s} = {fmt_num(b.j)} (average)"]
 
 
 @dataclass(frozen=True)
@@ -315,7 +317,7 @@ class Rescale:
     def explain(self, a: AxisRF, b: AxisRF) -> list[str]:
         return [
             f"n_out = n_in*f = {a.n}*{self.factor} = {b.n}",
-            irregular(b)
+            (irregular(b) if a.spans is not None else None)  # a regular input: the widest unit is this
             or f"r_out = r_in + (support-1)*j_in = {a.r} + {self.support - 1}*{fmt_num(a.j)} = {fmt_num(b.r)}",
             f"j_out = j_in/f = {fmt_num(a.j)}/{self.factor} = {fmt_num(b.j)}",
         ]
