@@ -384,6 +384,10 @@ def _constant_pad(m, head):
     return call(head, (size(m.padding), m.value))
 
 
+def _prelu(m, head):
+    return call(head, (), [("num_parameters", m.num_parameters, 1)])
+
+
 def _pad(m, head):
     return call(head, (size(m.padding),))
 
@@ -407,6 +411,7 @@ def _exporters() -> dict:
         ("Softplus",): _softplus,
         ("LeakyReLU",): _leaky_relu,
         ("GELU",): _gelu,
+        ("PReLU",): _prelu,
         ("Softmax", "LogSoftmax"): _softmax,
         ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d"): _dropout,
         ("MaxPool1d", "MaxPool2d", "MaxPool3d"): _maxpool,

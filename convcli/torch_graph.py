@@ -176,13 +176,29 @@ def _act(name, **extra):
 
 
 def _pad(m):
-    nd = len(m.padding) // 2
-    pairs = [m.padding[2 * i: 2 * i + 2] for i in range(nd)][::-1]  # torch lists the last axis first
     mode = {"ConstantPad": "zeros", "ZeroPad": "zeros", "ReflectionPad": "reflect", "ReplicationPad": "replicate",
             "CircularPad": "circular"}[re.sub(r"\dd$", "", type(m).__name__)]
-    if mode == "zeros" and getattr(m, "value", 0) != 0:
+    return "pad", _pad_sides(m.padding, len(m.padding) // 2, mode, getattr(m, "value", 0))
+
+
+# F.pad's mode names -> the pad layer's
+PAD_MODES = {"constant": "zeros", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+def _pad_sides(padding, nd: int, mode: str, value=0) -> dict:
+    """torch's padding tuple (last axis first: left, right, top, bottom, ...) as the pad layer's keys for
+    nd spatial axes; a tuple for fewer axes pads only the last ones (F.pad(x, (1, 1)) pads W only)."""
+    padding = [int(p) for p in padding]
+    if len(padding) % 2 or len(padding) > 2 * nd:
+        raise _Unsupported(f"padding {tuple(padding)}: only (before, after) pairs for the {nd} spatial axes "
+                           "(not the channel or batch axis) are supported")
+    if any(p < 0 for p in padding):
+        raise _Unsupported(f"padding {tuple(padding)}: negative padding (a crop) is not supported")
+    if mode == "zeros" and value not in (0, None):
         raise _Unsupported("constant padding with a non-zero value")
-    return "pad", {"before": [p[0] for p in pairs], "after": [p[1] for p in pairs], "mode": mode}
+    pairs = [padding[2 * i: 2 * i + 2] for i in range(len(padding) // 2)][::-1]
+    pairs = [[0, 0]] * (nd - len(pairs)) + pairs
+    return {"before": [p[0] for p in pairs], "after": [p[1] for p in pairs], "mode": mode}
 
 
 def _softmax(name):
@@ -255,6 +271,7 @@ def module_table():
         nn.Unflatten: _unflatten_module,
         nn.Upsample: _upsample,
         nn.PixelShuffle: lambda m: ("pixelshuffle", {"r": m.upscale_factor}),
+        nn.PReLU: lambda m: ("prelu", {"per_channel": m.num_parameters > 1}),
     }
     for name in ("ConstantPad", "ZeroPad", "ReflectionPad", "ReplicationPad", "CircularPad"):
         for nd in (1, 2, 3):
@@ -685,6 +702,13 @@ class _Mapper:
             return
         if fname in PASS_METHODS:
             self.ids[n] = self.tensor_inputs(n, x)[0]  # no new row: the same values
+            return
+        if fname == "pad" and n.op == "call_function":  # F.pad(x, (l, r, t, b), mode, value)
+            mode = _arg(n, 2, "mode", "constant")
+            if mode not in PAD_MODES:
+                raise _Unsupported(f"F.pad mode {mode!r}: only {', '.join(PAD_MODES)} are supported")
+            raw = _pad_sides(_arg(n, 1, "pad"), len(self.shape(n)) - 1, PAD_MODES[mode], _arg(n, 3, "value", None))
+            self.ids[n] = self.add(n, fname, "pad", raw, self.tensor_inputs(n, x))
             return
         if fname == "interpolate":
             sf = _arg(n, 2, "scale_factor")

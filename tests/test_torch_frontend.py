@@ -351,7 +351,7 @@ def test_report_values_are_plain_numbers_and_str_is_the_inspect_text():
 
 def test_an_unknown_layer_is_exit_2_naming_it():
     r = run("params", f"{STUDENTS}:Custom", "--input", "3,8,8")
-    assert r.returncode == 2 and "PReLU" in r.stderr and "act" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "LocalResponseNorm" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("command", ["params", "inspect"])
@@ -613,3 +613,69 @@ def test_reducing_the_spatial_axes_one_at_a_time(head):
     assert tuple(a.output_shape) == (2,) and a.params == 3 * 8 * 9 + 8 + 8 * 2 + 2
     kind = a.first_global_row().facts.pool
     assert kind == ("max" if head == "amax_twice" else "avg")
+
+
+class _PadPReLU(torch.nn.Module):
+    """F.pad (asymmetric, or W only) before an unpadded conv, then a PReLU (one slope or one per channel)."""
+
+    def __init__(self, pad, mode, per_channel):
+        super().__init__()
+        self.pad, self.mode = pad, mode
+        self.c = torch.nn.Conv2d(3, 4, 3)
+        self.act = torch.nn.PReLU(4 if per_channel else 1)
+
+    def forward(self, x):
+        return self.act(self.c(torch.nn.functional.pad(x, self.pad, mode=self.mode)))
+
+
+@pytest.mark.parametrize("pad, mode, per_channel, shape", [
+    ((1, 2, 0, 1), "constant", True, (4, 7, 9)),  # W: 8 + 1 + 2 - 2 = 9; H: 8 + 0 + 1 - 2 = 7
+    ((1, 1), "constant", False, (4, 6, 8)),  # a 2-tuple pads only the last axis (W): H 8 - 2 = 6
+    ((1, 1, 2, 2), "reflect", False, (4, 10, 8)),
+    ((0, 0, 2, 2), "replicate", True, (4, 10, 6)),
+])
+def test_f_pad_and_prelu_are_mapped_counted_and_exported(pad, mode, per_channel, shape, tmp_path):
+    # conv 3*4*9 + 4 = 112, PReLU 4 slopes or 1: torch's own count
+    from convcli.spec import parse_spec
+    from convcli.spec_writer import spec_yaml
+    from tests.test_export import export_source, load, same_function
+
+    model = _PadPReLU(pad, mode, per_channel)
+    a = traced(model, (3, 8, 8))
+    assert a.params == 112 + (4 if per_channel else 1) == sum(p.numel() for p in model.parameters())
+    assert tuple(a.output_shape) == shape
+    assert [(lay.facts.op, lay.facts.act) for lay in a.layers] == [("pad", None), ("conv", None), ("act", "prelu")]
+    spec = parse_spec(spec_yaml(trace_graph(model, (3, 8, 8), "pad.py")), "pad.yaml")  # `convcli import`
+    exported = load(export_source(analyze(spec)))["Net"]()
+    exported.load_state_dict(dict(zip(exported.state_dict(), model.state_dict().values())), strict=True)
+    same_function(exported, model, (3, 8, 8))
+
+
+def test_an_asymmetric_f_pad_moves_the_rf_centre_by_hand():
+    # pad left 2, right 0 then a 3x3 conv: output column 0 reads padded columns 0..2 = input columns -2..0,
+    # so its RF (3 px) is centred on input pixel -1, whose centre is at -1/2 (pixel i spans [i, i + 1));
+    # the rows are unpadded: rows 0..2, centred at 3/2
+    from fractions import Fraction
+
+    model = _PadPReLU((2, 0), "constant", False)
+    a = traced(model, (3, 8, 8))
+    h, w = a.layers[1].rf_out
+    assert (h.r, h.start, w.r, w.start) == (3, Fraction(3, 2), 3, Fraction(-1, 2))
+
+
+@pytest.mark.parametrize("pad, value, says", [
+    ((1, 1, 1, 1, 1, 1), 0.0, "spatial axes"),  # pads the channel axis too
+    ((-1, -1), 0.0, "negative"),
+    ((1, 1), 1.0, "non-zero"),
+])
+def test_f_pad_that_is_not_a_spatial_zero_pad_is_refused(pad, value, says):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3 + sum(pad[4:]), 4, 3)
+
+        def forward(self, x):
+            return self.c(torch.nn.functional.pad(x, pad, value=value))
+
+    with pytest.raises(ConvcliError, match=says):
+        traced(Net(), (3, 8, 8))

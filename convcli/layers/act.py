@@ -1,4 +1,4 @@
-"""Activations, dropout and softmax: pointwise ops (k=1), no parameters, no MACs."""
+"""Activations, dropout and softmax: pointwise ops (k=1), no MACs; no parameters but PReLU's slopes."""
 
 from __future__ import annotations
 
@@ -86,6 +86,22 @@ class Identity(_Pointwise):
         import torch.nn as nn
 
         return nn.Identity()
+
+
+@register
+class PReLU(_Pointwise):
+    name = "prelu"
+    params = (Param("per_channel", "bool", False, help="a slope per channel (nn.PReLU(C)); else one for all"),)
+    doc = "PReLU: max(0, x) + a·min(0, x) with a learned slope a (1 parameter, or 1 per channel)"
+    examples = (((8, 5, 5), {}), ((8, 5, 5), {"per_channel": True}), ((6,), {"per_channel": True}))
+
+    def infer(self, a, shape, where):
+        return Facts(out_shape=shape, params=shape[0] if a["per_channel"] else 1, op="act", act="prelu")
+
+    def build(self, a, shape):
+        import torch.nn as nn
+
+        return nn.PReLU(shape[0] if a["per_channel"] else 1)
 
 
 @register

@@ -121,12 +121,12 @@ class Branchy(nn.Module):
 
 
 class Custom(nn.Module):
-    """A layer type convcli does not know (nn.PReLU has weights of its own)."""
+    """A layer type convcli does not know (AlexNet's local response normalisation)."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3)
-        self.act = nn.PReLU()
+        self.act = nn.LocalResponseNorm(2)
 
     def forward(self, x):
         return self.act(self.conv(x))
