@@ -232,6 +232,17 @@ def _unflattens(in_shape, out_shape) -> bool:
         and set(in_shape[1:]) <= {1} and set(out_shape[1:]) == {1}
 
 
+def _unit_index(index, in_shape, out_shape) -> bool:
+    """y[:, :, 0, 0] (or y[..., 0, 0], -1 for 0) of a (C, 1, 1) map: every channel of the one position,
+    the same values as a flatten."""
+    if not (isinstance(index, tuple) and in_shape and out_shape == in_shape[:1] and set(in_shape[1:]) == {1}):
+        return False
+    whole = slice(None)
+    head = [whole, whole] if index[:1] != (Ellipsis,) else [Ellipsis]
+    return list(index[:len(head)]) == head and list(index[len(head):]) in ([0] * (len(in_shape) - 1),
+                                                                           [-1] * (len(in_shape) - 1))
+
+
 def _unflatten_module(m):
     size = tuple(m.unflattened_size)
     if m.dim != 1 or set(size[1:]) != {1}:
@@ -631,6 +642,10 @@ class _Mapper:
                 _unflattens(self.shape(x), self.shape(n)):  # y[:, :, None, None]
             self.ids[n] = self.add(n, "getitem", "unflatten", {"axes": len(self.shape(n)) - 1},
                                    self.tensor_inputs(n, x))
+            return
+        if n.target is operator.getitem and isinstance(x, torch.fx.Node) and x in self.ids and \
+                _unit_index(n.args[1], self.shape(x), self.shape(n)):  # y[:, :, 0, 0] of a 1x1 map
+            self.ids[n] = self.add(n, "getitem", "flatten", {}, self.tensor_inputs(n, x))
             return
         if fname in ("expand_as", "expand") and isinstance(x, torch.fx.Node) and x in self.ids and \
                 len(self.shape(x)) == len(self.shape(n)) and set(self.shape(x)[1:]) == {1}:
