@@ -97,7 +97,7 @@ def test_a_frozen_whitening_layer_keeps_its_filters_and_trains_its_bias():
 def test_freeze_whiten_without_whiten_is_an_error_naming_the_fix():
     from convcli.train.config import build_config
 
-    with pytest.raises(ConvcliError, match="needs --whiten"):
+    with pytest.raises(ConvcliError, match=r"needs whiten \(--whiten\)"):
         build_config({"freeze_whiten": True}, None, "spec.yaml", None)
     assert build_config({"freeze_whiten": True, "whiten": True}, None, "spec.yaml", None).freeze_whiten
 
@@ -190,3 +190,83 @@ def test_an_out_of_range_option_says_what_was_given(name, value, says):
     with pytest.raises(ConvcliError) as exc:
         coerce(name, value)
     assert says in str(exc.value)
+
+
+# --- how the options combine -------------------------------------------------------------------------
+
+def spec_train(tmp_path, text: str):
+    """A spec's `train:` section as the spec loader reads it (with its lines)."""
+    from convcli.yamlio import load_yaml
+
+    path = tmp_path / "net.yaml"
+    path.write_text(text)
+    return load_yaml(text, str(path))["train"], str(path)
+
+
+def test_a_conflict_set_in_the_spec_is_reported_at_its_line(tmp_path):
+    from convcli.errors import SpecError
+    from convcli.train.config import build_config
+
+    train, path = spec_train(tmp_path, "name: n\ntrain:\n  lr: 0.4\n  freeze_whiten: true\n")
+    with pytest.raises(SpecError, match=r"net\.yaml:4: train: freeze_whiten"):
+        build_config({}, train, path, None)
+    with pytest.raises(ConvcliError, match="--tta-translate") as exc:  # on the command line: the flags
+        build_config({"tta": False, "tta_translate": 2}, None, "spec.yaml", None)
+    assert not isinstance(exc.value, SpecError)
+
+
+def test_no_flip_records_no_alternating_flip():
+    from convcli.train.config import build_config
+
+    assert build_config({"flip": False}, None, "spec.yaml", None).alt_flip is False
+    assert build_config({}, None, "spec.yaml", None).alt_flip is True
+
+
+@pytest.mark.parametrize("train, cli, lr, wd, noted", [
+    ("  lr: 0.4\n  weight_decay: 1.5e-3\n", {"optimizer": "adam"}, 1e-3, 0.0, True),  # sgd's values, not Adam's
+    ("  lr: 0.4\n", {"optimizer": "sgd"}, 0.4, 5e-4, False),  # the same optimizer: the spec's lr stands
+    ("  optimizer: adam\n  lr: 3e-4\n", {}, 3e-4, 0.0, False),  # set together
+    ("  lr: 0.4\n", {"optimizer": "adamw", "lr": 0.002}, 0.002, 0.05, False),  # the command line's own lr
+])
+def test_an_optimizer_chosen_above_the_lr_gets_its_own_defaults(train, cli, lr, wd, noted, tmp_path):
+    from convcli.train.config import build_config
+
+    section, path = spec_train(tmp_path, "name: n\ntrain:\n" + train)
+    notes: list[str] = []
+    cfg = build_config(cli, section, path, None, notes)
+    assert (cfg.lr, cfg.weight_decay) == (lr, wd)
+    assert bool(notes) == noted and all("adam" in n for n in notes)
+
+
+def test_an_unknown_device_in_the_spec_is_reported_at_its_line(tmp_path):
+    from convcli.train.config import build_config
+
+    train, path = spec_train(tmp_path, "name: n\ntrain:\n  device: tpu\n")
+    with pytest.raises(ConvcliError, match=r"net\.yaml:3: .*unknown device 'tpu'.*did you mean 'cpu'"):
+        build_config({}, train, path, None)
+    assert build_config({"device": "cuda:1"}, None, path, None).device == "cuda:1"  # checked when used
+
+
+@pytest.mark.parametrize("text, says", [
+    ("trian:\n  lr: 0.1\n", r"r\.yaml:1: unknown section 'trian'(.|\n)*did you mean 'train'"),
+    ("learning_rate: 0.1\n", r"unknown training option 'learning_rate'(.|\n)*did you mean 'lr'"),
+    ("train:\n  lr: 0.1\nepochs: 3\n", r"r\.yaml:3: 'epochs' beside train:"),
+    ("name: n\ninput: [3, 8, 8]\nlayers: []\n", "this is a spec"),
+    ("", "holds no training options"),
+])
+def test_recipe_mistakes_say_what_to_write(text, says, tmp_path):
+    from convcli.train.config import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(ConvcliError, match=says):
+        load_recipe(str(path))
+
+
+def test_a_recipe_written_as_a_train_section_is_read(tmp_path):
+    from convcli.train.config import load_recipe_with_lines
+
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\n  lr: 0.2\n  batch-size: 256\n")
+    options, lines = load_recipe_with_lines(str(path))
+    assert options == {"lr": 0.2, "batch_size": 256} and lines == {"lr": 2, "batch_size": 3}

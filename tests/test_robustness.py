@@ -667,3 +667,160 @@ def test_a_class_with_no_training_images_is_named_as_such(tmp_path, monkeypatch)
         f.unlink()
     with pytest.raises(ConvcliError, match=r"test classes with no training images: c2 \(train/c2/ is missing or empty"):
         load_data(str(tmp_path / "data"))
+
+
+# --- 6. a run outlives its terminal and its data's old path --------------------------------------------
+
+def test_a_moved_archive_is_found_from_anywhere_or_named_with_the_fix(tiny_spec, png_data, cli, reference, tmp_path,
+                                                                      monkeypatch):
+    """The run records its data's absolute path: a relative --data resumes from another directory; once the
+    archive moves, resume says so and takes --data where it is now (the same labels), and eval follows."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    shutil.copy(png_data, here / "png.tar.gz")
+    run = tmp_path / "run"
+    monkeypatch.chdir(here)
+    first = cli("train", tiny_spec, "--data", "png.tar.gz", *FAST, "--out", run, "--stop-after", "1")
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    monkeypatch.chdir(tmp_path)  # elsewhere: png.tar.gz means nothing here
+    shutil.move(here / "png.tar.gz", there / "png.tar.gz")
+    moved = cli("train", "--resume", run)
+    assert isinstance(moved.exception, ConvcliError) and "no longer there" in str(moved.exception)
+    assert "--data" in str(moved.exception)
+    resumed = cli("train", "--resume", run, "--data", there / "png.tar.gz")
+    assert resumed.exit_code == 0, resumed.output + repr(resumed.exception)
+    assert metrics(run) == metrics(reference)
+    import yaml
+
+    assert yaml.safe_load((run / "args.yaml").read_text())["data_path"] == str(there / "png.tar.gz")
+    evaluated = cli("eval", "--weights", run / "best.pt", "--out", tmp_path / "eval")
+    assert evaluated.exit_code == 0, evaluated.output + repr(evaluated.exception)
+
+
+def test_other_data_is_not_taken_for_the_runs_own(tiny_spec, png_data, cli, tmp_path):
+    other = tmp_path / "other"
+    write_png_tree(other / "data", train=33)  # one more image a class: other labels
+    run = tmp_path / "run"
+    assert cli("train", tiny_spec, "--data", png_data, *FAST, "--out", run, "--stop-after", "1").exit_code == 0
+    result = cli("train", "--resume", run, "--data", other / "data")
+    assert isinstance(result.exception, ConvcliError) and "not the data this run was trained on" in str(
+        result.exception)
+
+
+def test_a_spec_trained_at_another_input_resumes_and_evaluates_at_that_input(png_data, cli, tmp_path):
+    from conftest_data import TINY_SPEC
+
+    spec = tmp_path / "tiny16.yaml"
+    spec.write_text(TINY_SPEC.replace("input: [3, 32, 32]", "input: [3, 16, 16]"))
+    run = tmp_path / "run"
+    first = cli("train", spec, "--input", "3,32,32", "--data", png_data, *FAST, "--out", run, "--stop-after", "1")
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    import yaml
+
+    assert yaml.safe_load((run / "args.yaml").read_text())["input"] == [3, 32, 32]
+    resumed = cli("train", "--resume", run)
+    assert resumed.exit_code == 0, resumed.output + repr(resumed.exception)
+    evaluated = cli("eval", spec, "--weights", run / "best.pt", "--out", tmp_path / "eval")
+    assert evaluated.exit_code == 0, evaluated.output + repr(evaluated.exception)
+
+
+def test_closing_stdout_does_not_stop_the_run(tiny_spec, png_data, tmp_path):
+    """`convcli train ... | head -1`: the pipe closes after the first line; the run goes on to its end and its
+    summary agrees with metrics.csv (rich's default is to exit, which left `epochs_done: 0`)."""
+    from conftest_data import ROOT
+
+    run = tmp_path / "piped"
+    cmd = [sys.executable, "-m", "convcli", "train", str(tiny_spec), "--data", str(png_data), *FAST, "--out", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0, err
+    assert "standard output was closed" in err and "Traceback" not in err
+    summary = strict_json(run / "summary.json")
+    assert summary["finished"] is True and summary["epochs_done"] == 2 == len(metrics(run))
+
+
+def test_a_run_stopped_at_its_target_says_how_to_train_on(tiny_spec, png_data, cli, tmp_path):
+    run = tmp_path / "target"
+    first = cli("train", tiny_spec, "--data", png_data, *FAST, "--target-acc", "0.01", "--out", run)
+    assert first.exit_code == 0 and "reached the target accuracy" in first.output
+    again = cli("train", "--resume", run, "--epochs", "3")
+    assert again.exit_code == 0 and "higher --target-acc" in again.output, again.output
+    on = cli("train", "--resume", run, "--target-acc", "99")
+    assert on.exit_code == 0, on.output + repr(on.exception)
+    import yaml
+
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert args["target_acc"] == 0.99 and len(metrics(run)) == 2  # the record says what it trains with now
+
+
+def test_a_finite_loss_blowing_up_stops_the_run_as_diverged(tiny_spec, png_data, cli, tmp_path, monkeypatch):
+    """--lr 50 on s7 reached a loss of 2.9e7 with accuracy at chance and went on to exit 0. A batch's mean
+    loss over 100x chance level (100 ln 10 = 230) is divergence: exit 1, naming the step."""
+    from convcli.train import loop
+
+    real = loop.train_step
+
+    def blown(model, optimizer, schedule, *args, **kwargs):
+        loss, ok = real(model, optimizer, schedule, *args, **kwargs)
+        return (loss * 0 + 1e6 if schedule.step == 3 else loss), ok  # a batch sum of 1e6: mean 15,625
+
+    monkeypatch.setattr(loop, "train_step", blown)
+    result = cli("train", tiny_spec, "--data", png_data, *FAST, "--out", tmp_path / "run")
+    exc = result.exception
+    assert isinstance(exc, ConvcliError) and exc.exit_code == 1, result.output + repr(exc)
+    assert "diverged at epoch 1, step 3" in str(exc) and "1.562e+04" in str(exc) and "2.30" in str(exc)
+
+
+def test_a_signal_while_the_summary_is_written_waits_for_it():
+    from convcli.train.guard import StopRequest
+
+    with StopRequest() as stop:
+        stop.armed = stop.finishing = True
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert stop.late and not stop.requested  # no KeyboardInterrupt in the middle of summary.json
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--cutout", "32"], "cutout: 32 px must be smaller than the image"),
+    (["--test-subset", "99999"], "the test set has only 100 images"),
+])
+def test_options_beyond_the_data_are_refused(extra, says, tiny_spec, png_data, cli, tmp_path):
+    result = cli("train", tiny_spec, "--data", png_data, *FAST, *extra, "--out", tmp_path / "run")
+    assert isinstance(result.exception, ConvcliError) and says in str(result.exception), result.output
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--filters", "f.jpg"], "written as PNG"),
+    (["--layer", "C2"], "pass --erf FILE.png too"),
+    (["--erf", "e.png", "--layer", "Q9"], "no layer 'Q9'"),
+    (["--activations", "cifar10:100"], "has 100 images (0 to 99)"),
+])
+def test_picture_option_mistakes_are_named_before_the_evaluation(extra, says, reference, cli, tmp_path):
+    result = cli("eval", "--weights", reference / "best.pt", "--out", tmp_path / "eval", *extra)
+    assert isinstance(result.exception, ConvcliError) and says in str(result.exception), result.output
+    assert not (tmp_path / "eval" / "confusion.png").exists()
+
+
+def test_a_non_finite_tensor_is_named_by_the_specs_layer(tiny_spec):
+    from convcli.analysis import analyze_file
+    from convcli.build import build_model
+    from convcli.train.trainer import _layer_name
+
+    a = analyze_file(tiny_spec)
+    model = build_model(a)
+    key = next(k for k in model.state_dict() if k.endswith("weight"))  # the first conv's, as torch names it
+    assert _layer_name(model, key).startswith(a.layers[0].path + " (")
+    assert _layer_name(torch.nn.Linear(2, 2), "weight") == "weight"  # a module without spec paths: torch's name
+
+
+def test_a_distributed_resume_with_nothing_to_do_or_refused_launches_nothing(reference, cli):
+    done = cli("train", "--resume", reference, "--nproc", "2")
+    assert done.exit_code == 0 and "already finished" in done.output and "launching" not in done.output
+    refused = cli("train", "--resume", reference, "--nproc", "2", "--lr", "0.5")
+    assert isinstance(refused.exception, ConvcliError) and "--lr" in str(refused.exception)
+    assert "launching" not in refused.output

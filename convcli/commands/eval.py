@@ -66,7 +66,10 @@ def report_output(r: dict):
     from convcli.render import Cell, Column, Lines, Output, TableData
 
     tta = (", flip + translate TTA" if r.get("tta_translate") else ", flip TTA") if r["tta"] else ""
-    head = Lines([f"spec: {r['spec']}", f"weights: {r['weights']}",
+    partial = r.get("partial")
+    saved = (f" (saved in the middle of epoch {partial['epoch']}, after step {partial['step']}: a checkpoint to "
+             "resume from, its weights not those of a finished epoch)") if partial else ""
+    head = Lines([f"spec: {r['spec']}", f"weights: {r['weights']}{saved}",
                   f"data: {r['data']} ({r['n']:,} test images{tta}; device {r['device']})"])
     overall = TableData("test", [Column("accuracy", "accuracy"), Column("loss", "loss"), Column("images", "images")])
     overall.add({"accuracy": Cell(f"{100 * r['accuracy']:.2f}%", r["accuracy"]),

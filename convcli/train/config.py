@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
@@ -21,6 +22,13 @@ SCHEDULES = ("onecycle", "cosine", "step", "airbench")
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 0.05}
 FALLBACK_SPEC = "architectures/s7.yaml"
+DEVICES = ("auto", "cpu", "cuda", "cuda:0", "mps")
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+# Names people write for an option (other tools' spellings): only for "did you mean".
+OPTION_ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "batch": "batch_size",
+                  "optim": "optimizer", "opt": "optimizer", "scheduler": "schedule", "lr_schedule": "schedule",
+                  "smoothing": "label_smoothing", "n_epochs": "epochs", "num_epochs": "epochs", "ema": "lookahead",
+                  "max_epochs": "epochs", "dataset": "data", "data_dir": "data"}
 
 
 # --- the declaration ---------------------------------------------------------------------------------
@@ -80,9 +88,10 @@ class Option:
 
 C, R = "Training options", "Recipe"
 OPTIONS: tuple[Option, ...] = (
-    Option("data", str, "cifar10", "cifar10, an ImageFolder directory with train/ and test/, or a .tar.gz of one."),
+    Option("data", str, "cifar10", "cifar10, an ImageFolder directory with train/ and test/, or a .tar.gz of one "
+           "(on --resume: where the run's data is now, if it moved).", resume=True),
     Option("epochs", int, 10, "Epochs in all (on --resume: more extends the run).", low=0, low_open=True,
-           resume=True),
+           high=100_000, resume=True),
     Option("batch_size", int, 512, "Training batch size.", low=0, low_open=True, short="-b"),
     Option("lr", float, None, "Peak learning rate.", low=0, low_open=True, note="sgd 0.1, adam/adamw 1e-3", panel=R),
     Option("optimizer", str, "sgd", "sgd (Nesterov, --momentum) | adam | adamw.", choices=OPTIMIZERS, panel=R),
@@ -195,6 +204,10 @@ def coerce(name: str, value, where: str | None = None) -> object:
     elif kind is str:
         if not isinstance(value, str):
             raise ConvcliError(f"{prefix}expected a string, got {value!r}")
+        if name == "device" and not re.fullmatch(DEVICE_PATTERN, value.strip().lower()):
+            hint = did_you_mean(value, DEVICES)
+            raise ConvcliError(f"{prefix}unknown device {value!r}; expected auto, cpu, cuda, cuda:N or mps"
+                               + (f" (did you mean {hint}?)" if hint else ""))
     return _check_range(opt, value, prefix)
 
 
@@ -247,8 +260,9 @@ def options_from_mapping(mapping: dict, source: str, line_of=None) -> dict:
         name = str(key).replace("-", "_")
         line = line_of(key) if line_of else None
         if name not in FIELDS:
+            hint = f"'{OPTION_ALIASES[name]}'" if name in OPTION_ALIASES else did_you_mean(name, FIELDS)
             raise SpecError(f"unknown training option '{key}'", file=source, line=line, path="train",
-                            expected="one of " + ", ".join(FIELDS), suggestion=did_you_mean(name, FIELDS))
+                            expected="one of " + ", ".join(FIELDS), suggestion=hint)
         try:
             out[name] = coerce(name, value, where="")
         except ConvcliError as exc:
@@ -257,6 +271,11 @@ def options_from_mapping(mapping: dict, source: str, line_of=None) -> dict:
 
 
 def load_recipe(path: str) -> dict:
+    return load_recipe_with_lines(path)[0]
+
+
+def load_recipe_with_lines(path: str) -> tuple[dict, dict[str, int | None]]:
+    """The recipe's options, and the line of each."""
     from convcli.yamlio import load_yaml
 
     p = Path(path)
@@ -265,27 +284,82 @@ def load_recipe(path: str) -> dict:
     except OSError as exc:
         raise ConvcliError(f"--recipe {path}: cannot read: {exc.strerror or exc}") from None
     raw = load_yaml(text, str(p))
-    if raw is None:
-        return {}
-    if isinstance(raw, dict) and set(raw) == {"train"}:  # a recipe may be written as a `train:` section
-        raw = raw["train"]
+    if raw is None or raw == {}:
+        raise ConvcliError(f"--recipe {path}: the file holds no training options (write e.g. `lr: 0.4`)")
     if not isinstance(raw, dict):
         raise ConvcliError(f"--recipe {path}: expected a mapping of training options")
-    return options_from_mapping(raw, str(p), getattr(raw, "line_of", None))
+    if "layers" in raw:
+        raise ConvcliError(f"--recipe {path}: this is a spec (it has layers:), not a recipe; pass it as SPEC, "
+                           "or write its training options in a file of their own")
+    line_of = getattr(raw, "line_of", None)
+    if "train" in raw:  # a recipe may be written as a `train:` section
+        if len(raw) > 1:
+            other = next(k for k in raw if k != "train")
+            raise SpecError(f"'{other}' beside train:: a recipe is either a train: section or the options "
+                            "themselves, not both", file=str(p), line=line_of(other) if line_of else None)
+        raw = raw["train"]
+        if not isinstance(raw, dict):
+            raise ConvcliError(f"--recipe {path}: train: must be a mapping of training options")
+        line_of = getattr(raw, "line_of", None)
+    elif len(raw) == 1 and isinstance(next(iter(raw.values())), dict):  # `trian:` over the options
+        key = next(iter(raw))
+        raise SpecError(f"unknown section '{key}'", file=str(p), line=line_of(key) if line_of else None,
+                        expected="training options, or them under train:",
+                        suggestion=did_you_mean(str(key), ["train"]))
+    return options_from_mapping(raw, str(p), line_of), _lines(raw)
 
 
-def build_config(cli: dict, spec_train: dict | None, spec_file: str, recipe: str | None) -> TrainConfig:
-    """Defaults < spec `train:` < recipe < command line (options left as None on the command line are unset)."""
-    values: dict = {}
+def _lines(mapping) -> dict[str, int | None]:
+    """Option name -> its line in the YAML (`batch-size:` is batch_size)."""
+    line_of = getattr(mapping, "line_of", None)
+    return {str(k).replace("-", "_"): line_of(k) if line_of else None for k in mapping}
+
+
+def build_config(cli: dict, spec_train: dict | None, spec_file: str, recipe: str | None,
+                 notes: list[str] | None = None) -> TrainConfig:
+    """Defaults < spec `train:` < recipe < command line (options left as None on the command line are unset).
+    Where an option came from names it in errors (`file:line` or the flag). `notes` gets what was decided
+    for the user (an optimizer's own lr when the spec's was for another optimizer)."""
+    levels: list[tuple[str | None, dict, dict]] = []  # (file or None: the command line, options, their lines)
     if spec_train:
-        values.update(options_from_mapping(spec_train, spec_file, getattr(spec_train, "line_of", None)))
+        levels.append((spec_file, options_from_mapping(spec_train, spec_file, getattr(spec_train, "line_of", None)),
+                       _lines(spec_train)))
     if recipe:
-        values.update(load_recipe(recipe))
-    values.update({k: coerce(k, v) for k, v in cli.items() if v is not None})
+        levels.append((recipe, *load_recipe_with_lines(recipe)))
+    levels.append((None, {k: coerce(k, v) for k, v in cli.items() if v is not None}, {}))
+    values: dict = {}
+    level: dict[str, int] = {}
+    for i, (_, got, _) in enumerate(levels):
+        values.update(got)
+        level.update(dict.fromkeys(got, i))
+
+    def conflict(name: str, message: str) -> ConvcliError:
+        file, _, lines = levels[level[name]] if name in level else (None, None, {})
+        if file is None:
+            return ConvcliError(message)
+        return SpecError(message, file=file, line=lines.get(name), path="train")
+
+    # lr and weight decay are tuned for one optimizer: when the optimizer is changed above the level that set
+    # them (the spec says sgd with lr 0.4, the command line --optimizer adam), they fall back to its defaults
+    for k, defaults in (("lr", DEFAULT_LR), ("weight_decay", DEFAULT_WEIGHT_DECAY)):
+        if k not in values:
+            continue
+        then = next((got["optimizer"] for _, got, _ in reversed(levels[:level[k] + 1]) if "optimizer" in got), "sgd")
+        now = values.get("optimizer", "sgd")
+        if then != now:
+            if notes is not None:
+                notes.append(f"note: {k} {values[k]:g} ({levels[level[k]][0] or 'the command line'}) is for {then}; "
+                             f"{now} uses its default {defaults[now]:g} (pass --{k.replace('_', '-')} to set one)")
+            del values[k]
     cfg = TrainConfig(**values).resolved()
     if cfg.freeze_whiten and not cfg.whiten:
-        raise ConvcliError("--freeze-whiten keeps the whitening filters fixed: it needs --whiten (or `whiten: "
-                           "true` in the spec's train: section)")
+        raise conflict("freeze_whiten", "freeze_whiten (--freeze-whiten) keeps the whitening filters fixed: it "
+                       "needs whiten (--whiten)")
+    if cfg.tta_translate and not cfg.tta:
+        raise conflict("tta_translate", f"tta_translate {cfg.tta_translate} (--tta-translate) adds shifted views "
+                       "to the flip TTA: it needs tta (--tta), or tta_translate 0")
+    if not cfg.flip:
+        cfg.alt_flip = False  # no flip at all: the record says so (alternating applies to flips)
     return cfg
 
 

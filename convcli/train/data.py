@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import struct
 import tarfile
 import time
@@ -59,6 +60,27 @@ class ImageData:
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
+
+    def labels_digest(self) -> str:
+        """The classes and both splits' labels in order: which dataset this is, wherever its file now lies
+        (the pixels are left out: another JPEG decoder may differ in a last bit)."""
+        h = hashlib.sha256("\n".join(self.classes).encode())
+        for y in (self.train_y, self.test_y):
+            h.update(y.to(torch.int64).numpy().tobytes())
+        return h.hexdigest()
+
+
+def local_path(source: str) -> str | None:
+    """A data source's absolute path (None for cifar10, the download): a run records it, so resume and eval
+    find the data from any directory."""
+    return str(Path(source).resolve()) if source != "cifar10" and Path(source).exists() else None
+
+
+def saved_source(config: dict, meta: dict) -> str:
+    """Where a run's data is now: its recorded absolute path if that is still there, else as it was given."""
+    given = config.get("data") or "cifar10"
+    where = meta.get("data_path")
+    return where if where and Path(where).exists() else given
 
 
 def cache_dir() -> Path:
@@ -297,7 +319,8 @@ def _decode_one(blob, item, where, decode_image, mode):
         arr = np.array(Image.open(io.BytesIO(blob.numpy().tobytes())).convert("RGB"))
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
     except Exception as exc:
-        raise ConvcliError(f"{where}: {item[3]}: cannot decode the image: {exc}") from None
+        reason = re.sub(r" <_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))  # PIL names its buffer
+        raise ConvcliError(f"{where}: {item[3]}: cannot decode the image: {reason}") from None
 
 
 def _decode(files: dict, read, where: str) -> ImageData:

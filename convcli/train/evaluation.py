@@ -8,12 +8,13 @@ import torch
 
 from convcli.errors import ConvcliError
 from convcli.train.config import coerce, resolve_spec_path
-from convcli.train.data import load_data
+from convcli.train.data import load_data, saved_source
 from convcli.train.device import autocast, resolve_device, use_channels_last
 from convcli.train.loader import EVAL_BATCH, DeviceLoader, channel_stats, match_channels, stratified_subset
 from convcli.train.loop import eval_metrics, predict
 from convcli.train.runs import increment_path, load_checkpoint
 from convcli.train.trainer import TEST_SUBSET_SEED, apply_model_options, check_spec_for_training, configure_backend
+from convcli.visual.images import DATASET_REF
 
 GALLERY = 32  # misclassified images shown, the most confident mistakes first
 
@@ -78,9 +79,12 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
     spec_file = spec_for_weights(spec, weights_path, ckpt)
     if input_text is None and ckpt.get("model_input") and spec_file == ckpt.get("model_ref"):
         input_text = ",".join(map(str, ckpt["model_input"]))
+    elif input_text is None and ckpt.get("input") and not ckpt.get("model_ref"):
+        input_text = ",".join(map(str, ckpt["input"]))  # a spec trained with --input: at that input
     analysis = load_analysis(spec_file, input_text)
     check_spec_for_training(analysis)
     check_fingerprint(analysis, ckpt, spec_file, weights)
+    check_picture_options(analysis, erf, filters, activations, layer)
     if "input" in ckpt and list(ckpt["input"]) != list(analysis.spec.input):
         raise ConvcliError(f"{weights} was trained for input {list(ckpt['input'])}, but {spec_file} takes "
                            f"{list(analysis.spec.input)}")
@@ -91,7 +95,9 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
 
     dev = resolve_device(device or "auto")
     configure_backend(dev)
-    source = data or cfg.get("data") or "cifar10"
+    source = data or saved_source(cfg, ckpt)
+    if source != "cifar10" and not data and not Path(source).exists():
+        raise ConvcliError(f"{weights} was trained on {source}, which is no longer there; pass --data PATH")
     images = load_data(source)
     check_spec_for_training(analysis, images)
     if "classes" in ckpt and list(ckpt["classes"]) != list(images.classes):
@@ -105,6 +111,11 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
     idx = torch.arange(len(images.test_y))
     if n_sub is not None and n_sub < len(idx):
         idx = stratified_subset(images.test_y, n_sub, TEST_SUBSET_SEED)
+    ref = DATASET_REF.match(str(activations)) if activations and not Path(str(activations)).exists() else None
+    if ref and int(ref.group("index")) >= len(images.test_y):  # before the evaluation, not after it
+        n = len(images.test_y)
+        raise ConvcliError(f"--activations {activations}: the test split of {source} has {n:,} images "
+                           f"(0 to {n - 1})")
     raw = match_channels(images.test_x[idx], channels, source)
     labels = images.test_y[idx]
     channels_last = use_channels_last(dev, cfg.get("channels_last", True))
@@ -138,8 +149,10 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
                        title=f"{analysis.name} ({100 * metrics['acc']:.2f}% test accuracy)")
     pictures = draw_pictures(analysis, model.float().cpu().to(memory_format=torch.contiguous_format), source,
                              mean, std, metrics["acc"], weights_path, erf, filters, activations, layer, out_dir)
+    partial = ckpt.get("partial")
     return {
         **pictures,
+        **({"partial": {"epoch": int(partial["epoch"]), "step": int(partial["step"])}} if partial else {}),
         "spec": str(spec_file),
         "weights": str(weights_path),
         "data": source,
@@ -154,6 +167,21 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
         "device": str(dev),
         "out": str(out_dir),
     }
+
+
+def check_picture_options(analysis, erf, filters, activations, layer) -> None:
+    """The picture options' mistakes, before the evaluation runs (not after it, with its pictures written)."""
+    from convcli.visual.rf_box import find_row
+
+    for flag, value in (("--erf", erf), ("--filters", filters)):
+        if value and Path(str(value)).suffix.lower() != ".png":
+            raise ConvcliError(f"{flag} {value}: pictures are written as PNG; name the file .png")
+    if layer and not erf:
+        raise ConvcliError(f"--layer {layer} picks the layer --erf looks at: pass --erf FILE.png too")
+    if layer:
+        find_row(analysis, layer)
+    if activations and not DATASET_REF.match(str(activations)) and not Path(str(activations)).is_file():
+        raise ConvcliError(f"--activations {activations}: no such image file (or use cifar10:INDEX for a test image)")
 
 
 def draw_pictures(analysis, model, source, mean, std, accuracy, weights, erf, filters, activations, layer,

@@ -272,9 +272,10 @@ def check_memory(analysis, device, batch_size: int, optimizer: str, lookahead: b
 
 class StopRequest:
     """SIGINT and SIGTERM while training (`armed`): the first asks the loop to stop after the current step
-    (`requested`), a second one raises KeyboardInterrupt at once. Unarmed (setup, data loading, the summary)
-    a signal raises KeyboardInterrupt at once. Handlers are installed only in the main thread and restored
-    on exit."""
+    (`requested`), a second one raises KeyboardInterrupt at once. While `finishing` (summary.json and
+    curves.png after the last step, a second or two) a signal only marks the run `late`: it quits once they
+    are written, saying what last.pt holds. Unarmed (setup, data loading) a signal raises KeyboardInterrupt
+    at once. Handlers are installed only in the main thread and restored on exit."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -282,6 +283,8 @@ class StopRequest:
         self.quiet = quiet  # a distributed run's other ranks: rank 0 says it
         self.requested = False
         self.armed = False
+        self.finishing = False
+        self.late = False
         self.signal_name: str | None = None
         self._previous: dict = {}
 
@@ -300,6 +303,12 @@ class StopRequest:
         return False
 
     def _handle(self, signum, frame):
+        if self.finishing:
+            self.late = True
+            if not self.quiet:
+                sys.stderr.write(f"\n{signal.Signals(signum).name}: writing the summary, then quitting\n")
+                sys.stderr.flush()
+            return
         if not self.armed or self.requested:
             raise KeyboardInterrupt
         self.requested = True

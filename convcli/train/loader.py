@@ -123,6 +123,8 @@ class DeviceLoader:
                           if self.alt_flip else None)
         if translate and translate >= min(images.shape[-2:]):
             raise ConvcliError(f"translate: {translate} px must be smaller than the image ({images.shape[-1]} px)")
+        if cutout and cutout >= min(images.shape[-2:]):  # it would blank every image: nothing left to learn
+            raise ConvcliError(f"cutout: {cutout} px must be smaller than the image ({images.shape[-1]} px)")
 
     def __len__(self) -> int:
         n = len(self.labels)

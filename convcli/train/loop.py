@@ -228,23 +228,32 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Sch
 
 
 class NonFiniteLoss(ArithmeticError):
-    """The training loss became NaN or infinite at `step` (1-based, within the epoch)."""
+    """The training loss became NaN or infinite (or, with a limit, blew past it) at `step` (1-based, within
+    the epoch); `value` is that step's mean loss."""
 
     def __init__(self, step: int, value: float, lr: float):
         self.step, self.value, self.lr = step, value, lr
-        super().__init__(f"the training loss became {value} at step {step} (lr {lr:.4g})")
+        super().__init__(f"the training loss became {value:.4g} at step {step} (lr {lr:.4g})")
+
+
+def loss_limit(n_classes: int) -> float:
+    """A batch's mean cross-entropy past which training has blown up: 100x chance level (ln C, 2.30 for 10
+    classes), i.e. the right class scored ~230 logits below the best on average. A diverging run passes it
+    long before its loss overflows to inf (--lr 50 on s7: 2.9e7 in epoch 1, with accuracy at chance)."""
+    return 100 * math.log(max(n_classes, 2))
 
 
 def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast, timer: Timer,
                 on_progress: Callable[[int, dict], None] | None = None, updates: int = 20,
                 lookahead: Lookahead | None = None, base_model: nn.Module | None = None,
                 should_stop: Callable[[], bool] | None = None, start: dict | None = None, dist=None,
-                time_first_step: bool = False) -> dict:
+                time_first_step: bool = False, limit: float | None = None) -> dict:
     """One pass over the training loader. `on_progress(step, stats)` is called about `updates` times
     (each call syncs the device once to read the running loss/accuracy). `lookahead` acts on `base_model`
     (the uncompiled module holding the weights; default `model`).
 
-    A non-finite loss raises NonFiniteLoss naming the first step it appeared at (each step records it on
+    A non-finite loss (or a batch's mean loss above `limit`, see loss_limit) raises NonFiniteLoss naming
+    the first step it appeared at (each step records it on
     the device; it is read at every progress update and at the end, so at most an update's worth of steps
     run on before the check). `should_stop()` is asked after every step: True ends the epoch there, and
     the result's `stopped_at` is the number of steps done. `start` continues an epoch ended that way, from
@@ -263,6 +272,7 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
     correct = start["correct"].to(device) if start else torch.zeros((), device=device, dtype=torch.int64)
     seen = int(start["seen"]) if start else 0
     bad = torch.zeros((), device=device, dtype=torch.int64)  # the first step with a non-finite loss (0: none)
+    bad_value = torch.zeros((), device=device)  # that step's mean loss
     steps = len(loader)
     every = max(1, steps // updates)
     lr = optimizer.param_groups[0]["lr"]
@@ -276,7 +286,7 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
             total, ranks = (int(v) for v in seen_bad.tolist())
             first_bad = first_bad or (total // ranks if ranks else 0)
         if first_bad:
-            raise NonFiniteLoss(first_bad, loss_sum.item(), lr)
+            raise NonFiniteLoss(first_bad, bad_value.item() if int(bad.item()) else float("nan"), lr)
 
     with timer:
         batches = enumerate(loader, 1)
@@ -289,7 +299,11 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
             if t0 is not None:
                 timer.sync()
                 first_step_seconds = timer.now() - t0
-            bad = torch.where((bad == 0) & ~torch.isfinite(loss), i, bad)
+            mean = loss / y.shape[0]
+            blown = ~torch.isfinite(mean) if limit is None else ~(mean <= limit)  # NaN <= limit is False too
+            new_bad = (bad == 0) & blown
+            bad_value = torch.where(new_bad, mean.float(), bad_value)
+            bad = torch.where(new_bad, i, bad)
             if lookahead is not None:
                 lookahead.after_step(base_model or model, schedule.step, schedule.total_steps)
             lr = optimizer.param_groups[0]["lr"]  # the LR this step used

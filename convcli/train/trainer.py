@@ -20,6 +20,8 @@ step (same shuffle and augmentation), skips them and continues, so the result eq
 
 from __future__ import annotations
 
+import math
+import os
 import platform
 import sys
 import time
@@ -41,7 +43,7 @@ from convcli.train.config import (
     coerce,
     resolve_spec_path,
 )
-from convcli.train.data import ImageData, load_data
+from convcli.train.data import ImageData, load_data, local_path, saved_source
 from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device, use_channels_last
 from convcli.train.distributed import SINGLE, Dist
 from convcli.train.guard import (
@@ -61,6 +63,7 @@ from convcli.train.loop import (
     Schedule,
     dirac_init,
     eval_metrics,
+    loss_limit,
     make_optimizer,
     merge_bn_stats,
     predict,
@@ -115,7 +118,7 @@ def check_spec_for_training(analysis, data: ImageData | None = None) -> None:
     if out[0] != len(data.classes):
         names = ", ".join(data.classes[:12]) + (", ..." if len(data.classes) > 12 else "")
         raise ConvcliError(f"{spec.file}: the model outputs {out[0]} scores but the data ({data.source}) has "
-                           f"{len(data.classes)} classes ({names})")
+                           f"{_plural(len(data.classes), 'class', 'classes')} ({names})")
     if len(spec.input) != 3 or tuple(spec.input[1:]) != tuple(data.image_shape[1:]):
         raise ConvcliError(f"{spec.file}: input {list(spec.input)} does not match the data's "
                            f"{data.image_shape[0]}x{data.image_shape[1]}x{data.image_shape[2]} images ({data.source})")
@@ -145,6 +148,8 @@ def make_session(cfg: TrainConfig, spec_file: str, analysis, device: torch.devic
             raise ConvcliError(f"--subset {cfg.subset}: the training set has only {len(train_idx)} images")
         train_idx = stratified_subset(data.train_y, cfg.subset, cfg.seed)
     test_idx = torch.arange(len(data.test_y))
+    if cfg.test_subset is not None and cfg.test_subset > len(test_idx):
+        raise ConvcliError(f"--test-subset {cfg.test_subset}: the test set has only {len(test_idx)} images")
     if cfg.test_subset is not None and cfg.test_subset < len(test_idx):
         test_idx = stratified_subset(data.test_y, cfg.test_subset, TEST_SUBSET_SEED)
     if mean is None:  # statistics of the whole training split (stored in the checkpoint for `eval`)
@@ -265,8 +270,32 @@ def precise_bn(s: Session, ctx) -> None:
 
 
 def nonfinite_tensors(s: Session) -> list[str]:
-    """Names of the model's floating-point tensors (weights, BN statistics) holding NaN or inf."""
-    return [k for k, v in s.model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    """The model's floating-point tensors (weights, BN statistics) holding NaN or inf, named by the spec's
+    layer path where the built model has one (`layers[0].seq[0].conv (BatchNorm2d.weight)`)."""
+    bad = [k for k, v in s.model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return [_layer_name(s.model, k) for k in bad]
+
+
+def _layer_name(model, key: str) -> str:
+    """A state_dict key as the spec's row path: the deepest row whose module holds the tensor."""
+    paths = getattr(model, "paths", None)
+    if not paths:
+        return key
+    owners = {id(m): p for p, m in paths.items()}
+    parts = key.split(".")
+    for n in range(len(parts) - 1, 0, -1):
+        try:
+            module = model.get_submodule(".".join(parts[:n]))
+        except AttributeError:
+            continue
+        if id(module) in owners:
+            holder = module.get_submodule(".".join(parts[n:-1])) if len(parts) > n + 1 else module
+            return f"{owners[id(module)]} ({type(holder).__name__}.{parts[-1]})"
+    return key
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _batches(n: int) -> str:
@@ -294,6 +323,7 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
     cfg, device = s.cfg, s.device
     stop = stop or StopRequest()  # not entered: no signal handlers, never requested
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    limit = loss_limit(int(s.analysis.output_shape[0]))
     ctx = autocast(device, cfg.amp)
     wall0 = time.perf_counter()
     last = {}
@@ -337,7 +367,8 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
 
                 tr = train_epoch(s.step_model, s.train_loader, s.optimizer, s.schedule, loss_fn, ctx, timer, show,
                                  lookahead=s.lookahead, base_model=s.model, should_stop=should_stop, start=start,
-                                 dist=s.dist, time_first_step=cfg.compile and epoch == start_epoch + 1)
+                                 dist=s.dist, time_first_step=cfg.compile and epoch == start_epoch + 1,
+                                 limit=limit)
             compiling = tr["first_step_seconds"]  # torch.compile compiles in the first step: not training time
             if compiling is not None:
                 timer.seconds = max(timer.seconds - compiling, 0.0)
@@ -374,6 +405,7 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             if improved:
                 best.update(acc=te["acc"], epoch=epoch)
             writer.log_epoch(row)
+            last = row  # recorded: the summary counts it even if printing the line fails
             elapsed = meta.get("total_seconds", 0.0) + time.perf_counter() - wall0
             state = checkpoint_state(s, epoch, best, {**meta, "total_seconds": elapsed})
             writer.checkpoint("last.pt", state)
@@ -391,7 +423,6 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
                             *([f"precise BN {bn_timer.seconds:.1f}s"] if cfg.precise_bn else []),
                             f"eval{' TTA' if cfg.tta else ''} {eval_timer.seconds:.1f}s"]) + ")"
                 + ("  [bold green]best[/]" if improved else ""), highlight=False)
-            last = row
             if cfg.target_acc is not None and te["acc"] >= cfg.target_acc:
                 reason = f"reached the target accuracy {100 * cfg.target_acc:.2f}%"
                 break
@@ -406,9 +437,11 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             reason = f"completed {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     except NonFiniteLoss as exc:
         reason = f"diverged at epoch {epoch}, step {exc.step} of {steps}"
+        became = (f"the training loss reached {exc.value:.4g}, over 100x chance level ({limit / 100:.2f})"
+                  if math.isfinite(exc.value) else f"the training loss became {exc.value}")
         pending = Diverged(
             f"training diverged at epoch {epoch}, step {exc.step} of {steps} (global step "
-            f"{(epoch - 1) * steps + exc.step}): the training loss became {exc.value} (lr {exc.lr:.4g}). The run "
+            f"{(epoch - 1) * steps + exc.step}): {became} (lr {exc.lr:.4g}). The run "
             f"stopped; nothing from epoch {epoch} was saved and nothing non-finite ever is; "
             f"{_kept(saved, writer.dir)}. Try a lower --lr (this run: {cfg.lr:g}; e.g. {lower_lr(cfg):g}).")
     except Diverged as exc:
@@ -429,7 +462,7 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
     except BaseException as exc:
         reason = f"failed: {type(exc).__name__}"
         pending = exc
-    stop.armed = False
+    stop.finishing = True  # a signal now waits for the summary and curves (a second or two), then quits
     meta["total_seconds"] = meta.get("total_seconds", 0.0) + time.perf_counter() - wall0
     summary = make_summary(s, writer, best, meta, epochs_done=last["epoch"] if last else start_epoch,
                            last=last, reason=reason)
@@ -440,8 +473,12 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
     except WriteError as exc:
         if pending is None:
             pending = ConvcliError(f"{exc}; {_kept(saved, writer.dir)}")
+    stop.finishing = stop.armed = False
     if pending is not None:
         raise pending
+    if not interrupted and stop.late and not summary["finished"]:  # Ctrl-C while the summary was written
+        interrupted = ("interrupted: " + (f"last.pt holds {saved}; continue with: convcli train --resume "
+                                          f"{writer.dir}" if saved else "no checkpoint had been written"))
     if interrupted:
         console.print(interrupted, highlight=False)
         raise KeyboardInterrupt
@@ -528,7 +565,7 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
     console.print(f"run: {run_dir}" + (f" (resuming after epoch {resumed_from})" if resumed_from else ""),
                   highlight=False)
     console.print(f"data: {s.data.source}: {len(s.train_loader.labels):,} train / {s.n_test:,} "
-                  f"test images, {len(s.data.classes)} classes (ready in {s.data_seconds:.1f}s"
+                  f"test images, {_plural(len(s.data.classes), 'class', 'classes')} (ready in {s.data_seconds:.1f}s"
                   f"{', from the cache' if s.data.cached else ', decoded and cached'}); device {describe(s.device)}"
                   f"{', bf16 autocast' if amp_active(s.device, cfg.amp) else ''}"
                   f"{', channels_last' if use_channels_last(s.device, cfg.channels_last) else ''}"
@@ -559,14 +596,29 @@ def _print_start(console: Console, s: Session, run_dir: Path, resumed_from: int 
     console.print("; ".join(e for e in extras if e), highlight=False)
 
 
-def _print_end(console: Console, summary: dict, spec_file: str, run_dir: Path) -> None:
+def _print_end(console: Console, summary: dict, spec_file: str, run_dir: Path, resumed: bool = False) -> None:
     best = (f"best test accuracy {100 * summary['best_acc']:.2f}% at epoch {summary['best_epoch']}"
             if summary["best_acc"] is not None else "no epoch completed")
+    # a resumed run's training times add up all its starts; the command's own time is this start's
+    in_all = " over all the run's starts" if resumed else ""
     console.print(f"{summary['stop_reason'] or 'stopped'}: {best}; {summary['train_seconds']:.1f}s training "
-                  f"({summary['total_seconds']:.1f}s from the first step with evaluations; "
-                  f"{summary['command_seconds']:.1f}s since the command started)", highlight=False)
+                  f"({summary['total_seconds']:.1f}s from the first step with evaluations{in_all}; "
+                  f"{summary['command_seconds']:.1f}s since {'this' if resumed else 'the'} command started)",
+                  highlight=False)
     console.print(f"spec: {spec_file}", highlight=False)
     console.print(f"run: {run_dir}", highlight=False)
+
+
+class RunConsole(Console):
+    """The training console. When stdout closes (`convcli train ... | head`) the run goes on without it, its
+    record being the run directory; rich's default would exit in the middle of an epoch's bookkeeping."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.stderr.write("note: standard output was closed; training goes on (each epoch is in the run "
+                         "directory's metrics.csv)\n")
 
 
 def train(spec: str | None, options: dict, recipe: str | None = None, out: str | None = None,
@@ -577,7 +629,7 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
     as it is."""
     from convcli.train import distributed
 
-    console = console or Console(highlight=False, soft_wrap=True)
+    console = console or RunConsole(highlight=False, soft_wrap=True)
     dist = distributed.from_env()
     nproc = options.get("nproc")
     if resume and nproc is None and not distributed.in_launched_process():
@@ -648,7 +700,13 @@ def _launch(nproc: int, spec, options: dict, recipe, out, resume, stop_after, in
     """`--nproc N`: check what can be checked once, here, then run N ranks of the same command."""
     from convcli.train import distributed
 
-    if not resume:  # a bad spec or option is reported once, not by every rank
+    if resume:  # refused, or nothing to train: said before any process starts
+        check_resume_request(resume, options, recipe, out)
+        note = finished_note(Path(resume), options)
+        if note:
+            console.print(note, highlight=False)
+            return {"finished": True, "trained": False, "run_dir": resume}
+    else:  # a bad spec or option is reported once, not by every rank
         _, _, cfg = _spec_and_config(spec, options, recipe, input_text)
         distributed.check_batch(cfg.batch_size, distributed.Dist(world=nproc))
         distributed.check_devices(resolve_device(cfg.device), nproc)
@@ -662,13 +720,13 @@ def _launch(nproc: int, spec, options: dict, recipe, out, resume, stop_after, in
     return {"launched": nproc}
 
 
-def _spec_and_config(spec, options: dict, recipe, input_text):
-    """(spec file, analysis, config) of a new run, checked for training."""
+def _spec_and_config(spec, options: dict, recipe, input_text, notes: list[str] | None = None):
+    """(spec file, analysis, config) of a new run, checked for training (`notes`: see build_config)."""
     from convcli.sources import is_model, load_analysis
 
     spec_file = spec if spec and is_model(spec) else resolve_spec_path(spec)
     analysis = load_analysis(spec_file, input_text)
-    cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe)
+    cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe, notes)
     check_spec_for_training(analysis)
     return spec_file, analysis, cfg
 
@@ -676,7 +734,10 @@ def _spec_and_config(spec, options: dict, recipe, input_text):
 def _train_fresh(spec, options: dict, recipe, out, stop_after, console: Console, input_text, dist: Dist) -> dict:
     from convcli.train import distributed
 
-    spec_file, analysis, cfg = _spec_and_config(spec, options, recipe, input_text)
+    notes: list[str] = []
+    spec_file, analysis, cfg = _spec_and_config(spec, options, recipe, input_text, notes)
+    for note in notes:
+        console.print(note, highlight=False)
     claimed = None
     started = False
     try:
@@ -749,7 +810,8 @@ def _absolute(spec_file) -> str | None:
 def _train_new(s: Session, cfg: TrainConfig, spec_file: str, analysis, data: ImageData, device: torch.device,
                run_dir: Path, console: Console, stop_after: int | None, stop: StopRequest) -> dict:
     writer = RunWriter(run_dir, enabled=s.dist.main)
-    args = {"spec": str(spec_file), **cfg.to_dict(), "run_dir": str(run_dir), "device_resolved": str(device),
+    args = {"spec": str(spec_file), **cfg.to_dict(), "data_path": local_path(cfg.data),
+            "input": list(analysis.spec.input), "run_dir": str(run_dir), "device_resolved": str(device),
             "world_size": s.dist.world,
             "params": s.params, "n_train": len(s.train_loader.labels), "n_test": len(s.test_loader.labels),
             "classes": list(data.classes), "torch": str(torch.__version__), "python": platform.python_version(),
@@ -757,8 +819,8 @@ def _train_new(s: Session, cfg: TrainConfig, spec_file: str, analysis, data: Ima
     spec_copy = writer.start(spec_file, analysis.spec.text, args)
     meta = {"spec_file": str(spec_file), "spec_path": _absolute(spec_file), "spec_copy": spec_copy,
             **model_ref_meta(analysis), **run_record(analysis),
-            "data_n_train": len(data.train_y),
-            "data_n_test": len(data.test_y), "train_seconds": 0.0, "total_seconds": 0.0}
+            "data_n_train": len(data.train_y), "data_n_test": len(data.test_y), "data_path": local_path(cfg.data),
+            "data_digest": data.labels_digest(), "train_seconds": 0.0, "total_seconds": 0.0}
     _print_start(console, s, run_dir)
     summary = fit(s, writer, console, 0, {"acc": -1.0, "epoch": 0}, meta, stop_after, stop=stop)
     _print_end(console, summary, spec_file, run_dir)
@@ -775,17 +837,16 @@ def model_ref_meta(analysis) -> dict:
 
 
 def resume_analysis(ckpt: dict, spec_file: str):
+    """The network a run trains, at the input it was trained on (a spec's own, or the --input it was given)."""
     from convcli.sources import load_analysis
 
     if ckpt.get("model_ref"):
         return load_analysis(ckpt["model_ref"], ",".join(map(str, ckpt["model_input"])))
-    return load_analysis(spec_file)
+    return load_analysis(spec_file, ",".join(map(str, ckpt["input"])) if ckpt.get("input") else None)
 
 
-def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: str | None,
-            stop_after: int | None, console: Console, dist: Dist = SINGLE) -> dict:
-    from convcli.train import distributed
-
+def check_resume_request(run: str, options: dict, recipe: str | None, out: str | None) -> Path:
+    """What `--resume RUN` can be refused for before anything starts (also before `--nproc` launches)."""
     run_dir = Path(run)
     if not (run_dir / "last.pt").is_file():
         if (run_dir / "args.yaml").is_file():
@@ -799,6 +860,40 @@ def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: 
             ["--out"] if out else [])
         raise ConvcliError(f"--resume continues the run's saved config; {', '.join(names)} cannot change it "
                            f"(only {', '.join('--' + k.replace('_', '-') for k in RESUME_OPTIONS)} can)")
+    return run_dir
+
+
+def finished_note(run_dir: Path, options: dict, ckpt: dict | None = None) -> str | None:
+    """"already finished ..." when resuming the run with these options has nothing to train, else None."""
+    ckpt = ckpt if ckpt is not None else load_checkpoint(run_dir / "last.pt")
+    cfg = resume_config(ckpt, options)
+    epochs_done, best = int(ckpt["epoch"]), {"acc": float(ckpt["best_acc"]), "epoch": int(ckpt["best_epoch"])}
+    if not is_finished(cfg, epochs_done, best["acc"]):
+        return None
+    reached = cfg.target_acc is not None and best["acc"] >= cfg.target_acc
+    how = (f"it reached its target accuracy ({100 * cfg.target_acc:.2f}%): pass a higher --target-acc to "
+           f"train on" + (f", and --epochs N (more than {epochs_done})" if epochs_done >= cfg.epochs else "")
+           if reached else f"pass --epochs N (more than {epochs_done}) to extend it")
+    return (f"run {run_dir} is already finished ({epochs_done}/{cfg.epochs} epochs, best test accuracy "
+            f"{100 * best['acc']:.2f}% at epoch {best['epoch']}); nothing to train: {how}.")
+
+
+def resume_config(ckpt: dict, options: dict) -> TrainConfig:
+    """The run's saved config with the options --resume may change."""
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ConvcliError("last.pt: not a resumable convcli training checkpoint")
+    saved = {**LEGACY_DEFAULTS, **{k: v for k, v in ckpt["config"].items() if k in FIELDS}}
+    for k in RESUME_OPTIONS:
+        if options.get(k) is not None:
+            saved[k] = coerce(k, options[k])
+    return TrainConfig(**saved)
+
+
+def _resume(run: str, spec: str | None, options: dict, recipe: str | None, out: str | None,
+            stop_after: int | None, console: Console, dist: Dist = SINGLE) -> dict:
+    from convcli.train import distributed
+
+    run_dir = check_resume_request(run, options, recipe, out)
     # Rank 0 locks the run: no other process may write it meanwhile.
     claimed = distributed.on_main(dist, lambda: _claim(str(run_dir), console, resume=True), share=lambda c: None)
     started = False
@@ -826,21 +921,17 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
 
     run = str(run_dir)
     ckpt = load_checkpoint(run_dir / "last.pt")
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ConvcliError(f"{run_dir / 'last.pt'}: not a resumable convcli training checkpoint")
-    saved = {**LEGACY_DEFAULTS, **{k: v for k, v in ckpt["config"].items() if k in FIELDS}}
-    for k in RESUME_OPTIONS:
-        if options.get(k) is not None:
-            saved[k] = coerce(k, options[k])
-    cfg = TrainConfig(**saved)
+    try:
+        cfg = resume_config(ckpt, options)
+    except ConvcliError:
+        raise ConvcliError(f"{run_dir / 'last.pt'}: not a resumable convcli training checkpoint") from None
     epochs_done, best = int(ckpt["epoch"]), {"acc": float(ckpt["best_acc"]), "epoch": int(ckpt["best_epoch"])}
     spec_file = ckpt["model_ref"] if ckpt.get("model_ref") else str(run_dir / ckpt["spec_copy"])
     if spec:
         console.print(f"note: resuming uses the run's own spec copy {spec_file}; ignoring {spec}", highlight=False)
-    if is_finished(cfg, epochs_done, best["acc"]):
-        console.print(f"run {run_dir} is already finished ({epochs_done}/{cfg.epochs} epochs, best test accuracy "
-                      f"{100 * best['acc']:.2f}% at epoch {best['epoch']}); nothing to train. "
-                      f"Pass --epochs N (more than {epochs_done}) to extend it.", highlight=False)
+    note = finished_note(run_dir, options, ckpt)
+    if note:
+        console.print(note, highlight=False)
         return {"finished": True, "trained": False, "epochs_done": epochs_done, "run_dir": str(run_dir)}
 
     analysis = resume_analysis(ckpt, spec_file)
@@ -852,10 +943,17 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
     configure_backend(device)
     check_resources(analysis, cfg, device, run_dir, fresh=False, dist=dist)
     fault_point("data")
+    if options.get("data") is None:
+        cfg.data = saved_source(ckpt["config"], ckpt)
+        if cfg.data != "cifar10" and not Path(cfg.data).exists():
+            raise ConvcliError(f"--resume {run}: the run's data {ckpt['config'].get('data')} is no longer there"
+                               + (f" ({ckpt['data_path']})" if ckpt.get("data_path") else "")
+                               + "; pass --data PATH where it is now")
     data = load_data(cfg.data)
     check_spec_for_training(analysis, data)
     if (len(data.train_y), len(data.test_y), list(data.classes)) != (
-            ckpt.get("data_n_train"), ckpt.get("data_n_test"), list(ckpt["classes"])):
+            ckpt.get("data_n_train"), ckpt.get("data_n_test"), list(ckpt["classes"])) or (
+            ckpt.get("data_digest") not in (None, data.labels_digest())):
         raise ConvcliError(f"--resume {run}: the data {cfg.data} is not the data this run was trained on")
     s = make_session(cfg, spec_file, analysis, device, data, ckpt["mean"], ckpt["std"], dist=dist)
     s.model.load_state_dict(ckpt["model"])
@@ -871,12 +969,16 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
     writer.truncate_metrics(epochs_done)
     meta = {k: ckpt[k] for k in ("spec_file", "spec_path", "spec_copy", "model_ref", "model_input", "data_n_train",
                                   "data_n_test", "train_seconds", "total_seconds") if k in ckpt}
-    meta.update(run_record(analysis))
-    if cfg.epochs != ckpt["config"]["epochs"]:
+    meta.update(run_record(analysis), data_path=local_path(cfg.data))
+    changed = {k: getattr(cfg, k) for k in RESUME_OPTIONS if getattr(cfg, k) != ckpt["config"].get(k)
+               and (k != "data" or options.get("data") is not None)}  # not the same data found where it was
+    if changed:  # args.yaml says what the run trains with now (the command line of each start is in the log)
         import yaml
 
         args = yaml.safe_load((run_dir / "args.yaml").read_text()) if (run_dir / "args.yaml").is_file() else {}
-        writer.write_args({**args, "epochs": cfg.epochs})
+        writer.write_args({**(args if isinstance(args, dict) else {}), **changed,
+                           **({"data_path": meta["data_path"]} if "data" in changed else {})})
+    if cfg.epochs != ckpt["config"]["epochs"]:
         change = "extending" if cfg.epochs > ckpt["config"]["epochs"] else "shortening"
         console.print(f"{change} the run from {ckpt['config']['epochs']} to {cfg.epochs} epochs; the LR schedule "
                       f"is rebuilt for {cfg.epochs} epochs and continues at step {s.schedule.step}", highlight=False)
@@ -888,5 +990,5 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
     saved = f"epoch {partial['epoch']} up to step {partial['step']}" if partial else f"epoch {epochs_done}"
     begin()
     summary = fit(s, writer, console, epochs_done, best, meta, stop_after, stop=stop, partial=partial, saved=saved)
-    _print_end(console, summary, spec_file, run_dir)
+    _print_end(console, summary, spec_file, run_dir, resumed=True)
     return summary

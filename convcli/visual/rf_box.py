@@ -31,8 +31,11 @@ def find_row(analysis, name):
             return found[0]
     choices = [r.path for r in analysis.rows] + [r.label for r in analysis.rows if r.label]
     hint = did_you_mean(text, choices)
+    labels = [r.label for r in analysis.rows if r.label]
+    known = f"; the labelled layers are {', '.join(labels[:12])}{', ...' if len(labels) > 12 else ''}" if labels \
+        else ""
     raise ConvcliError(f"{analysis.source}: no layer '{text}'" + (f"; did you mean {hint}?" if hint else
-                                                                    " (name a layer by its path or label)"))
+                                                                    f" (name a layer by its path or label{known})"))
 
 
 def centre_unit(row) -> tuple[int, ...]:
