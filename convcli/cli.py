@@ -83,6 +83,9 @@ def main() -> None:
 
     # torch's note that padding='same' with an even kernel pads a copy: the analysis already says how it pads
     warnings.filterwarnings("ignore", message=r"Using padding='same' with even kernel")
+    for name in ("stdout", "stderr"):  # closed by the shell (`>&-`): write nowhere rather than crash
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - for the process's life
     ascii_fallback()
     try:
         app()

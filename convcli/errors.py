@@ -21,7 +21,7 @@ def report(exc: ConvcliError) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, emoji=False)
     # Wrapped at word boundaries on a terminal; one line per line when piped (grep, CI logs, tests).
     err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=not err.is_terminal)
     exc.reported = True

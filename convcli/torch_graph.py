@@ -189,6 +189,8 @@ def _pad_sides(padding, nd: int, mode: str, value=0) -> dict:
     """torch's padding tuple (last axis first: left, right, top, bottom, ...) as the pad layer's keys for
     nd spatial axes; a tuple for fewer axes pads only the last ones (F.pad(x, (1, 1)) pads W only)."""
     padding = [int(p) for p in padding]
+    if nd == 0:
+        raise _Unsupported(f"padding {tuple(padding)} of a vector: only the spatial axes of a map are padded")
     if len(padding) % 2 or len(padding) > 2 * nd:
         raise _Unsupported(f"padding {tuple(padding)}: only (before, after) pairs for the {nd} spatial axes "
                            "(not the channel or batch axis) are supported")
@@ -239,8 +241,9 @@ def _unit_index(index, in_shape, out_shape) -> bool:
         return False
     whole = slice(None)
     head = [whole, whole] if index[:1] != (Ellipsis,) else [Ellipsis]
-    return list(index[:len(head)]) == head and list(index[len(head):]) in ([0] * (len(in_shape) - 1),
-                                                                           [-1] * (len(in_shape) - 1))
+    rest = list(index[len(head):])
+    return list(index[:len(head)]) == head and len(rest) == len(in_shape) - 1 and all(
+        type(i) is int and i in (0, -1) for i in rest)
 
 
 def _unflatten_module(m):

@@ -250,7 +250,7 @@ def test_an_unknown_device_in_the_spec_is_reported_at_its_line(tmp_path):
 @pytest.mark.parametrize("text, says", [
     ("trian:\n  lr: 0.1\n", r"r\.yaml:1: unknown section 'trian'(.|\n)*did you mean 'train'"),
     ("learning_rate: 0.1\n", r"unknown training option 'learning_rate'(.|\n)*did you mean 'lr'"),
-    ("train:\n  lr: 0.1\nepochs: 3\n", r"r\.yaml:3: 'epochs' beside train:"),
+    ("train:\n  lr: 0.1\nepochs: 3\n", r"r\.yaml:3: 'epochs' beside the train section"),
     ("name: n\ninput: [3, 8, 8]\nlayers: []\n", "this is a spec"),
     ("", "holds no training options"),
 ])
@@ -270,3 +270,22 @@ def test_a_recipe_written_as_a_train_section_is_read(tmp_path):
     path.write_text("train:\n  lr: 0.2\n  batch-size: 256\n")
     options, lines = load_recipe_with_lines(str(path))
     assert options == {"lr": 0.2, "batch_size": 256} and lines == {"lr": 2, "batch_size": 3}
+
+
+def test_switching_an_option_off_above_its_refinement_switches_that_off_too(tmp_path):
+    from convcli.train.config import build_config
+
+    train, path = spec_train(tmp_path, "name: n\ntrain:\n  whiten: true\n  freeze_whiten: true\n  tta_translate: 2\n")
+    notes: list[str] = []
+    cfg = build_config({"whiten": False, "tta": False}, train, path, None, notes)
+    assert (cfg.whiten, cfg.freeze_whiten, cfg.tta, cfg.tta_translate) == (False, False, False, 0)
+    assert len(notes) == 2
+
+
+def test_an_option_name_in_other_case_is_suggested(tmp_path):
+    from convcli.train.config import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("Lr: 0.1\n")
+    with pytest.raises(ConvcliError, match="did you mean 'lr'"):
+        load_recipe(str(path))

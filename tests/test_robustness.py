@@ -706,6 +706,16 @@ def test_other_data_is_not_taken_for_the_runs_own(tiny_spec, png_data, cli, tmp_
     result = cli("train", "--resume", run, "--data", other / "data")
     assert isinstance(result.exception, ConvcliError) and "not the data this run was trained on" in str(
         result.exception)
+    assert "it has 330 training and 100 test images; the run's had 320 and 100" in str(result.exception)
+    # eval finds the run's data by its record: when that is other data, it says so (--data evaluates on it)
+    import yaml
+
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    (run / "args.yaml").write_text(yaml.safe_dump({**args, "data_path": str(other / "data")}))
+    refused = cli("eval", "--weights", run / "last.pt", "--out", tmp_path / "eval")
+    assert isinstance(refused.exception, ConvcliError) and "not the data" in str(refused.exception)
+    asked = cli("eval", "--weights", run / "last.pt", "--data", other / "data", "--out", tmp_path / "eval")
+    assert asked.exit_code == 0, asked.output + repr(asked.exception)
 
 
 def test_a_spec_trained_at_another_input_resumes_and_evaluates_at_that_input(png_data, cli, tmp_path):
@@ -725,20 +735,22 @@ def test_a_spec_trained_at_another_input_resumes_and_evaluates_at_that_input(png
     assert evaluated.exit_code == 0, evaluated.output + repr(evaluated.exception)
 
 
-def test_closing_stdout_does_not_stop_the_run(tiny_spec, png_data, tmp_path):
-    """`convcli train ... | head -1`: the pipe closes after the first line; the run goes on to its end and its
-    summary agrees with metrics.csv (rich's default is to exit, which left `epochs_done: 0`)."""
+@pytest.mark.parametrize("merged", [False, True], ids=["stdout", "stdout-and-stderr"])
+def test_closing_stdout_does_not_stop_the_run(merged, tiny_spec, png_data, tmp_path):
+    """`convcli train ... | head -1` (and `2>&1 | head -1`, where the note cannot be written either): the pipe
+    closes after the first line; the run goes on to its end and its summary agrees with metrics.csv (rich's
+    default is to exit, which left `epochs_done: 0`)."""
     from conftest_data import ROOT
 
     run = tmp_path / "piped"
     cmd = [sys.executable, "-m", "convcli", "train", str(tiny_spec), "--data", str(png_data), *FAST, "--out", str(run)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.stdout.readline()
     proc.stdout.close()
-    err = proc.stderr.read()
+    err = "" if merged else proc.stderr.read()
     assert proc.wait(timeout=300) == 0, err
-    assert "standard output was closed" in err and "Traceback" not in err
+    assert merged or "standard output was closed" in err and "Traceback" not in err
     summary = strict_json(run / "summary.json")
     assert summary["finished"] is True and summary["epochs_done"] == 2 == len(metrics(run))
 
@@ -773,6 +785,28 @@ def test_a_finite_loss_blowing_up_stops_the_run_as_diverged(tiny_spec, png_data,
     exc = result.exception
     assert isinstance(exc, ConvcliError) and exc.exit_code == 1, result.output + repr(exc)
     assert "diverged at epoch 1, step 3" in str(exc) and "1.562e+04" in str(exc) and "2.30" in str(exc)
+
+
+def test_large_starting_logits_are_not_divergence(tiny_spec, png_data, cli, tmp_path):
+    # --logit-scale 1000: a loss in the hundreds before any step (over 100x chance level), which a small LR
+    # keeps there; the limit is also 100x the epoch's first step's, so this is not divergence
+    result = cli("train", tiny_spec, "--data", png_data, *FAST, "--logit-scale", "1000", "--lr", "1e-4",
+                 "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+
+def test_a_bad_resume_option_gets_its_own_message(reference, cli):
+    result = cli("train", "--resume", reference, "--epochs", "0")
+    assert isinstance(result.exception, ConvcliError) and "--epochs" in str(result.exception)
+    assert "not a resumable" not in str(result.exception)
+
+
+def test_a_closed_stdout_is_not_a_crash(tmp_path):
+    from conftest_data import ROOT
+
+    done = subprocess.run(["sh", "-c", f"'{sys.executable}' -m convcli rf architectures/s7.yaml >&-"],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
 
 
 def test_a_signal_while_the_summary_is_written_waits_for_it():

@@ -538,12 +538,12 @@ def test_the_reference_se_block_with_linear_layers_is_analysed_and_exported(form
     same_function(exported, model, (3, 8, 8))
 
 
-@pytest.mark.parametrize("squeeze", ["last_twice", "by_index", "all", "position", "ellipsis"])
+@pytest.mark.parametrize("squeeze", ["last_twice", "by_index", "all", "position", "ellipsis", "mixed"])
 def test_gap_heads_that_squeeze_the_unit_axes_one_by_one_are_gap(squeeze):
     # indexing the one position of a 1x1 map (t[:, :, 0, 0]) takes the same values as a flatten
     squeezed = {"last_twice": lambda t: t.squeeze(-1).squeeze(-1), "by_index": lambda t: t.squeeze(3).squeeze(2),
                 "all": lambda t: t.squeeze(), "position": lambda t: t[:, :, 0, 0],
-                "ellipsis": lambda t: t[..., -1, -1]}[squeeze]
+                "ellipsis": lambda t: t[..., -1, -1], "mixed": lambda t: t[:, :, 0, -1]}[squeeze]
     a = traced(HeadNet(lambda t: squeezed(torch.nn.functional.adaptive_avg_pool2d(t, (1, 1)))), (3, 8, 8))
     assert tuple(a.output_shape) == (2,) and a.params == 3 * 8 * 9 + 8 + 8 * 2 + 2
     assert a.first_global_row().type == "adaptive_avg_pool2d"

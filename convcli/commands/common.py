@@ -107,7 +107,7 @@ def _has_layers(f: Path) -> bool:
 def _note(text: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(text, style="yellow")
+    Console(stderr=True, highlight=False, soft_wrap=True, emoji=False).print(text, style="yellow")
 
 
 def output_format(fmt: Format, as_json: bool) -> str:

@@ -23,7 +23,8 @@ def evaluate(
                                "spec).", metavar="SPEC", show_default=False),
     weights: str = typer.Option(..., "--weights", "-w", help="Checkpoint (best.pt / last.pt) or a state_dict file.",
                                 show_default=False),
-    data: str = typer.Option(None, "--data", help=_help("data", " (default: the data the weights were trained on).")),
+    data: str = typer.Option(None, "--data", help="cifar10, an ImageFolder directory with train/ and test/, or a "
+                             ".tar.gz of one (default: the data the weights were trained on)."),
     input_shape: str = typer.Option(None, "--input", "-i", help="Input shape C,H,W for a PyTorch model (default: "
                                     "as in training).", show_default=False),
     fmt: Format = FORMAT_OPT,

@@ -260,7 +260,9 @@ def options_from_mapping(mapping: dict, source: str, line_of=None) -> dict:
         name = str(key).replace("-", "_")
         line = line_of(key) if line_of else None
         if name not in FIELDS:
-            hint = f"'{OPTION_ALIASES[name]}'" if name in OPTION_ALIASES else did_you_mean(name, FIELDS)
+            lower = name.lower()
+            hint = (f"'{lower}'" if lower in FIELDS else f"'{OPTION_ALIASES[lower]}'" if lower in OPTION_ALIASES
+                    else did_you_mean(name, FIELDS))
             raise SpecError(f"unknown training option '{key}'", file=source, line=line, path="train",
                             expected="one of " + ", ".join(FIELDS), suggestion=hint)
         try:
@@ -295,8 +297,8 @@ def load_recipe_with_lines(path: str) -> tuple[dict, dict[str, int | None]]:
     if "train" in raw:  # a recipe may be written as a `train:` section
         if len(raw) > 1:
             other = next(k for k in raw if k != "train")
-            raise SpecError(f"'{other}' beside train:: a recipe is either a train: section or the options "
-                            "themselves, not both", file=str(p), line=line_of(other) if line_of else None)
+            raise SpecError(f"'{other}' beside the train section: a recipe is either a train: section or the "
+                            "options themselves, not both", file=str(p), line=line_of(other) if line_of else None)
         raw = raw["train"]
         if not isinstance(raw, dict):
             raise ConvcliError(f"--recipe {path}: train: must be a mapping of training options")
@@ -351,13 +353,21 @@ def build_config(cli: dict, spec_train: dict | None, spec_file: str, recipe: str
                 notes.append(f"note: {k} {values[k]:g} ({levels[level[k]][0] or 'the command line'}) is for {then}; "
                              f"{now} uses its default {defaults[now]:g} (pass --{k.replace('_', '-')} to set one)")
             del values[k]
+    # An option that only refines another (freeze_whiten refines whiten): switching the other off at a higher
+    # level (--no-whiten on a spec with `freeze_whiten: true`) switches it off too; at the same level or
+    # below, the two conflict.
+    for refine, base, off, why in (("freeze_whiten", "whiten", False, "keeps the whitening filters fixed"),
+                                   ("tta_translate", "tta", 0, "adds shifted views to the flip TTA")):
+        if values.get(refine) and not values.get(base, FIELDS[base].default):
+            if level.get(base, -1) > level[refine]:
+                if notes is not None:
+                    notes.append(f"note: {refine} ({levels[level[refine]][0] or 'the command line'}) {why}: off "
+                                 f"with {base} off")
+                values[refine] = off
+            else:
+                raise conflict(refine, f"{refine} (--{refine.replace('_', '-')}) {why}: it needs {base} "
+                               f"(--{base})")
     cfg = TrainConfig(**values).resolved()
-    if cfg.freeze_whiten and not cfg.whiten:
-        raise conflict("freeze_whiten", "freeze_whiten (--freeze-whiten) keeps the whitening filters fixed: it "
-                       "needs whiten (--whiten)")
-    if cfg.tta_translate and not cfg.tta:
-        raise conflict("tta_translate", f"tta_translate {cfg.tta_translate} (--tta-translate) adds shifted views "
-                       "to the flip TTA: it needs tta (--tta), or tta_translate 0")
     if not cfg.flip:
         cfg.alt_flip = False  # no flip at all: the record says so (alternating applies to flips)
     return cfg

@@ -13,7 +13,13 @@ from convcli.train.device import autocast, resolve_device, use_channels_last
 from convcli.train.loader import EVAL_BATCH, DeviceLoader, channel_stats, match_channels, stratified_subset
 from convcli.train.loop import eval_metrics, predict
 from convcli.train.runs import increment_path, load_checkpoint
-from convcli.train.trainer import TEST_SUBSET_SEED, apply_model_options, check_spec_for_training, configure_backend
+from convcli.train.trainer import (
+    TEST_SUBSET_SEED,
+    apply_model_options,
+    check_spec_for_training,
+    configure_backend,
+    data_difference,
+)
 from convcli.visual.images import DATASET_REF
 
 GALLERY = 32  # misclassified images shown, the most confident mistakes first
@@ -83,11 +89,11 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
         input_text = ",".join(map(str, ckpt["input"]))  # a spec trained with --input: at that input
     analysis = load_analysis(spec_file, input_text)
     check_spec_for_training(analysis)
+    if "input" in ckpt and list(ckpt["input"]) != list(analysis.spec.input):  # before the network's layers
+        raise ConvcliError(f"{weights} was trained for input {list(ckpt['input'])}, but {spec_file} takes "
+                           f"{list(analysis.spec.input)}" + (" (--input)" if input_text else ""))
     check_fingerprint(analysis, ckpt, spec_file, weights)
     check_picture_options(analysis, erf, filters, activations, layer)
-    if "input" in ckpt and list(ckpt["input"]) != list(analysis.spec.input):
-        raise ConvcliError(f"{weights} was trained for input {list(ckpt['input'])}, but {spec_file} takes "
-                           f"{list(analysis.spec.input)}")
     model = build_for(analysis)
     check_weights_match(model, ckpt["model"], spec_file, weights_path)
     model.load_state_dict(ckpt["model"])
@@ -95,11 +101,15 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
 
     dev = resolve_device(device or "auto")
     configure_backend(dev)
-    source = data or saved_source(cfg, ckpt)
+    source = data or run_data(weights_path, cfg, ckpt)
     if source != "cifar10" and not data and not Path(source).exists():
         raise ConvcliError(f"{weights} was trained on {source}, which is no longer there; pass --data PATH")
     images = load_data(source)
     check_spec_for_training(analysis, images)
+    differs = data_difference(images, ckpt) if "classes" in ckpt and not data else None
+    if differs:  # found by the recorded path: it must be the run's data (another is evaluated only by --data)
+        raise ConvcliError(f"{source} is not the data {weights} was trained on: {differs}; pass --data to evaluate "
+                           "on other data")
     if "classes" in ckpt and list(ckpt["classes"]) != list(images.classes):
         raise ConvcliError(f"{weights} was trained on classes {', '.join(ckpt['classes'])}; {source} has "
                            f"{', '.join(images.classes)}")
@@ -109,6 +119,8 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
         mean, std = channel_stats(match_channels(images.train_x, channels, source))
     n_sub = coerce("test_subset", test_subset) if test_subset is not None else cfg.get("test_subset")
     idx = torch.arange(len(images.test_y))
+    if n_sub is not None and n_sub > len(idx) and test_subset is not None:
+        raise ConvcliError(f"--test-subset {n_sub}: the test set of {source} has only {len(idx)} images")
     if n_sub is not None and n_sub < len(idx):
         idx = stratified_subset(images.test_y, n_sub, TEST_SUBSET_SEED)
     ref = DATASET_REF.match(str(activations)) if activations and not Path(str(activations)).exists() else None
@@ -167,6 +179,21 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
         "device": str(dev),
         "out": str(out_dir),
     }
+
+
+def run_data(weights: Path, cfg: dict, ckpt: dict) -> str:
+    """The data the weights were trained on, where it is now: the run directory's args.yaml follows a
+    resume onto moved data (best.pt may predate it), then the checkpoint's own record."""
+    import yaml
+
+    try:
+        args = yaml.safe_load((weights.parent / "args.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        args = None
+    where = args.get("data_path") if isinstance(args, dict) else None
+    if isinstance(where, str) and Path(where).exists():
+        return where
+    return saved_source(cfg, ckpt)
 
 
 def check_picture_options(analysis, erf, filters, activations, layer) -> None:

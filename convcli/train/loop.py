@@ -239,7 +239,9 @@ class NonFiniteLoss(ArithmeticError):
 def loss_limit(n_classes: int) -> float:
     """A batch's mean cross-entropy past which training has blown up: 100x chance level (ln C, 2.30 for 10
     classes), i.e. the right class scored ~230 logits below the best on average. A diverging run passes it
-    long before its loss overflows to inf (--lr 50 on s7: 2.9e7 in epoch 1, with accuracy at chance)."""
+    long before its loss overflows to inf (--lr 50 on s7: 2.9e7 in epoch 1, with accuracy at chance).
+    train_epoch also allows 100x the loss of its own first step: weights that start with large logits
+    (--logit-scale 1000: 278 before any step) have not diverged."""
     return 100 * math.log(max(n_classes, 2))
 
 
@@ -273,6 +275,7 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
     seen = int(start["seen"]) if start else 0
     bad = torch.zeros((), device=device, dtype=torch.int64)  # the first step with a non-finite loss (0: none)
     bad_value = torch.zeros((), device=device)  # that step's mean loss
+    ceiling = None  # the loss past which this epoch has blown up (see loss_limit)
     steps = len(loader)
     every = max(1, steps // updates)
     lr = optimizer.param_groups[0]["lr"]
@@ -300,7 +303,9 @@ def train_epoch(model, loader, optimizer, schedule: Schedule, loss_fn, autocast,
                 timer.sync()
                 first_step_seconds = timer.now() - t0
             mean = loss / y.shape[0]
-            blown = ~torch.isfinite(mean) if limit is None else ~(mean <= limit)  # NaN <= limit is False too
+            if limit is not None and ceiling is None:  # this call's first step: the reference
+                ceiling = torch.clamp(100 * mean.detach().float(), min=limit)
+            blown = ~torch.isfinite(mean) if limit is None else ~(mean <= ceiling)  # NaN <= x is False too
             new_bad = (bad == 0) & blown
             bad_value = torch.where(new_bad, mean.float(), bad_value)
             bad = torch.where(new_bad, i, bad)

@@ -437,12 +437,14 @@ def fit(s: Session, writer: RunWriter, console: Console, start_epoch: int, best:
             reason = f"completed {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     except NonFiniteLoss as exc:
         reason = f"diverged at epoch {epoch}, step {exc.step} of {steps}"
-        became = (f"the training loss reached {exc.value:.4g}, over 100x chance level ({limit / 100:.2f})"
+        became = (f"the training loss reached {exc.value:.4g}, over 100x both chance level ({limit / 100:.2f}) "
+                  "and the epoch's first step's"
                   if math.isfinite(exc.value) else f"the training loss became {exc.value}")
         pending = Diverged(
             f"training diverged at epoch {epoch}, step {exc.step} of {steps} (global step "
             f"{(epoch - 1) * steps + exc.step}): {became} (lr {exc.lr:.4g}). The run "
-            f"stopped; nothing from epoch {epoch} was saved and nothing non-finite ever is; "
+            f"stopped; nothing from epoch {epoch} was saved"
+            f"{' and nothing non-finite ever is' if not math.isfinite(exc.value) else ''}; "
             f"{_kept(saved, writer.dir)}. Try a lower --lr (this run: {cfg.lr:g}; e.g. {lower_lr(cfg):g}).")
     except Diverged as exc:
         reason = f"diverged in epoch {epoch}"
@@ -516,6 +518,7 @@ def make_summary(s: Session, writer: RunWriter, best: dict, meta: dict, epochs_d
         "amp": amp_active(s.device, s.cfg.amp),
         "compile": s.cfg.compile,
         "data": s.data.source,
+        "data_path": meta.get("data_path"),  # absolute: where it was read
         "n_train": len(s.train_loader.labels),
         "n_test": s.n_test,
         "data_n_test": len(s.data.test_y),  # the whole test split (n_test < this: a --test-subset run)
@@ -617,8 +620,12 @@ class RunConsole(Console):
         self.quiet = True
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        sys.stderr.write("note: standard output was closed; training goes on (each epoch is in the run "
-                         "directory's metrics.csv)\n")
+        try:
+            sys.stderr.write("note: standard output was closed; training goes on (each epoch is in the run "
+                             "directory's metrics.csv)\n")
+            sys.stderr.flush()
+        except OSError:  # `2>&1 | head`: stderr was the same pipe
+            os.dup2(devnull, sys.stderr.fileno())
 
 
 def train(spec: str | None, options: dict, recipe: str | None = None, out: str | None = None,
@@ -629,7 +636,7 @@ def train(spec: str | None, options: dict, recipe: str | None = None, out: str |
     as it is."""
     from convcli.train import distributed
 
-    console = console or RunConsole(highlight=False, soft_wrap=True)
+    console = console or RunConsole(highlight=False, soft_wrap=True, emoji=False)
     dist = distributed.from_env()
     nproc = options.get("nproc")
     if resume and nproc is None and not distributed.in_launched_process():
@@ -845,6 +852,19 @@ def resume_analysis(ckpt: dict, spec_file: str):
     return load_analysis(spec_file, ",".join(map(str, ckpt["input"])) if ckpt.get("input") else None)
 
 
+def data_difference(data: ImageData, ckpt: dict) -> str | None:
+    """How `data` differs from the data a checkpoint was trained on (None: the same, as far as recorded)."""
+    if list(data.classes) != list(ckpt["classes"]):
+        return f"its classes are {', '.join(data.classes)}; the run's were {', '.join(ckpt['classes'])}"
+    counts, saved = (len(data.train_y), len(data.test_y)), (ckpt.get("data_n_train"), ckpt.get("data_n_test"))
+    if None not in saved and counts != saved:
+        return (f"it has {counts[0]:,} training and {counts[1]:,} test images; the run's had {saved[0]:,} and "
+                f"{saved[1]:,}")
+    if ckpt.get("data_digest") not in (None, data.labels_digest()):
+        return "the same classes and image counts, but other labels in another order"
+    return None
+
+
 def check_resume_request(run: str, options: dict, recipe: str | None, out: str | None) -> Path:
     """What `--resume RUN` can be refused for before anything starts (also before `--nproc` launches)."""
     run_dir = Path(run)
@@ -921,10 +941,9 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
 
     run = str(run_dir)
     ckpt = load_checkpoint(run_dir / "last.pt")
-    try:
-        cfg = resume_config(ckpt, options)
-    except ConvcliError:
-        raise ConvcliError(f"{run_dir / 'last.pt'}: not a resumable convcli training checkpoint") from None
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ConvcliError(f"{run_dir / 'last.pt'}: not a resumable convcli training checkpoint")
+    cfg = resume_config(ckpt, options)
     epochs_done, best = int(ckpt["epoch"]), {"acc": float(ckpt["best_acc"]), "epoch": int(ckpt["best_epoch"])}
     spec_file = ckpt["model_ref"] if ckpt.get("model_ref") else str(run_dir / ckpt["spec_copy"])
     if spec:
@@ -946,15 +965,15 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
     if options.get("data") is None:
         cfg.data = saved_source(ckpt["config"], ckpt)
         if cfg.data != "cifar10" and not Path(cfg.data).exists():
-            raise ConvcliError(f"--resume {run}: the run's data {ckpt['config'].get('data')} is no longer there"
-                               + (f" ({ckpt['data_path']})" if ckpt.get("data_path") else "")
+            given, where = ckpt["config"].get("data"), ckpt.get("data_path")
+            raise ConvcliError(f"--resume {run}: the run's data {given} is no longer there"
+                               + (f" ({where})" if where and where != given else "")
                                + "; pass --data PATH where it is now")
     data = load_data(cfg.data)
     check_spec_for_training(analysis, data)
-    if (len(data.train_y), len(data.test_y), list(data.classes)) != (
-            ckpt.get("data_n_train"), ckpt.get("data_n_test"), list(ckpt["classes"])) or (
-            ckpt.get("data_digest") not in (None, data.labels_digest())):
-        raise ConvcliError(f"--resume {run}: the data {cfg.data} is not the data this run was trained on")
+    differs = data_difference(data, ckpt)
+    if differs:
+        raise ConvcliError(f"--resume {run}: the data {cfg.data} is not the data this run was trained on: {differs}")
     s = make_session(cfg, spec_file, analysis, device, data, ckpt["mean"], ckpt["std"], dist=dist)
     s.model.load_state_dict(ckpt["model"])
     s.optimizer.load_state_dict(ckpt["optimizer"])
@@ -967,7 +986,8 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
                       f"{s.device.type}: the data order and augmentation start a new random stream", highlight=False)
     writer = RunWriter(run_dir, enabled=dist.main)
     writer.truncate_metrics(epochs_done)
-    meta = {k: ckpt[k] for k in ("spec_file", "spec_path", "spec_copy", "model_ref", "model_input", "data_n_train",
+    meta = {k: ckpt[k] for k in ("spec_file", "spec_path", "spec_copy", "model_ref", "model_input", "data_digest",
+                                  "data_n_train",
                                   "data_n_test", "train_seconds", "total_seconds") if k in ckpt}
     meta.update(run_record(analysis), data_path=local_path(cfg.data))
     changed = {k: getattr(cfg, k) for k in RESUME_OPTIONS if getattr(cfg, k) != ckpt["config"].get(k)
