@@ -289,3 +289,15 @@ def test_an_option_name_in_other_case_is_suggested(tmp_path):
     path.write_text("Lr: 0.1\n")
     with pytest.raises(ConvcliError, match="did you mean 'lr'"):
         load_recipe(str(path))
+
+
+def test_augmentation_as_large_as_the_image_is_refused_at_its_line(tmp_path):
+    from convcli.errors import SpecError
+    from convcli.train.config import build_config
+
+    train, path = spec_train(tmp_path, "name: n\ntrain:\n  lr: 0.4\n  cutout: 40\n")
+    with pytest.raises(SpecError, match=r"net\.yaml:4: train: cutout: 40 px must be smaller than the image \(32"):
+        build_config({}, train, path, None, image_side=32)
+    with pytest.raises(ConvcliError, match="translate: 32 px"):
+        build_config({"translate": 32}, None, path, None, image_side=32)
+    assert build_config({"cutout": 31}, None, path, None, image_side=32).cutout == 31

@@ -318,7 +318,7 @@ def _lines(mapping) -> dict[str, int | None]:
 
 
 def build_config(cli: dict, spec_train: dict | None, spec_file: str, recipe: str | None,
-                 notes: list[str] | None = None) -> TrainConfig:
+                 notes: list[str] | None = None, image_side: int | None = None) -> TrainConfig:
     """Defaults < spec `train:` < recipe < command line (options left as None on the command line are unset).
     Where an option came from names it in errors (`file:line` or the flag). `notes` gets what was decided
     for the user (an optimizer's own lr when the spec's was for another optimizer)."""
@@ -367,6 +367,9 @@ def build_config(cli: dict, spec_train: dict | None, spec_file: str, recipe: str
             else:
                 raise conflict(refine, f"{refine} (--{refine.replace('_', '-')}) {why}: it needs {base} "
                                f"(--{base})")
+    for name in ("translate", "cutout"):  # the spec's input is the data's size (checked when the data loads)
+        if image_side and values.get(name) and values[name] >= image_side:
+            raise conflict(name, f"{name}: {values[name]} px must be smaller than the image ({image_side} px)")
     cfg = TrainConfig(**values).resolved()
     if not cfg.flip:
         cfg.alt_flip = False  # no flip at all: the record says so (alternating applies to flips)

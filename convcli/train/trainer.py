@@ -733,7 +733,9 @@ def _spec_and_config(spec, options: dict, recipe, input_text, notes: list[str] |
 
     spec_file = spec if spec and is_model(spec) else resolve_spec_path(spec)
     analysis = load_analysis(spec_file, input_text)
-    cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe, notes)
+    shape = tuple(analysis.spec.input)
+    cfg = build_config(options, analysis.spec.train, analysis.spec.file, recipe, notes,
+                       image_side=min(shape[1:]) if len(shape) == 3 else None)
     check_spec_for_training(analysis)
     return spec_file, analysis, cfg
 
