@@ -367,7 +367,8 @@ def build_config(cli: dict, spec_train: dict | None, spec_file: str, recipe: str
             else:
                 raise conflict(refine, f"{refine} (--{refine.replace('_', '-')}) {why}: it needs {base} "
                                f"(--{base})")
-    for name in ("translate", "cutout"):  # the spec's input is the data's size (checked when the data loads)
+    # the spec's input is the data's size (checked when the data loads); a cutout that large blanks every image
+    for name in ("translate", "cutout"):
         if image_side and values.get(name) and values[name] >= image_side:
             raise conflict(name, f"{name}: {values[name]} px must be smaller than the image ({image_side} px)")
     cfg = TrainConfig(**values).resolved()

@@ -76,11 +76,11 @@ def local_path(source: str) -> str | None:
     return str(Path(source).resolve()) if source != "cifar10" and Path(source).exists() else None
 
 
-def saved_source(config: dict, meta: dict) -> str:
-    """Where a run's data is now: its recorded absolute path if that is still there, else as it was given."""
-    given = config.get("data") or "cifar10"
-    where = meta.get("data_path")
-    return where if where and Path(where).exists() else given
+def saved_source(config: dict, *records: dict) -> str:
+    """Where a run's data is now: the first recorded absolute path (`data_path` of args.yaml, a checkpoint)
+    that is still there, else the source as it was given."""
+    found = (r.get("data_path") for r in records if isinstance(r, dict))
+    return next((w for w in found if isinstance(w, str) and Path(w).exists()), config.get("data") or "cifar10")
 
 
 def cache_dir() -> Path:

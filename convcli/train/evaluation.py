@@ -190,10 +190,7 @@ def run_data(weights: Path, cfg: dict, ckpt: dict) -> str:
         args = yaml.safe_load((weights.parent / "args.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         args = None
-    where = args.get("data_path") if isinstance(args, dict) else None
-    if isinstance(where, str) and Path(where).exists():
-        return where
-    return saved_source(cfg, ckpt)
+    return saved_source(cfg, args, ckpt)
 
 
 def check_picture_options(analysis, erf, filters, activations, layer) -> None:

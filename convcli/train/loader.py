@@ -121,10 +121,6 @@ class DeviceLoader:
         self.alt_flip = bool(train and flip and alt_flip)
         self.flip_bits = (torch.rand(len(labels), device=self.device, generator=generator) < 0.5
                           if self.alt_flip else None)
-        if translate and translate >= min(images.shape[-2:]):
-            raise ConvcliError(f"translate: {translate} px must be smaller than the image ({images.shape[-1]} px)")
-        if cutout and cutout >= min(images.shape[-2:]):  # it would blank every image: nothing left to learn
-            raise ConvcliError(f"cutout: {cutout} px must be smaller than the image ({images.shape[-1]} px)")
 
     def __len__(self) -> int:
         n = len(self.labels)
