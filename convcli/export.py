@@ -385,7 +385,7 @@ def _constant_pad(m, head):
 
 
 def _prelu(m, head):
-    return call(head, (), [("num_parameters", m.num_parameters, 1)])
+    return call(head, (), [("num_parameters", m.num_parameters, 1), ("init", m.init, 0.25)])
 
 
 def _pad(m, head):

@@ -285,7 +285,7 @@ def module_table():
         nn.Unflatten: _unflatten_module,
         nn.Upsample: _upsample,
         nn.PixelShuffle: lambda m: ("pixelshuffle", {"r": m.upscale_factor}),
-        nn.PReLU: lambda m: ("prelu", {"per_channel": m.num_parameters > 1}),
+        nn.PReLU: lambda m: ("prelu", {"per_channel": m.num_parameters > 1, "init": float(m.init)}),
     }
     for name in ("ConstantPad", "ZeroPad", "ReflectionPad", "ReplicationPad", "CircularPad"):
         for nd in (1, 2, 3):

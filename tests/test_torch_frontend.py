@@ -653,6 +653,23 @@ def test_f_pad_and_prelu_are_mapped_counted_and_exported(pad, mode, per_channel,
     same_function(exported, model, (3, 8, 8))
 
 
+def test_an_imported_prelu_keeps_its_starting_slope(tmp_path):
+    # nn.PReLU(4, init=0.1): the spec written by `convcli import` must build (and export) slopes starting at
+    # 0.1, not PReLU's default 0.25, so a fresh training of the imported spec starts where the student's does
+    from convcli.build import build_model
+    from convcli.spec import parse_spec
+    from convcli.spec_writer import spec_yaml
+    from tests.test_export import export_source, load
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.PReLU(4, init=0.1))
+    text = spec_yaml(trace_graph(model, (3, 8, 8), "prelu.py"))
+    spec = parse_spec(text, "prelu.yaml")
+    built = [m for m in build_model(analyze(spec)).modules() if isinstance(m, torch.nn.PReLU)]
+    assert len(built) == 1 and torch.equal(built[0].weight.detach(), torch.full((4,), 0.1))
+    exported = [m for m in load(export_source(analyze(spec)))["Net"]().modules() if isinstance(m, torch.nn.PReLU)]
+    assert torch.equal(exported[0].weight.detach(), torch.full((4,), 0.1))
+
+
 def test_an_asymmetric_f_pad_moves_the_rf_centre_by_hand():
     # pad left 2, right 0 then a 3x3 conv: output column 0 reads padded columns 0..2 = input columns -2..0,
     # so its RF (3 px) is centred on input pixel -1, whose centre is at -1/2 (pixel i spans [i, i + 1));

@@ -91,7 +91,10 @@ class Identity(_Pointwise):
 @register
 class PReLU(_Pointwise):
     name = "prelu"
-    params = (Param("per_channel", "bool", False, help="a slope per channel (nn.PReLU(C)); else one for all"),)
+    params = (
+        Param("per_channel", "bool", False, help="a slope per channel (nn.PReLU(C)); else one for all"),
+        Param("init", "float", 0.25, help="the slopes' starting value (nn.PReLU's init)"),
+    )
     doc = "PReLU: max(0, x) + a·min(0, x) with a learned slope a (1 parameter, or 1 per channel)"
     examples = (((8, 5, 5), {}), ((8, 5, 5), {"per_channel": True}), ((6,), {"per_channel": True}))
 
@@ -101,7 +104,7 @@ class PReLU(_Pointwise):
     def build(self, a, shape):
         import torch.nn as nn
 
-        return nn.PReLU(shape[0] if a["per_channel"] else 1)
+        return nn.PReLU(shape[0] if a["per_channel"] else 1, init=a["init"])
 
 
 @register
