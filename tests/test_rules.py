@@ -281,6 +281,19 @@ def test_depthwise_separable_written_as_two_plain_convs():
     ([{"depthwise": {"k": 1}}, {"pointwise": {"out": 16}}], 0),
     # a 3x1 depthwise filters along one axis: a (spatially separable) depthwise-separable pair
     ([{"depthwise": {"k": [3, 1]}}, {"pointwise": {"out": 16}}], 1),
+    # MobileNetV3 / EfficientNet: depthwise, then an SE gate (x * sigmoid(fc(GAP(x))), a per-channel scale
+    # mixing neither channels nor positions), then the 1x1: still a pair
+    ([{"depthwise": {"k": 3}}, {"mul": [[], [{"gap": {"keepdim": True}}, {"pointwise": {"out": 2, "act": "relu"}},
+                                             {"pointwise": {"out": 8, "act": "sigmoid"}}]]},
+      {"pointwise": {"out": 16}}], 1),
+    # a spatial gate (a 3x3 conv to a 1-channel sigmoid map, broadcast over the channels) scales positions:
+    # still a pair
+    ([{"depthwise": {"k": 3}}, {"mul": [[], [{"conv": {"out": 1, "k": 3, "p": 1, "act": "sigmoid"}}]]},
+      {"pointwise": {"out": 16}}], 1),
+    # the gate's own 1x1 convs sit on the GAP branch and do not read the depthwise map: no pair without
+    # the 1x1 after the gate
+    ([{"depthwise": {"k": 3}}, {"mul": [[], [{"gap": {"keepdim": True}}, {"pointwise": {"out": 2, "act": "relu"}},
+                                             {"pointwise": {"out": 8, "act": "sigmoid"}}]]}], 0),
 ])
 def test_depthwise_separable_recognition(layers, expected):
     assert count(net(layers, input_shape=(8, 16, 16)), "depthwise_separable") == expected

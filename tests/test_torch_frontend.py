@@ -147,6 +147,21 @@ def test_s7_student_by_hand():
     assert checks["structure"].ok and checks["params<1000000"].ok
 
 
+@pytest.mark.parametrize("build, block", [
+    (lambda: torchvision.models.efficientnet_b0(weights=None), "MBConv"),
+    (lambda: torchvision.models.mobilenet_v3_small(weights=None), "InvertedResidual"),
+])
+def test_depthwise_se_pointwise_blocks_are_depthwise_separable(build, block):
+    # each of torchvision's blocks is [1x1 expand,] depthwise, [SE gate,] 1x1 project: one pair per block,
+    # the SE multiply between the depthwise and the 1x1 included (it scales channels, mixes nothing)
+    from convcli.rules.kinds import depthwise_separable_rows
+
+    model = build()
+    blocks = sum(type(m).__name__ == block for m in model.modules())
+    assert blocks in (16, 11)  # torchvision's own block counts (b0: 16 MBConv; v3-small: 11)
+    assert len(depthwise_separable_rows(traced(model))) == blocks
+
+
 def test_attributes_with_functional_calls_by_hand():
     a = traced(students.Attributes())
     # conv 3->8 (216 + 8), BN 16, conv 8->16 s2 (1,152 + 16), BN 32, linear 16->10 (170)

@@ -161,10 +161,18 @@ def successors(analysis) -> dict[int, list]:
     return analysis.consumers()
 
 
+def is_gate(row, shape) -> bool:
+    """A multiply that keeps a `shape` map's shape: the map scaled element-wise by a broadcast gate (an SE
+    block's per-channel weights, a spatial attention map). It mixes neither channels nor positions."""
+    f = facts(row)
+    return f is not None and f.op == "join" and f.join == "mul" and tuple(row.out_shape) == tuple(shape)
+
+
 def depthwise_separable_rows(analysis) -> list:
     """Each depthwise conv whose output feeds a 1x1 groups-1 conv, directly or through BN/activation/
-    dropout layers only. One count per pair: a pointwise conv completes at most one pair. Works for
-    `dwsconv`, `depthwise` + `pointwise`, two plain convs (`g: in` then `k: 1`) and traced models."""
+    dropout layers and gates (an SE block's multiply) only. One count per pair: a pointwise conv completes
+    at most one pair. Works for `dwsconv`, `depthwise` + `pointwise`, two plain convs (`g: in` then `k: 1`)
+    and traced models (MobileNetV3/EfficientNet blocks: depthwise, SE, pointwise)."""
     succ = successors(analysis)
     used: set[int] = set()
     found = []
@@ -181,7 +189,7 @@ def depthwise_separable_rows(analysis) -> list:
                 used.add(id(nxt))
                 found.append(row)
                 break
-            if is_passthrough(nxt):
+            if is_passthrough(nxt) or is_gate(nxt, row.out_shape):
                 frontier += succ.get(id(nxt), [])
     return found
 
@@ -189,7 +197,7 @@ def depthwise_separable_rows(analysis) -> list:
 def depthwise_separable_near_misses(analysis) -> list:
     """The depthwise convs that do not make a depthwise-separable pair, each with the reason."""
     found = depthwise_separable_rows(analysis)
-    return [(r, "no 1x1 conv follows it (directly or through BN/activation/dropout), so it is not separable"
+    return [(r, "no 1x1 conv follows it (directly or through BN/activation/dropout/a gate), so it is not separable"
              if r.facts.filters_spatially else "a 1x1 depthwise conv only scales each channel: it filters nothing")
             for r in analysis.layers if is_depthwise(r) and r not in found]
 
@@ -236,7 +244,8 @@ kind("depthwise", "convolution with groups == in_channels > 1", is_depthwise, al
 kind("grouped", "convolution with 1 < groups < in_channels",
      lambda r: is_plain_conv(r) and r.facts.groups > 1 and not is_depthwise(r), aliases=("grouped_conv",))
 kind("depthwise_separable", "a depthwise conv with a kernel wider than 1 followed (directly or through "
-     "BN/activation/dropout) by a 1x1 groups-1 conv; one per pair, however written", find=depthwise_separable_rows,
+     "BN/activation/dropout/an SE gate) by a 1x1 groups-1 conv; one per pair, however written",
+     find=depthwise_separable_rows,
      near_misses=depthwise_separable_near_misses, aliases=("dwsconv", "dws", "separable", "depthwise_separable_conv"))
 kind("dilated", "convolution with dilation > 1 on an axis whose kernel is wider than 1 (on a 1-wide axis "
      "dilation changes nothing)", is_dilated, aliases=("dilated_conv", "atrous"),
