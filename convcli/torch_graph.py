@@ -214,14 +214,31 @@ def softmax_dim_ok(dim, shape) -> bool:
 
 
 def _upsample(m):
-    sf = m.scale_factor
-    if m.size is not None or sf is None or float(sf if not isinstance(sf, tuple) else sf[0]) != int(
-            sf if not isinstance(sf, tuple) else sf[0]):
-        raise _Unsupported("only an integer scale_factor is supported")
-    sf = int(sf if not isinstance(sf, tuple) else sf[0])
     if m.align_corners:
         raise _Unsupported(ALIGN_CORNERS)
-    return "upsample", {"scale": sf, "mode": m.mode}
+    # the factors per axis come from the traced shapes (size= or scale_factor=): see upsample_factors
+    return "upsample", {"scale": m.scale_factor, "mode": m.mode}
+
+
+def upsample_factors(in_shape, out_shape, scale_factor=None, recompute=None):
+    """The whole-number factor per spatial axis of an upsampling from `in_shape` to `out_shape` (C first):
+    one number when the axes agree. Given by size= or scale_factor= alike; torch samples at (o + 1/2)/f - 1/2
+    either way, unless a scale_factor is not the size ratio (2.1 on 4 pixels gives 8 pixels sampled at 1/2.1)."""
+    from fractions import Fraction
+
+    ratios = [Fraction(o, i) for i, o in zip(in_shape[1:], out_shape[1:])]
+    if any(r.denominator != 1 for r in ratios):
+        sizes = "x".join(map(str, in_shape[1:])) + " to " + "x".join(map(str, out_shape[1:]))
+        what = "downsampling" if any(r < 1 for r in ratios) else "upsampling"
+        raise _Unsupported(f"{what} {sizes} (factors {', '.join(str(r) for r in ratios)}): only whole-number "
+                           "upsampling factors per axis are supported")
+    factors = [int(r) for r in ratios]
+    if scale_factor is not None and not recompute:
+        asked = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * len(factors)
+        if [float(f) for f in asked] != [float(f) for f in factors]:
+            raise _Unsupported(f"scale_factor {scale_factor} is not a whole number per axis: torch samples at "
+                               "that scale, which convcli's upsample does not")
+    return factors[0] if len(set(factors)) == 1 else factors
 
 
 # align_corners=True samples other input positions (o*(n-1)/(m-1)): other values and another RF than convcli's
@@ -619,6 +636,9 @@ class _Mapper:
             raise _Unsupported(f"{type(m).__module__}.{type(m).__name__} is not a layer convcli can map onto its "
                                "types (see `convcli layers`); write it as supported layers, or analyse a YAML spec")
         registry, raw = mapper(m)
+        if registry == "upsample":
+            raw["scale"] = upsample_factors(self.shape(n.args[0]), self.shape(n), m.scale_factor,
+                                            m.recompute_scale_factor)
         if registry in ("softmax", "log_softmax") and not softmax_dim_ok(m.dim, self.shape(n)):
             raise _Unsupported(f"{type(m).__name__}(dim={m.dim}) on a {list(self.shape(n))} tensor: only a "
                                "softmax over the channel axis (dim=1) is supported")
@@ -728,13 +748,15 @@ class _Mapper:
             raw = _pad_sides(_arg(n, 1, "pad"), len(self.shape(n)) - 1, PAD_MODES[mode], _arg(n, 3, "value", None))
             self.ids[n] = self.add(n, fname, "pad", raw, self.tensor_inputs(n, x))
             return
-        if fname == "interpolate":
-            sf = _arg(n, 2, "scale_factor")
-            if not isinstance(sf, (int, float)) or int(sf) != sf:
-                raise _Unsupported("interpolate: only an integer scale_factor is supported")
+        if fname == "interpolate":  # F.interpolate(x, size, scale_factor, mode, align_corners, recompute...)
             if _arg(n, 4, "align_corners", None):
                 raise _Unsupported(ALIGN_CORNERS)
-            raw = {"scale": int(sf), "mode": _arg(n, 3, "mode", "nearest")}
+            mode = _arg(n, 3, "mode", "nearest")
+            if mode not in ("nearest", "linear", "bilinear", "trilinear"):
+                raise _Unsupported(f"interpolation mode {mode!r}: only nearest and (bi/tri)linear are supported")
+            scale = upsample_factors(self.shape(x), self.shape(n), _arg(n, 2, "scale_factor"),
+                                     _arg(n, 5, "recompute_scale_factor", None))
+            raw = {"scale": scale, "mode": mode}
             self.ids[n] = self.add(n, fname, "upsample", raw, self.tensor_inputs(n, x))
             return
         raise _Unsupported(f"the operation '{fname}' is not one convcli maps onto its layers")

@@ -713,3 +713,69 @@ def test_f_pad_that_is_not_a_spatial_zero_pad_is_refused(pad, value, says):
 
     with pytest.raises(ConvcliError, match=says):
         traced(Net(), (3, 8, 8))
+
+
+class _UpBy(torch.nn.Module):
+    """conv, 2x2 max-pool, then back up to the conv's size: by `size=` of the skip (U-Net), by a per-axis
+    scale_factor, or by an nn.Upsample; a 1x1 conv after it so the traced graph ends in a layer."""
+
+    def __init__(self, how, mode="nearest"):
+        super().__init__()
+        self.how, self.mode = how, mode
+        self.c = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.up = torch.nn.Upsample(scale_factor=(2, 1), mode=mode) if how == "module_per_axis" else None
+        self.out = torch.nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        skip = self.c(x)
+        y = torch.nn.functional.max_pool2d(skip, 2) if self.how != "module_per_axis" else \
+            torch.nn.functional.max_pool2d(skip, (2, 1))
+        if self.how == "size_of_skip":
+            y = torch.nn.functional.interpolate(y, size=skip.shape[2:], mode=self.mode)
+        elif self.how == "scale_factor":
+            y = torch.nn.functional.interpolate(y, scale_factor=2.0, mode=self.mode)
+        else:
+            y = self.up(y)
+        return self.out(y + skip)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+@pytest.mark.parametrize("how", ["size_of_skip", "scale_factor", "module_per_axis"])
+def test_upsampling_by_size_or_per_axis_factor_is_mapped(how, mode, tmp_path):
+    # an upsampling to the skip's size (8x8 -> 16x16) is a factor 2 per axis, the same function as
+    # scale_factor=2; nn.Upsample(scale_factor=(2, 1)) after a (2, 1) pool doubles H only. Checked against
+    # torch's forward through import -> export, and the jumps by hand: H 1 -> 2 (pool) -> 1 (upsample).
+    from convcli.spec import parse_spec
+    from convcli.spec_writer import spec_yaml
+    from tests.test_export import export_source, load, same_function
+
+    model = _UpBy(how, mode)
+    a = traced(model, (3, 16, 16))
+    assert tuple(a.output_shape) == (2, 16, 16) == tuple(model(torch.zeros(1, 3, 16, 16)).shape[1:])
+    up = next(r for r in a.layers if r.facts.op == "resample")
+    assert [int(x.j) for x in up.rf_in] == ([2, 1] if how == "module_per_axis" else [2, 2])
+    assert [int(x.j) for x in up.rf_out] == [1, 1]
+    spec = parse_spec(spec_yaml(trace_graph(model, (3, 16, 16), "up.py")), "up.yaml")
+    exported = load(export_source(analyze(spec)))["Net"]()
+    exported.load_state_dict(dict(zip(exported.state_dict(), model.state_dict().values())), strict=True)
+    same_function(exported, model, (3, 16, 16))
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"scale_factor": 1.5}, r"upsampling 8x8 to 12x12 \(factors 3/2, 3/2\): only whole-number"),
+    ({"scale_factor": 0.5}, "downsampling 8x8 to 4x4"),
+    ({"size": (12, 16)}, r"factors 3/2, 2"),
+    ({"scale_factor": 2.1}, "scale_factor 2.1 is not a whole number"),  # 8 -> 16 pixels sampled at 1/2.1
+])
+def test_interpolation_convcli_cannot_express_is_refused_with_the_sizes(kwargs, says):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return torch.nn.functional.interpolate(self.c(x), **kwargs)
+
+    with pytest.raises(ConvcliError, match=says) as err:
+        traced(Net(), (3, 8, 8))
+    assert "interpolate: interpolate" not in str(err.value)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from convcli.layers.conv import feature_map_rank
-from convcli.layers.geometry import Rescale
+from convcli.layers.conv import axes_of, feature_map_rank
+from convcli.layers.geometry import Rescale, per_axis
 from convcli.layers.registry import Facts, LayerType, Param, register
 
 LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -15,12 +15,13 @@ class Upsample(LayerType):
     family = "resample"
     positional = "scale"
     params = (
-        Param("scale", "int", 2, aliases=("scale_factor", "factor"), minimum=1),
+        Param("scale", "ints", 2, aliases=("scale_factor", "factor"), minimum=1, help="factor, per axis allowed"),
         Param("mode", "str", "nearest", choices=("nearest", "linear", "bilinear", "trilinear")),
     )
-    doc = "upsampling by an integer factor; interpolation reads 2 neighbours per axis (RF +1 jump)"
+    doc = "upsampling by an integer factor (per axis allowed); interpolation reads 2 neighbours per axis (RF +1 jump)"
     examples = (
         ((3, 4, 4), {"scale": 2}),
+        ((3, 4, 4), {"scale": [2, 1]}),
         ((3, 4, 4), {"scale": 2, "mode": "bilinear"}),
         ((2, 5), {"scale": 3, "mode": "linear"}),
     )
@@ -31,16 +32,19 @@ class Upsample(LayerType):
             raise where.error(
                 f"mode '{a['mode']}' does not fit a {nd}-D input", expected=f"'nearest' or '{LINEAR_MODES[nd]}'"
             )
-        f = a["scale"]
+        factors = axes_of(a, "scale", nd, where)
         support = 1 if a["mode"] == "nearest" else 2
         return Facts(
-            out_shape=(shape[0], *(n * f for n in shape[1:])), ops=[Rescale(f, support)] * nd, op="resample"
+            out_shape=(shape[0], *(n * f for n, f in zip(shape[1:], factors))),
+            ops=[Rescale(f, support) for f in factors], op="resample",
         )
 
     def build(self, a, shape):
         import torch.nn as nn
 
-        return nn.Upsample(scale_factor=a["scale"], mode=a["mode"])
+        factors = per_axis(a["scale"], len(shape) - 1)  # checked by infer
+        one = len(set(factors)) == 1  # torch takes a number, or a float per axis
+        return nn.Upsample(scale_factor=factors[0] if one else tuple(float(f) for f in factors), mode=a["mode"])
 
 
 @register
