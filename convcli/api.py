@@ -102,7 +102,7 @@ def summary(model_or_spec, input_size=None, rules=None, accuracy: float | None =
     from convcli.spec import Spec
 
     accuracy = _fraction(accuracy)
-    input_text = ",".join(map(str, input_size)) if input_size is not None else None
+    input_text = _input_text(input_size)
     what = model_or_spec
     if isinstance(what, (str, Path)):
         from convcli.sources import load_analysis
@@ -121,7 +121,10 @@ def summary(model_or_spec, input_size=None, rules=None, accuracy: float | None =
         if input_size is None:
             raise ConvcliError(f"summary({type(what).__name__}) needs input_size=(C, H, W), "
                                "e.g. summary(model, input_size=(3, 32, 32))")
-        a = analyze(trace_graph(what, tuple(input_size), type(what).__name__))
+        from convcli.torch_graph import parse_input
+
+        shape = parse_input(input_text, type(what).__name__, option="input_size")
+        a = analyze(trace_graph(what, shape, type(what).__name__))
     elif isinstance(what, dict):
         import yaml
 
@@ -141,6 +144,20 @@ def summary(model_or_spec, input_size=None, rules=None, accuracy: float | None =
     ruleset = resolve_rules(a.spec, rules, option="summary(rules=...)")
     checks = run_checks(a, ruleset, accuracy) if ruleset else []
     return Report(a, totals(a), ruleset, checks)
+
+
+def _input_text(input_size) -> str | None:
+    """input_size as the CLI's --input text: (3, 32, 32), [3, 32, 32], torch.Size, or "3,32,32" / "3x32x32"
+    (checked by parse_input, so a bad one is a ConvcliError, not torch's TypeError)."""
+    from convcli.errors import ConvcliError
+
+    if input_size is None or isinstance(input_size, str):
+        return input_size
+    if isinstance(input_size, (list, tuple)) and all(isinstance(n, int) and not isinstance(n, bool)
+                                                     for n in input_size):
+        return ",".join(map(str, input_size))
+    raise ConvcliError(f"input_size must be (C, H, W) (or (C, L), (C, D, H, W)) without the batch axis, e.g. "
+                       f"input_size=(3, 32, 32); got {input_size!r:.60}")
 
 
 def _fraction(accuracy):

@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import re
 import sys
+import types
 import weakref
 from math import prod
 from pathlib import Path
@@ -32,7 +33,7 @@ def is_model_ref(arg: str) -> bool:
     return bool(m) and (m.group("where").endswith(".py") or re.fullmatch(r"[A-Za-z_][\w.]*", m.group("where")))
 
 
-def parse_input(text: str | None, ref: str) -> tuple[int, ...]:
+def parse_input(text: str | None, ref: str, option: str = "--input") -> tuple[int, ...]:
     if text is None:
         raise ConvcliError(f"{ref}: a PyTorch model needs --input C,H,W (or C,L / C,D,H,W), e.g. --input 3,32,32")
     try:  # 3,32,32 or 3x32x32; every piece must be a number (3,x,32 is an error, not [3, 32])
@@ -40,7 +41,7 @@ def parse_input(text: str | None, ref: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if not 2 <= len(shape) <= 4 or any(n < 1 for n in shape):
-        raise ConvcliError(f"--input must be C,L or C,H,W or C,D,H,W with positive integers, got '{text}'")
+        raise ConvcliError(f"{option} must be C,L or C,H,W or C,D,H,W with positive integers, got '{text}'")
     return shape
 
 
@@ -62,21 +63,31 @@ def load_module(ref: str):
         try:
             sys.modules[mod_name] = module
             spec.loader.exec_module(module)
+        except SyntaxError as exc:  # the compiler's own file and line, not the import machinery's
+            loc = f"{_relative(exc.filename)}:{exc.lineno}" if exc.filename and exc.lineno else where
+            raise ConvcliError(f"{loc}: {type(exc).__name__}: {exc.msg}") from None
         except Exception as exc:
-            raise ConvcliError(f"{where}: running the file failed: {type(exc).__name__}: {exc}") from None
+            raise ConvcliError(f"{_failed_at(exc, where)}: running the file failed: {_reason(exc)}") from None
         finally:
             sys.path.pop(0)
     else:
         try:
             module = importlib.import_module(where)
         except Exception as exc:
-            raise ConvcliError(f"{where}: cannot import: {type(exc).__name__}: {exc}") from None
+            raise ConvcliError(f"{_failed_at(exc, where)}: cannot import {where}: {_reason(exc)}") from None
     obj = getattr(module, name, None)
     if obj is None:
         found = [k for k, v in vars(module).items() if not k.startswith("_") and
                  (isinstance(v, type) and issubclass(v, nn.Module) or callable(v))]
         hint = did_you_mean(name, found)
         raise ConvcliError(f"{ref}: {where} has no '{name}'" + (f"; did you mean {hint}?" if hint else ""))
+    if not callable(obj) or isinstance(obj, types.ModuleType):  # `net.py:F` (the functional import), a constant
+        classes = [k for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)
+                   and v.__module__ == module.__name__]
+        kind = "module" if isinstance(obj, types.ModuleType) else type(obj).__name__
+        what = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+        raise ConvcliError(f"{ref}: '{name}' is {what}, not an nn.Module class or a function that returns one"
+                           + (f"; the file's nn.Module classes: {', '.join(classes)}" if classes else ""))
     try:
         with _recording_where_modules_are_made():
             model = obj()
@@ -84,10 +95,33 @@ def load_module(ref: str):
         raise ConvcliError(f"{ref}: '{name}' must be built with no arguments ({exc}); write a zero-argument "
                            "factory function that returns the model") from None
     except Exception as exc:
-        raise ConvcliError(f"{ref}: building '{name}' failed: {type(exc).__name__}: {exc}") from None
+        raise ConvcliError(f"{_failed_at(exc, ref)}: building '{name}' failed: {_reason(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ConvcliError(f"{ref}: '{name}' returned {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _failed_at(exc: BaseException, fallback: str) -> str:
+    """`net.py:22`: the innermost frame of the user's code in the traceback (not torch's, not convcli's)."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        file = tb.tb_frame.f_code.co_filename
+        if not (file.startswith((_CONVCLI_DIR, "<")) or "/torch/" in file or "site-packages" in file
+                or "importlib" in file):
+            found = f"{_relative(file)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found or fallback
+
+
+def _reason(exc: BaseException) -> str:
+    """The exception in one line, with a did-you-mean for a misspelt module attribute (nn.Linaer)."""
+    text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    m = re.fullmatch(r"module '([\w.]+)' has no attribute '(\w+)'", str(exc)) if isinstance(exc, AttributeError) \
+        else None
+    if m and m.group(1) in sys.modules:
+        hint = did_you_mean(m.group(2), [k for k in dir(sys.modules[m.group(1)]) if not k.startswith("_")])
+        text += f"; did you mean {hint}?" if hint else ""
+    return text
 
 
 # Where each of the user's modules was made: the user's frames (innermost first) when it was registered
@@ -356,7 +390,7 @@ def trace_graph(model, input_shape: tuple[int, ...], source: str, name: str | No
         tracer = torch.fx.Tracer()
         tracer.record_stack_traces = True
         try:
-            fx = tracer.trace(model)
+            fx = tracer.trace(model, concrete_args=_defaulted_args(model))
         except Exception as exc:
             raise ConvcliError(_trace_failure(model, source, exc)) from None
         gm = torch.fx.GraphModule(model, fx)
@@ -366,11 +400,27 @@ def trace_graph(model, input_shape: tuple[int, ...], source: str, name: str | No
         model.train(was_training)
 
 
+def _defaulted_args(model) -> dict | None:
+    """forward(self, x, return_feats=False): the arguments after the input that have defaults, at their
+    defaults (the call convcli analyses), so a branch on them traces as the plain call runs."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    fixed = {p.name: p.default for p in params if p.kind in kinds and p.default is not inspect.Parameter.empty}
+    return fixed or None
+
+
 def _propagate_shapes(gm, input_shape: tuple[int, ...], source: str) -> None:
     """Run the traced graph on zeros (batch 2), recording each node's output shape in its meta; a node
     that fails is named with its module path and the user's line, in one sentence (no torch traceback)."""
     import torch
     import torch.fx
+
+    batch_changed = []  # the first call that moves the batch axis (torch.flatten(x) without 1)
 
     class Shapes(torch.fx.Interpreter):
         def run_node(self, n):
@@ -380,6 +430,11 @@ def _propagate_shapes(gm, input_shape: tuple[int, ...], source: str) -> None:
                 raise _NodeFailed(n, exc) from None
             if isinstance(result, torch.Tensor):
                 n.meta["tensor_meta"] = _Meta(tuple(result.shape))
+                src = n.args[0] if n.args and isinstance(n.args[0], torch.fx.Node) else None
+                before = getattr(src.meta.get("tensor_meta"), "shape", None) if src is not None else None
+                if not batch_changed and n.op != "call_module" and before and before[:1] == (BATCH,) and \
+                        result.shape[:1] != (BATCH,):
+                    batch_changed.append((n, before, tuple(result.shape)))
             elif isinstance(result, int) or (isinstance(result, tuple) and all(isinstance(v, int) for v in result)):
                 n.meta["value"] = tuple(result) if isinstance(result, tuple) else result  # a size, or sizes
             return result
@@ -389,19 +444,32 @@ def _propagate_shapes(gm, input_shape: tuple[int, ...], source: str) -> None:
     like = {"dtype": first.dtype, "device": first.device} if first is not None else {}
     try:
         with torch.no_grad():
-            Shapes(gm).run(torch.zeros(2, *input_shape, **like))
+            Shapes(gm).run(torch.zeros(BATCH, *input_shape, **like))
     except _NodeFailed as failed:
         n, exc = failed.node, failed.exc
         file, line = _user_frame(n.stack_trace)
         loc = f"{_relative(file)}:{line}" if file and line else source
         what = n.target if n.op == "call_module" else n.name
         kind = type(gm.get_submodule(n.target)).__name__ if n.op == "call_module" else None
+        if batch_changed:  # the real mistake is upstream: report it, not its symptom
+            moved, before, after = batch_changed[0]
+            mfile, mline = _user_frame(moved.stack_trace)
+            mloc = f"{_relative(mfile)}:{mline}" if mfile and mline else source
+            fname = getattr(moved.target, "__name__", str(moved.target))
+            hint = (" (torch.flatten(x) flattens the batch axis too: write torch.flatten(x, 1))"
+                    if fname == "flatten" else " (keep the batch axis first: x.view(x.size(0), -1))")
+            raise ConvcliError(f"{mloc}: {fname} changes the batch axis (on a batch of {BATCH}: "
+                               f"{list(before)} -> {list(after)}){hint}, so {what}"
+                               + (f" ({kind})" if kind else "") + f" fails: {_torch_reason(exc)}") from None
         rank = _rank_mismatch(gm, input_shape)
         if rank:
             raise ConvcliError(f"{source}: {rank}") from None
         made = made_at(gm.get_submodule(n.target), line) if n.op == "call_module" else ""
         raise ConvcliError(f"{loc}: {what}" + (f" ({kind})" if kind else "")
                            + f": {_torch_reason(exc)} (on an input of shape {list(input_shape)}){made}") from None
+
+
+BATCH = 2  # the batch the shapes are traced with (2, so that BN in training mode and batch slips show)
 
 
 def _rank_mismatch(model, input_shape: tuple[int, ...]) -> str | None:
@@ -481,7 +549,8 @@ def _trace_failure(model, source: str, exc: Exception) -> str:
         reason += (" (a loop over a traced value, such as `for s in x.size()[1:]`: flatten with "
                    "torch.flatten(x, 1) or x.view(x.size(0), -1) instead)")
     elif "control flow" in reason:
-        reason += " (data-dependent control flow: the forward branches on tensor values)"
+        reason += (" (data-dependent control flow: the forward branches on a tensor's values or shape, "
+                   "such as `if x.sum() > 0:` or `if x.shape[-1] > 16:`)")
     where = f" {culprit} at {line}" if culprit else " the model"
     return (f"{source}: cannot trace{where}: {reason}. convcli analyses models torch.fx can trace; "
             "write a YAML spec for this one")
@@ -593,7 +662,8 @@ class _Mapper:
         import torch.fx
 
         self.out_shapes: dict[int, tuple] = {}
-        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+        # an argument traced at its default (see _defaulted_args) is a placeholder holding that default
+        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder" and not n.args]
         if len(placeholders) != 1:
             raise ConvcliError(f"{self.source}: forward takes {len(placeholders)} inputs; convcli analyses models "
                                "with one input tensor")
@@ -617,7 +687,8 @@ class _Mapper:
 
     def visit(self, n):
         if n.op == "placeholder":
-            self.ids[n] = INPUT
+            if not n.args:  # the input (not an argument at its default)
+                self.ids[n] = INPUT
         elif n.op == "get_attr":
             if self.shape(n) is not None:
                 raise _Unsupported(f"uses the tensor self.{n.target} directly; convcli follows layers "
@@ -831,6 +902,18 @@ class _Mapper:
 
     def check_params(self):
         """The analysed total must be the model's own count of the parameters its forward uses."""
+        owner: dict[int, str] = {}
+        for node in self.graph.nodes:
+            if node.module and node.shares is None:
+                for name, p in self.gm.get_submodule(node.module).named_parameters():
+                    first = owner.setdefault(id(p), f"{node.module}.{name}")
+                    if not first.startswith(f"{node.module}."):  # the same tensor held by another layer
+                        w = node.where
+                        loc = f"{_relative(w.file)}:{w.line}" if w and w.line else self.source
+                        raise ModelError(
+                            f"{loc}: {node.module}.{name} is {first} (tied weights): convcli counts each layer's "
+                            "own weights and cannot express a tensor shared by two layers; to reuse a layer, call "
+                            "the same module twice (counted once)")
         used = {m for n in self.graph.nodes if n.module for m in [n.module]}
         seen, total, frozen, nbytes = set(), 0, 0, 0
         for path in used:

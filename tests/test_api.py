@@ -83,6 +83,13 @@ def test_common_slips_raise_convcli_errors_that_speak_python():
     with pytest.raises(convcli.ConvcliError, match=r"input_size=\(C, H, W\)") as exc:
         convcli.summary(f"{STUDENTS}:S7Student")
     assert "--input" not in str(exc.value)
+    # input_size as the CLI writes it works; a bare number or a batch axis is named, in Python's words
+    model = students.S7Student()
+    assert convcli.summary(model, input_size="3,32,32").params == convcli.summary(model, input_size=(3, 32, 32)).params
+    for bad in (32, (3, 32.0, 32), (1, 3, 32, 32, 1)):
+        with pytest.raises(convcli.ConvcliError, match="input_size") as exc:
+            convcli.summary(model, input_size=bad)
+        assert "--input" not in str(exc.value)
     with pytest.raises(convcli.ConvcliError, match="a percentage up to 100, got 185"):
         convcli.summary(S7, accuracy=185)
     with pytest.raises(convcli.ConvcliError, match="must be a number"):

@@ -160,6 +160,10 @@ def test_fractional_stride_layers_against_gradient_support(layer):
     (13, [{"conv": {"out": 1, "k": 3, "s": 2, "p": 0}}, {"adaptiveavgpool": 4}, {"conv": {"out": 1, "k": 3, "p": 0}}]),
     (9, [{"adaptiveavgpool": 5}, {"upsample": {"scale": 2}}, {"conv": {"out": 1, "k": 3, "p": 0}}]),
     (9, [{"adaptiveavgpool": 4}, {"residual": [{"conv": {"out": 1, "k": 3}}]}]),  # the paths' union per unit
+    # equal windows at equal steps are a plain window: 13 -> 6 is k 3 s 2, 7 -> 3 too; 2 -> 6 repeats positions
+    (13, [{"adaptiveavgpool": 6}, {"conv": {"out": 1, "k": 3, "p": 0}}]),
+    (7, [{"adaptiveavgpool": 3}, {"conv": {"out": 1, "k": 2, "p": 0}}]),
+    (2, [{"adaptiveavgpool": 6}, {"conv": {"out": 1, "k": 3, "p": 0}}]),
     # ceil_mode: the last window runs past the input and PyTorch cuts it short (here to one conv output)
     (16, [{"conv": {"out": 1, "k": 3, "s": 2, "p": 0}}, {"maxpool": {"k": 2, "ceil": True}}]),
     (16, [{"conv": {"out": 1, "k": 3, "s": 2, "p": 0}}, {"maxpool": {"k": 2, "ceil": True}}, "gap"]),
@@ -196,3 +200,14 @@ def test_after_an_irregular_adaptive_pool_every_units_rf_is_its_gradient_support
         assert (max(0, lo), min(n, hi)) == (int(idx.min()), int(idx.max()) + 1), f"unit {u}"
         widths.append(hi - lo)
     assert axis.r == max(widths)
+
+
+@pytest.mark.parametrize("n, m, k, s", [(13, 6, 3, 2), (7, 3, 3, 2), (9, 4, 3, 2)])
+def test_an_adaptive_pool_with_equal_windows_at_equal_steps_is_that_window(n, m, k, s):
+    # torch's windows floor(i*n/m)..ceil((i+1)*n/m): 13 -> 6 starts 0, 2, ..., 10, each 3 wide; by hand
+    # r_out = 1 + (k-1)*1 and j_out = s exactly (not the average 13/6), with no note
+    windows = [(i * n // m, -(-(i + 1) * n // m)) for i in range(m)]
+    assert {b - a for a, b in windows} == {k} and {b[0] - a[0] for a, b in zip(windows, windows[1:])} == {s}
+    a = analyze_layers([1, n], [{"adaptiveavgpool": m}])
+    (axis,) = a.layers[0].rf_out
+    assert (axis.r, axis.j) == (k, s) and a.layers[0].notes == [] and a.layers[0].facts.stride == (s,)

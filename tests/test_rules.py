@@ -342,6 +342,12 @@ def test_gap_kinds_and_classifier_head():
     assert gap_ok([{"conv": {"out": 16}}, {"adaptiveavgpool": 1}, "flatten", {"linear": {"out": 10}}])
     assert not gap_ok([{"conv": {"out": 16}}, "flatten", {"linear": {"out": 10}}])  # no GAP
     assert not gap_ok([{"conv": {"out": 16}}, {"adaptiveavgpool": 2}, "flatten", {"linear": {"out": 10}}])
+    # strided convs down to a 1x1 map (8 -> 4 -> 2 -> 1), then the GAP written as an adaptive pool to 1 (as in
+    # resnet18 at 32x32): it averages one position, and it is still the network's global average pool
+    to_1x1 = [{"conv": {"out": 16, "s": 2, "p": 1}}] * 3
+    assert gap_ok([*to_1x1, {"adaptiveavgpool": 1}, "flatten", {"linear": {"out": 10}}])
+    assert gap_ok([*to_1x1, "gap", {"linear": {"out": 10}}])
+    assert not gap_ok([*to_1x1, "flatten", {"linear": {"out": 10}}])  # the same map flattened: no GAP written
     # a 3x3 conv on the 1x1 map after GAP is not a classifier
     assert not gap_ok([{"conv": {"out": 16}}, {"gap": {"keepdim": True}}, {"conv": {"out": 10, "k": 3, "p": 1}}])
 

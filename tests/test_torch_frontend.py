@@ -509,7 +509,7 @@ def test_the_tutorial_lenets_loop_over_the_size_gets_the_fix_in_its_error():
 
     with pytest.raises(ConvcliError, match=r"torch\.flatten\(x, 1\)") as exc:
         traced(Net(), (1, 32, 32))
-    assert "branches on tensor values" not in str(exc.value)
+    assert "branches on a tensor" not in str(exc.value)
 
 
 class _SE(torch.nn.Module):
@@ -779,3 +779,80 @@ def test_interpolation_convcli_cannot_express_is_refused_with_the_sizes(kwargs, 
     with pytest.raises(ConvcliError, match=says) as err:
         traced(Net(), (3, 8, 8))
     assert "interpolate: interpolate" not in str(err.value)
+
+
+def test_tied_weights_between_two_layers_are_refused_by_name():
+    # self.b.weight = self.a.weight: torch's parameters() lists the tensor once (8*8*9 + 8 + 8 = 592 for
+    # a and b together); convcli counts weights per layer, so it names the tie instead of a wrong total
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.b = torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    assert sum(p.numel() for p in Tied().parameters()) == 592
+    with pytest.raises(ConvcliError, match=r"b\.weight is a\.weight \(tied weights\)"):
+        traced(Tied(), (8, 6, 6))
+
+
+def test_flattening_the_batch_axis_is_named_where_it_happens():
+    # torch.flatten(x) without start_dim=1 folds the batch into the vector; the Linear after it fails, but
+    # the message names the flatten's line and says how to write it
+    class FlattenAll(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = torch.nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = torch.nn.functional.adaptive_avg_pool2d(self.c(x), 1)
+            x = torch.flatten(x)
+            return self.fc(x)
+
+    line = FlattenAll.forward.__code__.co_firstlineno + 2
+    with pytest.raises(ConvcliError, match=rf":{line}: flatten changes the batch axis .*torch\.flatten\(x, 1\)"):
+        traced(FlattenAll(), (3, 8, 8))
+
+
+def test_a_forward_argument_with_a_default_is_traced_at_it():
+    # forward(x, return_feats=False) branches on a Python default, not on data: the plain call's graph
+    class ExtraArg(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 8, 3)
+            self.fc = torch.nn.Linear(8, 10)
+
+        def forward(self, x, return_feats=False, scale=None):
+            f = self.c(x).mean((2, 3))
+            if scale is not None:
+                f = f * scale
+            return f if return_feats else self.fc(f)
+
+    a = traced(ExtraArg(), (3, 8, 8))
+    assert tuple(a.output_shape) == (10,) and a.params == 3 * 8 * 9 + 8 + 8 * 10 + 10
+
+
+@pytest.mark.parametrize("source, ref, says", [
+    # a typo in __init__: the line of the typo, with torch.nn's close names
+    ("import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+     "        self.fc = nn.Linaer(8, 10)\n", "Net",
+     r"net\.py:6: building 'Net' failed: AttributeError: .*'Linaer'; did you mean 'Linear'"),
+    # an unclosed bracket: file:line as a compiler says it
+    ("import torch.nn as nn\n\nx = nn.Conv2d(3, 8, 3\n\nclass Net(nn.Module):\n    pass\n", "Net",
+     r"net\.py:3: SyntaxError: '\(' was never closed"),
+    # a failing import at the top of the file
+    ("import torch.nn as nn\nimport timmm\n", "Net", r"net\.py:2: running the file failed: ModuleNotFoundError"),
+    # the functional import, not a model: named as such, with the file's models
+    ("import torch.nn as nn\nimport torch.nn.functional as F\n\nclass Net(nn.Module):\n    pass\n", "F",
+     r"'F' is a module, not an nn\.Module class .*nn\.Module classes: Net"),
+])
+def test_a_file_that_cannot_give_a_model_is_named_at_its_line(source, ref, says, tmp_path):
+    from convcli.torch_graph import load_module
+
+    (tmp_path / "net.py").write_text(source)
+    with pytest.raises(ConvcliError, match=says):
+        load_module(f"{tmp_path / 'net.py'}:{ref}")

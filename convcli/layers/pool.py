@@ -133,16 +133,32 @@ class AdaptiveAvgPool(LayerType):
                 ops.append(Window(n // m, n // m))
             else:
                 op = Adaptive(n, m)
+                windows = op.windows()
+                sizes = sorted({hi - lo for lo, hi in windows})
+                steps = {b[0] - a_[0] for a_, b in zip(windows, windows[1:])}
+                if len(sizes) == 1 and len(steps) == 1 and 0 not in steps:
+                    # equal windows at equal steps (13->6: k 3, s 2): a plain window, exact RF and jump
+                    ops.append(Window(sizes[0], steps.pop()))
+                    continue
                 ops.append(op)
-                notes.append(f"adaptive pool {n}->{m}: windows of {op.columns(None)['k']} or fewer positions, "
-                             "so RFs differ between units; the widest is shown, the jump is the average")
-        if tuple(size) == tuple(shape[1:]):
-            return Facts(out_shape=tuple(shape), op="identity", notes=[f"{self.name} to the input size is an identity"])
-        if all(m == 1 for m in size):
+                if m > n:  # alexnet's AdaptiveAvgPool2d(6) on a smaller map
+                    notes.append(f"adaptive pool {n}->{m} enlarges the map: windows of {'/'.join(map(str, sizes))} "
+                                 "position(s), so neighbouring units can read the same positions; the jump is the "
+                                 "average")
+                elif len(sizes) > 1:
+                    notes.append(f"adaptive pool {n}->{m}: windows of {' or '.join(map(str, sizes))} positions, so "
+                                 "RFs differ between units; the widest is shown, the jump is the average")
+                else:
+                    notes.append(f"adaptive pool {n}->{m}: windows of {sizes[0]} positions at uneven steps, so the "
+                                 "jump is the average")
+        if all(m == 1 for m in size):  # a global pool, also of a 1x1 map (resnet18 at 32x32): the GAP written
             return Facts(out_shape=(shape[0], *size), ops=ops, op="global_pool", pool=self.pool,
                          in_channels=shape[0], out_channels=shape[0])
+        if tuple(size) == tuple(shape[1:]):
+            return Facts(out_shape=tuple(shape), op="identity", notes=[f"{self.name} to the input size is an identity"])
         return Facts(out_shape=(shape[0], *size), ops=ops, op="pool", pool=self.pool, in_channels=shape[0],
-                     out_channels=shape[0], stride=tuple(Fraction(n, m) for n, m in zip(shape[1:], size)),
+                     out_channels=shape[0], stride=tuple(op.s if isinstance(op, Window) else Fraction(n, m)
+                                                         for op, n, m in zip(ops, shape[1:], size)),
                      notes=notes)
 
     def build(self, a, shape):
