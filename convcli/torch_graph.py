@@ -384,6 +384,9 @@ def trace_graph(model, input_shape: tuple[int, ...], source: str, name: str | No
     import torch
     import torch.fx
 
+    if isinstance(model, torch.jit.ScriptModule):  # fx cannot see inside TorchScript
+        raise ConvcliError(f"{source}: a TorchScript module (torch.jit.script/trace) cannot be analysed; pass the "
+                           "nn.Module it was made from")
     was_training = model.training
     model.eval()  # trace the inference graph (GoogLeNet's aux heads, dropout) and leave BN stats alone
     try:
@@ -679,8 +682,12 @@ class _Mapper:
         out = [n for n in self.gm.graph.nodes if n.op == "output"][0]
         result = out.args[0]
         if not isinstance(result, torch.fx.Node) or result not in self.ids or self.ids[result] == INPUT:
-            raise ConvcliError(f"{self.source}: forward must return one tensor computed from the input "
-                               f"(got {type(result).__name__})")
+            kind = {"immutable_dict": "a dict", "dict": "a dict", "tuple": "a tuple", "list": "a list",
+                    "immutable_list": "a list"}.get(type(result).__name__)
+            unchanged = isinstance(result, torch.fx.Node) and self.ids.get(result) == INPUT
+            got = (f"it returns {kind}: return the logits alone, or wrap the model in one that does" if kind else
+                   "it returns the input unchanged" if unchanged else f"got {type(result).__name__}")
+            raise ConvcliError(f"{self.source}: forward must return one tensor computed from the input ({got})")
         self.graph.output = self.ids[result]
         self.check_params()
         return self.graph

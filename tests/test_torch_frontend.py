@@ -856,3 +856,32 @@ def test_a_file_that_cannot_give_a_model_is_named_at_its_line(source, ref, says,
     (tmp_path / "net.py").write_text(source)
     with pytest.raises(ConvcliError, match=says):
         load_module(f"{tmp_path / 'net.py'}:{ref}")
+
+
+@pytest.mark.parametrize("returns, says", [
+    ("dict", "it returns a dict: return the logits alone"),
+    ("tuple", "it returns a tuple: return the logits alone"),
+    ("input", "it returns the input unchanged"),
+])
+def test_a_forward_that_does_not_return_one_tensor_says_what_it_returns(returns, says):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = self.c(x)
+            return {"dict": {"out": y}, "tuple": (y, y.mean((2, 3))), "input": x}[returns]
+
+    with pytest.raises(ConvcliError, match=says):
+        traced(Net(), (3, 8, 8))
+
+
+def test_a_torchscript_module_is_refused_with_what_to_pass():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script's own deprecation notice
+        scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+    with pytest.raises(ConvcliError, match="TorchScript module .* pass the nn.Module it was made from"):
+        traced(scripted, (3, 8, 8))
