@@ -392,15 +392,112 @@ def trace_graph(model, input_shape: tuple[int, ...], source: str, name: str | No
     try:
         tracer = torch.fx.Tracer()
         tracer.record_stack_traces = True
+        note = None
         try:
             fx = tracer.trace(model, concrete_args=_defaulted_args(model))
         except Exception as exc:
-            raise ConvcliError(_trace_failure(model, source, exc)) from None
+            # A branch on the input's shape (`if x.shape[-1] > 16:`) is decided for --input's shape: trace
+            # again with each size known. A branch on values still fails, with the first failure's message.
+            tracer = _sizes_known_tracer(torch.zeros(BATCH, *input_shape, **_dtype_device(model)))
+            try:
+                fx = tracer.trace(model, concrete_args=_defaulted_args(model))
+            except Exception:
+                raise ConvcliError(_trace_failure(model, source, exc)) from None
+            note = (f"the forward reads the input's sizes as numbers ({_first_user_line(exc)}): this analysis "
+                    f"holds for an input of {list(input_shape)}, and the branches the forward takes for it")
         gm = torch.fx.GraphModule(model, fx)
         _propagate_shapes(gm, input_shape, source)
-        return _Mapper(model, gm, tuple(input_shape), source, name or type(model).__name__).run()
+        graph = _Mapper(model, gm, tuple(input_shape), source, name or type(model).__name__).run()
+        if note:
+            graph.notes.append(note)
+        return graph
     finally:
         model.train(was_training)
+
+
+def _dtype_device(model) -> dict:
+    """The model's own dtype and device (a .double() or CUDA model runs as it is)."""
+    first = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return {"dtype": first.dtype, "device": first.device} if first is not None else {}
+
+
+def _first_user_line(exc: BaseException) -> str:
+    """`net.py:12` of the innermost user frame in a trace failure, or 'its forward'."""
+    found = _failed_at(exc, "")
+    return f"at {found}" if found else "in its forward"
+
+
+def _sizes_known_tracer(example):
+    """An fx tracer whose proxies know their tensor's value on `example` (the input, batch first), so
+    `x.shape`, `x.size(i)` and `x.dim()` are plain numbers: a branch on them is decided as it is for that
+    input. Values are computed op by op as the trace goes (the model in eval mode, no grad)."""
+    import torch
+    import torch.fx
+
+    def value(a):
+        return a.node.meta.get("example") if isinstance(a, torch.fx.Proxy) else a
+
+    class SizesKnown(torch.fx.Proxy):
+        def _known(self):
+            v = self.node.meta.get("example")
+            return v if isinstance(v, torch.Tensor) else None
+
+        @property
+        def shape(self):
+            v = self._known()
+            return v.shape if v is not None else super().__getattr__("shape")
+
+        def size(self, dim=None):
+            v = self._known()
+            if v is None:
+                return self.tracer.create_proxy("call_method", "size", (self,) if dim is None else (self, dim), {})
+            return v.size() if dim is None else v.size(dim)
+
+        def dim(self):
+            v = self._known()
+            return v.dim() if v is not None else self.tracer.create_proxy("call_method", "dim", (self,), {})
+
+    class Tracer(torch.fx.Tracer):
+        computing = False  # while a value is computed, module attributes are the real tensors, not proxies
+
+        def proxy(self, node):
+            return SizesKnown(node, self)
+
+        def getattr(self, attr, attr_val, parameter_proxy_cache):
+            return attr_val if self.computing else super().getattr(attr, attr_val, parameter_proxy_cache)
+
+        def create_proxy(self, kind, target, args, kwargs, *rest, **kw):
+            proxy = super().create_proxy(kind, target, args, kwargs, *rest, **kw)
+            args_v = torch.fx.node.map_aggregate(args, value)
+            kwargs_v = torch.fx.node.map_aggregate(kwargs, value)
+            self.computing = True
+            try:
+                with torch.no_grad():
+                    if kind == "placeholder":
+                        result = example if not proxy.node.args else proxy.node.args[0]
+                    elif kind == "call_function":
+                        result = target(*args_v, **kwargs_v)
+                    elif kind == "call_method":
+                        result = getattr(args_v[0], target)(*args_v[1:], **kwargs_v)
+                    elif kind == "call_module":  # its forward: the traced __call__ would record it again
+                        result = self.root.get_submodule(target).forward(*args_v, **kwargs_v)
+                    elif kind == "get_attr":
+                        result = self.root
+                        for atom in str(target).split("."):
+                            result = getattr(result, atom)
+                    else:
+                        result = None
+            except Exception:
+                result = None  # unknown: its sizes stay symbolic, as in a plain trace
+            finally:
+                self.computing = False
+            if isinstance(proxy, torch.fx.Proxy):
+                proxy.node.meta["example"] = result
+            return proxy
+
+    tracer = Tracer()
+    tracer.record_stack_traces = True
+    return tracer
 
 
 def _defaulted_args(model) -> dict | None:
@@ -552,8 +649,7 @@ def _trace_failure(model, source: str, exc: Exception) -> str:
         reason += (" (a loop over a traced value, such as `for s in x.size()[1:]`: flatten with "
                    "torch.flatten(x, 1) or x.view(x.size(0), -1) instead)")
     elif "control flow" in reason:
-        reason += (" (data-dependent control flow: the forward branches on a tensor's values or shape, "
-                   "such as `if x.sum() > 0:` or `if x.shape[-1] > 16:`)")
+        reason += " (data-dependent control flow: the forward branches on a tensor's values, such as `if x.sum() > 0:`)"
     where = f" {culprit} at {line}" if culprit else " the model"
     return (f"{source}: cannot trace{where}: {reason}. convcli analyses models torch.fx can trace; "
             "write a YAML spec for this one")

@@ -487,10 +487,10 @@ def test_a_batch_of_model_files_is_labelled_below_their_common_folder(tmp_path):
     assert batch_labels(["torchvision.models:vgg11", refs[0]])[0] is None  # a package has no folder
 
 
-def test_the_tutorial_lenets_loop_over_the_size_gets_the_fix_in_its_error():
-    # PyTorch's 60-minute blitz LeNet flattens with `for s in x.size()[1:]`, which torch.fx cannot iterate.
-    from convcli.errors import ConvcliError
-
+def test_the_tutorial_lenets_loop_over_the_size_is_read_at_the_input_size():
+    # PyTorch's 60-minute blitz LeNet flattens with `for s in x.size()[1:]`, which a plain fx trace cannot
+    # iterate; with the sizes known for --input it is the numbers 6, 28, 28: a flatten to 4,704 features.
+    # conv 1*6*25 + 6 = 156, fc 4,704*10 + 10 = 47,050: torch's own count
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -507,9 +507,47 @@ def test_the_tutorial_lenets_loop_over_the_size_gets_the_fix_in_its_error():
                 n *= s
             return n
 
-    with pytest.raises(ConvcliError, match=r"torch\.flatten\(x, 1\)") as exc:
-        traced(Net(), (1, 32, 32))
-    assert "branches on a tensor" not in str(exc.value)
+    a = traced(Net(), (1, 32, 32))
+    assert a.params == 156 + 47_050 == sum(p.numel() for p in Net().parameters())
+    assert [r.facts.op for r in a.layers] == ["conv", "flatten", "linear"] and tuple(a.output_shape) == (10,)
+    assert any("holds for an input of [1, 32, 32]" in n for n in a.graph.notes)
+
+
+class _ShapeBranch(torch.nn.Module):
+    """Pools only when the conv's map is wider than 16 (a branch on a size, not on values)."""
+
+    def __init__(self, on_values=False):
+        super().__init__()
+        self.on_values = on_values
+        self.c = torch.nn.Conv2d(3, 8, 3)
+        self.p = torch.nn.MaxPool2d(2)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.c(x)
+        if (x.mean() > 0) if self.on_values else (x.shape[-1] > 16):
+            x = self.p(x)
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("side, pooled", [(32, True), (16, False)])
+def test_a_branch_on_the_input_shape_is_taken_as_the_input_decides(side, pooled):
+    # 32 -> conv 30 > 16: pooled to 15 (RF 3 + 1 = 4, jump 2); 16 -> conv 14: not pooled (RF 3, jump 1)
+    model = _ShapeBranch()
+    a = traced(model, (3, side, side))
+    assert [r.facts.op for r in a.layers] == ["conv", *(["pool"] if pooled else []), "global_pool", "linear"]
+    assert [int(x.r) for x in a.rf_before_global()] == ([4, 4] if pooled else [3, 3])
+    with torch.no_grad():
+        hooked = []
+        model.p.register_forward_hook(lambda m, i, o: hooked.append(o.shape))
+        model.eval()(torch.zeros(1, 3, side, side))
+    assert bool(hooked) == pooled  # torch takes the same branch
+    assert any(f"holds for an input of [3, {side}, {side}]" in n for n in a.graph.notes)
+
+
+def test_a_branch_on_values_is_still_refused_at_its_line():
+    with pytest.raises(ConvcliError, match=r"cannot trace _ShapeBranch\.forward at .*control flow"):
+        traced(_ShapeBranch(on_values=True), (3, 32, 32))
 
 
 class _SE(torch.nn.Module):
