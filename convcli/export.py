@@ -423,6 +423,7 @@ def _exporters() -> dict:
         ("Upsample",): _upsample,
         ("PixelShuffle",): _pixel_shuffle,
         ("PixelUnshuffle",): _pixel_unshuffle,
+        ("ChannelShuffle",): lambda m, head: call(head, (m.groups,)),
         ("ConstantPad1d", "ConstantPad2d", "ConstantPad3d"): _constant_pad,
         ("ZeroPad1d", "ZeroPad2d", "ZeroPad3d",
          "ReflectionPad1d", "ReflectionPad2d", "ReflectionPad3d",

@@ -337,6 +337,7 @@ def module_table():
         nn.Upsample: _upsample,
         nn.PixelShuffle: lambda m: ("pixelshuffle", {"r": m.upscale_factor}),
         nn.PReLU: lambda m: ("prelu", {"per_channel": m.num_parameters > 1, "init": float(m.init)}),
+        nn.ChannelShuffle: lambda m: ("channelshuffle", {"groups": m.groups}),
     }
     for name in ("ConstantPad", "ZeroPad", "ReflectionPad", "ReplicationPad", "CircularPad"):
         for nd in (1, 2, 3):
@@ -672,6 +673,9 @@ class _Mapper:
         self.calls: dict[str, int] = {}
         self.merged: dict = {}  # x.view(b, c, -1) of a map: its fx node -> the map's (only a full reduction follows)
         self.partial: dict = {}  # x.mean(-1) of a map: its fx node -> (the map's, mean, keepdim) until the rest
+        # ShuffleNet's channel_shuffle: x.view(b, g, c // g, h, w) -> its fx node -> (the map's, g, transposed)
+        # until a view back to (b, c, h, w), which is a shuffle if the two channel axes were transposed
+        self.grouped: dict = {}
         self.group_stack: list = []  # open groups: (module path, group)
         self.module_types = {n: type(m) for n, m in model.named_modules()}
         # Names for the top-level children (`convcli export` writes them: the spec's C1..O labels), else their own.
@@ -912,6 +916,26 @@ class _Mapper:
         if fname in RESHAPES:
             self.reshape(n, fname, x)
             return
+        if x in self.grouped:  # between the view to (g, C/g, ...) and the view back
+            src, g, swapped = self.grouped[x]
+            dims = [_arg(n, i, name) for i, name in ((1, "dim0"), (2, "dim1"))] if fname in ("transpose", "swapaxes") \
+                else list(n.args[1:]) if fname == "permute" else None
+            if fname in PASS_METHODS:
+                self.grouped[n] = self.grouped[x]
+                return
+            if fname == "permute" and len(dims) == 1 and isinstance(dims[0], (list, tuple)):
+                dims = list(dims[0])
+            rank = len(self.shape(x)) + 1
+            if dims is not None and (sorted(d % rank for d in dims[:2]) == [1, 2] if fname != "permute" else
+                                     [d % rank for d in dims] == [0, 2, 1, *range(3, rank)]):
+                self.grouped[n] = (src, g, not swapped)
+                return
+            raise _Unsupported(f"{fname} of a map viewed as {g} channel groups: only the transpose of a channel "
+                               "shuffle (then a view back) is supported")
+        if fname == "channel_shuffle":  # torch.channel_shuffle(x, g) / F.channel_shuffle
+            self.ids[n] = self.add(n, fname, "channelshuffle", {"groups": _arg(n, 1, "groups")},
+                                   self.tensor_inputs(n, x))
+            return
         if fname in PASS_METHODS:
             self.ids[n] = self.tensor_inputs(n, x)[0]  # no new row: the same values
             return
@@ -975,7 +999,20 @@ class _Mapper:
         """view/reshape/flatten/squeeze: an identity when the shape is kept, a flatten when the result is
         one vector per sample; anything else (mixing the batch axis, 2-D → 3-D) is not a layer."""
         in_shape, out_shape = self.shape(x), self.shape(n)
+        if x in self.grouped:  # the view back of a channel shuffle (or of an untouched grouping: the same map)
+            src, g, swapped = self.grouped[x]
+            if out_shape != self.shape(src):
+                raise _Unsupported(f"{fname} {list(in_shape)} -> {list(out_shape)} of a map viewed as {g} channel "
+                                   f"groups: only the view back to {list(self.shape(src))} is supported")
+            inputs = self.tensor_inputs(n, src)
+            self.ids[n] = self.add(n, "channel_shuffle", "channelshuffle", {"groups": g}, inputs) if swapped \
+                else inputs[0]
+            return
         meta_in, meta_out = x.meta.get("tensor_meta"), n.meta.get("tensor_meta")
+        if len(out_shape) == len(in_shape) + 1 >= 3 and out_shape[0] * out_shape[1] == in_shape[0] and \
+                min(out_shape[:2]) > 1 and out_shape[2:] == in_shape[1:] and meta_in.shape[0] == meta_out.shape[0]:
+            self.grouped[n] = (x, out_shape[0], False)  # x.view(b, g, c // g, h, w): a channel shuffle's start
+            return
         if meta_in.shape[0] != meta_out.shape[0]:
             raise _Unsupported(f"{fname} changes the batch axis ({list(meta_in.shape)} -> {list(meta_out.shape)})")
         src = self.tensor_inputs(n, x)

@@ -281,6 +281,8 @@ def test_depthwise_separable_written_as_two_plain_convs():
     ([{"depthwise": {"k": 1}}, {"pointwise": {"out": 16}}], 0),
     # a 3x1 depthwise filters along one axis: a (spatially separable) depthwise-separable pair
     ([{"depthwise": {"k": [3, 1]}}, {"pointwise": {"out": 16}}], 1),
+    # a channel shuffle between them moves whole channels: still a pair
+    ([{"depthwise": {"k": 3}}, {"channelshuffle": 2}, {"pointwise": {"out": 16}}], 1),
     # MobileNetV3 / EfficientNet: depthwise, then an SE gate (x * sigmoid(fc(GAP(x))), a per-channel scale
     # mixing neither channels nor positions), then the 1x1: still a pair
     ([{"depthwise": {"k": 3}}, {"mul": [[], [{"gap": {"keepdim": True}}, {"pointwise": {"out": 2, "act": "relu"}},

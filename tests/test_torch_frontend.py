@@ -923,3 +923,62 @@ def test_a_torchscript_module_is_refused_with_what_to_pass():
         scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
     with pytest.raises(ConvcliError, match="TorchScript module .* pass the nn.Module it was made from"):
         traced(scripted, (3, 8, 8))
+
+
+def _shuffle_by_hand(x, groups):
+    # ShuffleNet's reference implementation: view as (g, C/g), transpose, view back
+    b, c, h, w = x.size()
+    x = x.view(b, groups, c // groups, h, w)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(b, -1, h, w)
+
+
+class _ShuffleUnit(torch.nn.Module):
+    """ShuffleNet v1 unit: grouped 1x1, channel shuffle, depthwise 3x3, grouped 1x1, residual add; the
+    shuffle written by hand, as nn.ChannelShuffle, or as torch.channel_shuffle."""
+
+    def __init__(self, how, c=24, g=3):
+        super().__init__()
+        self.how, self.g = how, g
+        self.g1 = torch.nn.Conv2d(c, c, 1, groups=g, bias=False)
+        self.dw = torch.nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+        self.g2 = torch.nn.Conv2d(c, c, 1, groups=g, bias=False)
+        self.shuffle = torch.nn.ChannelShuffle(g)
+
+    def forward(self, x):
+        y = torch.relu(self.g1(x))
+        y = {"by_hand": lambda t: _shuffle_by_hand(t, self.g), "module": self.shuffle,
+             "function": lambda t: torch.channel_shuffle(t, self.g)}[self.how](y)
+        return x + self.g2(self.dw(y))
+
+
+@pytest.mark.parametrize("how", ["by_hand", "module", "function"])
+def test_a_channel_shuffle_is_mapped_counted_and_exported(how):
+    # params 24*8 (1x1, groups 3) + 24*9 (depthwise) + 24*8 = 600, torch's own count; the shuffle moves whole
+    # channels: RF 3 after the depthwise 3x3, as without it; the depthwise and the grouped 1x1 after it are
+    # not a depthwise-separable pair (the 1x1 is grouped), the shuffle is seen as one
+    from convcli.rules.kinds import find
+    from convcli.spec import parse_spec
+    from convcli.spec_writer import spec_yaml
+    from tests.test_export import export_source, load, same_function
+
+    model = _ShuffleUnit(how)
+    x = torch.randn(2, 24, 6, 6)
+    assert torch.equal(torch.nn.ChannelShuffle(3)(x), _shuffle_by_hand(x, 3))  # torch's op is the recipe
+    a = traced(model, (24, 6, 6))
+    assert a.params == 600 == sum(p.numel() for p in model.parameters())
+    assert [r.facts.op for r in a.layers] == ["conv", "act", "shuffle", "conv", "conv", "join"]
+    assert [int(x.r) for x in a.rf_before_global()] == [3, 3] and len(find(a, "channel_shuffle")) == 1
+    assert len(find(a, "depthwise_separable")) == 0
+    spec = parse_spec(spec_yaml(trace_graph(model, (24, 6, 6), "shuffle.py")), "shuffle.yaml")
+    exported = load(export_source(analyze(spec)))["Net"]()
+    exported.load_state_dict(dict(zip(exported.state_dict(), model.state_dict().values())), strict=True)
+    same_function(exported, model, (24, 6, 6))
+
+
+def test_a_channel_shuffle_between_depthwise_and_pointwise_keeps_the_pair():
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.ChannelShuffle(2),
+                                torch.nn.Conv2d(8, 16, 1))
+    from convcli.rules.kinds import find
+
+    assert len(find(traced(model, (8, 6, 6)), "depthwise_separable")) == 1

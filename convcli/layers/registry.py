@@ -112,6 +112,7 @@ OPS = (
     "identity",  # passes its input through (nn.Identity, a k=1 s=1 pool, zero padding of 0)
     "resample",  # upsample, pixel shuffle
     "pad",
+    "shuffle",  # a channel shuffle: whole channels reordered
     "join",  # add / concat / mul of several inputs
 )
 
@@ -180,8 +181,9 @@ class Facts:
 
     @property
     def is_passthrough(self) -> bool:
-        """Element-wise and shape-preserving with no spatial mixing: BN, activation, dropout, identity."""
-        return self.op in ("norm", "act", "dropout", "identity")
+        """Shape-preserving, mixing neither positions nor channels: BN, activation, dropout, identity, and a
+        channel shuffle (which moves whole channels)."""
+        return self.op in ("norm", "act", "dropout", "identity", "shuffle")
 
 
 class LayerType:
@@ -247,7 +249,7 @@ _LOADED = []
 def _load() -> None:
     # Importing the family modules registers their entries (all of them, even when one family module was
     # imported first on its own, e.g. `act` for its torch table).
-    from convcli.layers import act, compose, conv, linear, norm, pool, resample  # noqa: F401
+    from convcli.layers import act, channels, compose, conv, linear, norm, pool, resample  # noqa: F401
 
     _LOADED.append(True)
 

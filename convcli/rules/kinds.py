@@ -282,6 +282,8 @@ kind("join", "the join of parallel branches (residual add, concat, multiply)", _
      aliases=("add", "concat", "residual", "mul"))
 kind("identity", "a layer that passes its input through (identity, a k=1 s=1 pool, zero padding)",
      _op_is("identity"))
+kind("channel_shuffle", "a channel shuffle (ShuffleNet): whole channels reordered, no weights", _op_is("shuffle"),
+     aliases=("shuffle",))
 
 
 def canonical(name: str) -> str | None:

@@ -1,0 +1,31 @@
+"""Channel rearrangements without weights: ShuffleNet's channel shuffle, through which grouped 1x1 convs
+exchange information. It moves whole channels, so shapes, receptive fields and jumps are unchanged."""
+
+from __future__ import annotations
+
+from convcli.layers.conv import feature_map_rank
+from convcli.layers.registry import Facts, LayerType, Param, register
+
+
+@register
+class ChannelShuffle(LayerType):
+    name = "channelshuffle"
+    aliases = ("channel_shuffle", "shuffle")
+    family = "channels"
+    positional = "groups"
+    params = (Param("groups", "int", 2, aliases=("g",), minimum=1,
+                    help="the channels as groups x (C/groups), read out transposed"),)
+    doc = "channel shuffle (ShuffleNet): channel i*(C/g)+j moves to j*g+i; no weights, RF unchanged"
+    examples = (((8, 5, 5), {"groups": 2}), ((6, 7), {"groups": 3}))
+
+    def infer(self, a, shape, where):
+        feature_map_rank(self, shape, where)
+        g = a["groups"]
+        if shape[0] % g:
+            raise where.error(f"a channel shuffle in {g} groups needs channels divisible by {g}", got=shape[0])
+        return Facts(out_shape=tuple(shape), op="shuffle", in_channels=shape[0], out_channels=shape[0], groups=g)
+
+    def build(self, a, shape):
+        import torch.nn as nn
+
+        return nn.ChannelShuffle(a["groups"])
