@@ -94,6 +94,18 @@ class Reuse(nn.Module):
     def forward(self, x):
         return self.target(x)
 ''',
+    "SelectChannels": '''
+
+class SelectChannels(nn.Module):
+    """Channels start..stop-1 of an (N, C, *spatial) map: one piece of a channel split (x.chunk(2, dim=1))."""
+
+    def __init__(self, start, stop):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, x):
+        return x[:, self.start:self.stop]
+''',
     "ChannelLayerNorm": '''
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -527,6 +539,9 @@ class _Writer:
             code = Code("Reuse", [self.variable(target)])
             code.comment = f"{where}: {self.names[id(target)]} again, with the same weights" if where else ""
             return code
+        if kind is cm.SelectChannels:
+            self.helpers.add("SelectChannels")
+            return call("SelectChannels", (module.start, module.stop))
         if kind is cm.ChannelLayerNorm:
             self.helpers.add("ChannelLayerNorm")
             return _layernorm(module, "ChannelLayerNorm")
@@ -595,7 +610,7 @@ def _file(analysis, cls: str, writer: _Writer, top: list, block_labels: dict) ->
         '"""',
     ]
     parts = ["\n".join(lines) + "\n\n", "import torch\nfrom torch import nn\n"]
-    order = ["Parallel", "Add", "Concat", "Mul", "Reuse", "ChannelLayerNorm", "DeformConvBlock"]
+    order = ["Parallel", "Add", "Concat", "Mul", "Reuse", "SelectChannels", "ChannelLayerNorm", "DeformConvBlock"]
     parts += [_HELPERS[h] for h in order if h in writer.helpers]
     body = [f"\n\nclass {cls}(nn.Sequential):\n",
             f'    """{name} ({src}): input {input_shape}, output {out_shape}."""\n\n']

@@ -297,6 +297,45 @@ def _unit_index(index, in_shape, out_shape) -> bool:
         type(i) is int and i in (0, -1) for i in rest)
 
 
+def _split_name(node) -> str | None:
+    """'chunk' or 'split' for x.chunk(...), torch.split(x, ...) and the like; else None."""
+    if node.op not in ("call_method", "call_function"):
+        return None
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return name if name in ("chunk", "split") else None
+
+
+def _split_pieces(node, name: str, shape) -> list[tuple[int, int]]:
+    """The (start, stop) channel range of each piece, as torch cuts them: chunk(n) in pieces of ceil(C/n),
+    split(s) in pieces of s, split([a, b, ...]) in those sizes. Only along the channel axis."""
+    dim = _concrete(node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0))
+    if dim not in (1, -len(shape)):
+        raise _Unsupported(f"{name} along dim {dim}: only a channel split (dim=1) is supported")
+    c = shape[0]
+    arg = _concrete(node.args[1] if len(node.args) > 1 else
+                    node.kwargs.get("chunks" if name == "chunk" else "split_size_or_sections"))
+    if name == "chunk":
+        arg = -(-c // arg)
+    sizes = list(arg) if isinstance(arg, (list, tuple)) else [arg] * -(-c // arg)
+    bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    return [(a, min(b, c)) for a, b in zip(bounds, bounds[1:]) if a < c]
+
+
+def _channel_slice(index, shape) -> tuple[int, int] | None:
+    """x[:, a:b] (also x[:, a:b, ...] or with whole slices after): channels a..b-1 of a map; else None."""
+    if not (isinstance(index, tuple) and len(index) >= 2 and shape and len(shape) >= 2):
+        return None
+    whole = slice(None)
+    first, chan, *rest = index
+    if first != whole or not isinstance(chan, slice) or chan.step not in (None, 1) or \
+            not all(r == whole or r is Ellipsis for r in rest) or chan == whole:
+        return None
+    if not all(v is None or type(v) is int for v in (chan.start, chan.stop)):
+        return None
+    start, stop, _ = chan.indices(shape[0])
+    return (start, stop) if start < stop else None
+
+
 def _unflatten_module(m):
     size = tuple(m.unflattened_size)
     if m.dim != 1 or set(size[1:]) != {1}:
@@ -839,6 +878,19 @@ class _Mapper:
         fname = fname.rstrip("_")  # in-place forms (relu_, add_) compute the same values
         x = n.args[0] if n.args else None
 
+        if n.target is operator.getitem and isinstance(x, torch.fx.Node) and _split_name(x) and \
+                isinstance(n.args[1], int):  # x1, x2 = x.chunk(2, dim=1): each piece a range of channels
+            src = x.args[0]
+            start, stop = _split_pieces(x, _split_name(x), self.shape(src))[n.args[1]]
+            self.ids[n] = self.add(n, "getitem", "channels", {"start": start, "stop": stop},
+                                   self.tensor_inputs(n, src))
+            return
+        if n.target is operator.getitem and isinstance(x, torch.fx.Node) and x in self.ids and \
+                _channel_slice(n.args[1], self.shape(x)) is not None:  # x[:, 8:16]
+            start, stop = _channel_slice(n.args[1], self.shape(x))
+            self.ids[n] = self.add(n, "getitem", "channels", {"start": start, "stop": stop},
+                                   self.tensor_inputs(n, x))
+            return
         if n.target is operator.getitem and isinstance(x, torch.fx.Node) and x in self.ids and \
                 _unflattens(self.shape(x), self.shape(n)):  # y[:, :, None, None]
             self.ids[n] = self.add(n, "getitem", "unflatten", {"axes": len(self.shape(n)) - 1},

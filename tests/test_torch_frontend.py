@@ -982,3 +982,58 @@ def test_a_channel_shuffle_between_depthwise_and_pointwise_keeps_the_pair():
     from convcli.rules.kinds import find
 
     assert len(find(traced(model, (8, 6, 6)), "depthwise_separable")) == 1
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0"])
+def test_torchvisions_shufflenet_v2_matches_its_own_counts(name):
+    # its blocks split the channels (x.chunk(2, dim=1)), run one half through convs and shuffle the concat:
+    # parameters from torch, MACs from torchvision's documented `_ops` (GMACs, 3 decimals) at 224x224
+    model = getattr(torchvision.models, name)(weights=None)
+    a = traced(model, (3, 224, 224))
+    assert a.params == sum(p.numel() for p in model.parameters())
+    assert tuple(a.output_shape) == (1000,)
+    for weights in torchvision.models.get_model_weights(name):
+        assert a.macs / 1e9 == pytest.approx(weights.meta["_ops"], abs=5e-4), weights
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_shufflenet_v2_block_round_trips_through_import_and_export(stride):
+    # stride 1 splits the channels in two (x.chunk); stride 2 runs both branches on the whole input
+    from torchvision.models.shufflenetv2 import InvertedResidual
+
+    from convcli.spec import parse_spec
+    from convcli.spec_writer import spec_yaml
+    from tests.test_export import export_source, load, randomise_bn, same_function
+
+    cin = 16 if stride == 1 else 8
+    model = InvertedResidual(cin, 16, stride)
+    randomise_bn(model)
+    a = traced(model, (cin, 8, 8))
+    assert a.params == sum(p.numel() for p in model.parameters())
+    if stride == 1:  # the split's halves by hand: channels 0..7 and 8..15
+        picks = [(r.facts.in_channels, r.facts.out_channels) for r in a.layers if r.facts.op == "select"]
+        assert picks == [(16, 8), (16, 8)]
+    spec = parse_spec(spec_yaml(trace_graph(model, (cin, 8, 8), "block.py")), "block.yaml")
+    exported = load(export_source(analyze(spec)))["Net"]()
+    exported.load_state_dict(dict(zip(exported.state_dict(), model.state_dict().values())), strict=True)
+    same_function(exported, model, (cin, 8, 8))
+
+
+@pytest.mark.parametrize("index, channels", [
+    ((slice(None), slice(2, 6)), (2, 6)),
+    ((slice(None), slice(None, -2), Ellipsis), (0, 6)),
+    ((slice(None), slice(4, None), slice(None), slice(None)), (4, 8)),
+])
+def test_a_channel_slice_is_a_range_of_channels(index, channels):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 8, 3)
+
+        def forward(self, x):
+            return self.c(x)[index]
+
+    a = traced(Net(), (3, 6, 6))
+    row = a.layers[-1]
+    assert row.facts.op == "select" and tuple(a.output_shape) == (channels[1] - channels[0], 4, 4)
+    assert tuple(Net()(torch.zeros(1, 3, 6, 6)).shape[1:]) == tuple(a.output_shape)

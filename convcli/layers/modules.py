@@ -48,6 +48,17 @@ class Mul(_Join):
         return y
 
 
+class SelectChannels(nn.Module):
+    """Channels start..stop-1 of an (N, C, *spatial) map: one piece of a channel split (x.chunk(2, dim=1))."""
+
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.start:self.stop]
+
+
 class Reuse(nn.Module):
     """A layer applied again with the weights of an earlier one. The earlier module is held, not
     registered, so its parameters and state_dict keys exist once, where it was defined."""

@@ -113,6 +113,7 @@ OPS = (
     "resample",  # upsample, pixel shuffle
     "pad",
     "shuffle",  # a channel shuffle: whole channels reordered
+    "select",  # a range of the input's channels (a channel split)
     "join",  # add / concat / mul of several inputs
 )
 
