@@ -1135,10 +1135,18 @@ class _Mapper:
 
 def trace_ref(ref: str, input_text: str | None) -> Graph:
     """`model.py:Net` + `--input 3,32,32` → the graph."""
+    import warnings
+
     shape = parse_input(input_text, ref)
-    model = load_module(ref)
+    with warnings.catch_warnings(record=True) as caught:  # a note under the table, not text above it
+        warnings.simplefilter("default")
+        model = load_module(ref)
     name = MODEL_REF.match(ref).group("name")
-    return trace_graph(model, shape, ref, name)
+    graph = trace_graph(model, shape, ref, name)
+    said = dict.fromkeys(f"building {name}: {w.category.__name__}: {str(w.message).strip().splitlines()[0]}"
+                         for w in caught if str(w.message).strip())
+    graph.notes.extend(said)
+    return graph
 
 
 __all__ = ["is_model_ref", "load_module", "trace_graph", "trace_ref", "parse_input"]

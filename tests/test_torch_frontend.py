@@ -1037,3 +1037,18 @@ def test_a_channel_slice_is_a_range_of_channels(index, channels):
     row = a.layers[-1]
     assert row.facts.op == "select" and tuple(a.output_shape) == (channels[1] - channels[0], 4, 4)
     assert tuple(Net()(torch.zeros(1, 3, 6, 6)).shape[1:]) == tuple(a.output_shape)
+
+
+def test_a_warning_while_building_the_model_becomes_a_note(tmp_path):
+    # torchvision's googlenet warns about its init when built; the table's notes carry it, stderr does not
+    import warnings
+
+    from convcli.torch_graph import trace_ref
+
+    (tmp_path / "net.py").write_text(
+        "import warnings\nimport torch.nn as nn\n\nclass Net(nn.Sequential):\n    def __init__(self):\n"
+        "        warnings.warn('init will change', FutureWarning)\n        super().__init__(nn.Conv2d(3, 4, 3))\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one escaping would fail the test
+        graph = trace_ref(f"{tmp_path / 'net.py'}:Net", "3,8,8")
+    assert "building Net: FutureWarning: init will change" in graph.notes
