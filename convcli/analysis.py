@@ -59,7 +59,10 @@ class Analysis:
     rf: list[AxisRF]
     spec: object = None  # the Spec a YAML graph came from (train reads its `train:` and text)
     by_node: dict[int, Row] = field(default_factory=dict)
-    first_global: Row | None = None  # the first global node on every input-to-output path
+    first_global: Row | None = None  # the first of `global_ops`
+    # the global ops that end the spatial map: together on every input-to-output path (one GAP, or a GAP and
+    # a global max pool on parallel paths, joined after); an SE block's inner GAP is not one
+    global_ops: list[Row] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -105,15 +108,21 @@ class Analysis:
         every path to the output, so an SE block's inner GAP does not count."""
         return self.first_global
 
+    def widest_global_op(self) -> Row | None:
+        """Of the global ops, the one whose input has the largest RF (they usually read the same map)."""
+        return max(self.global_ops, key=lambda r: [a.r for a in r.rf_in], default=None)
+
     def rf_before_global(self) -> list[AxisRF]:
-        """The RF the assignment measures: at the input of the first global node (or the output)."""
-        return self.first_global.rf_in if self.first_global else self.rf
+        """The RF the assignment measures: at the input of the global ops (the largest), or the output."""
+        widest = self.widest_global_op()
+        return widest.rf_in if widest else self.rf
 
     def last_spatial_row(self) -> Row | None:
-        """The layer whose output feeds the first global node (or the last layer when there is none)."""
-        if self.first_global is None:
+        """The layer whose output feeds the (widest) global op, or the last layer when there is none."""
+        widest = self.widest_global_op()
+        if widest is None:
             return self.layers[-1] if self.layers else None
-        src = self.graph.nodes[self.first_global.node].inputs[0]
+        src = self.graph.nodes[widest.node].inputs[0]
         return self.by_node.get(src)
 
     def consumers(self) -> dict[int, list[Row]]:
@@ -174,7 +183,9 @@ def merge_paths(paths: list[list[AxisRF]], shape: tuple[int, ...]) -> tuple[list
         best = max(spatial_paths, key=lambda a: (a.r, a.glob))
         same_n = len({a.n for a in spatial_paths}) == 1
         regular = all(a.spans is None for a in spatial_paths)
-        if len({a.j for a in spatial_paths}) > 1:
+        if all(a.glob for a in spatial_paths):
+            pass  # pooled heads joined after their global ops: every unit sees the whole input on every path
+        elif len({a.j for a in spatial_paths}) > 1:
             notes.append(
                 "branches have different jumps: not aligned, so the RF is not shift-invariant; "
                 + ("each unit's RF is the union of its paths' RFs" if same_n else "the largest over the paths is shown")
@@ -261,8 +272,25 @@ def analyze_graph(graph: Graph) -> Analysis:
             group=g.id,
         ))
 
-    every_path = graph.on_every_path()
-    first_global = next((by_node[n.id] for n in graph.nodes
-                         if n.id in every_path and by_node[n.id].facts.is_global), None)
+    global_ops = [by_node[i] for i in global_cut(graph, {n.id for n in graph.nodes if by_node[n.id].facts.is_global})]
     return Analysis(graph=graph, rows=rows, output_shape=shapes[graph.output], rf=rfs[graph.output],
-                    by_node=by_node, first_global=first_global)
+                    by_node=by_node, first_global=global_ops[0] if global_ops else None, global_ops=global_ops)
+
+
+def global_cut(graph, is_global: set[int]) -> list[int]:
+    """The global nodes that end the spatial map on every path: each is the first global node on its paths,
+    and from it the output is reached through nodes whose every input path has passed a global node. So a
+    GAP + global-max head joined by an add is a cut of two, and an SE block's GAP is none (its gate is
+    multiplied back into the map, which a path bypassing the GAP still carries)."""
+    covered: dict[int, bool] = {}  # every path from the input to the node passes a global node
+    for n in graph.nodes:  # topological order
+        ins = list(dict.fromkeys(n.inputs))
+        covered[n.id] = n.id in is_global or (bool(ins) and all(i != INPUT and covered[i] for i in ins))
+    if graph.output == INPUT or not covered.get(graph.output):
+        return []
+    live = {graph.output}  # reach the output through covered nodes only
+    for n in reversed(graph.nodes):
+        if n.id in live:
+            live.update(i for i in n.inputs if i != INPUT and covered[i])
+    return [n.id for n in graph.nodes if n.id in live and n.id in is_global
+            and not all(i != INPUT and covered[i] for i in n.inputs)]

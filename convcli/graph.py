@@ -95,21 +95,6 @@ class Graph:
                 out.setdefault(i, []).append(n.id)
         return out
 
-    def on_every_path(self) -> set[int]:
-        """Nodes every input-to-output path goes through (an SE block's GAP is not: the identity branch
-        bypasses it; the classifier's GAP is). Path counts: paths(in->v) * paths(v->out) == paths(in->out)."""
-        live = self.ancestors(self.output) | {self.output}
-        into: dict[int, int] = {INPUT: 1}
-        for n in self.nodes:
-            into[n.id] = sum(into.get(i, 0) for i in dict.fromkeys(n.inputs)) if n.id in live else 0
-        out_of: dict[int, int] = {self.output: 1}
-        for n in reversed(self.nodes):
-            if n.id in live:
-                for i in dict.fromkeys(n.inputs):
-                    out_of[i] = out_of.get(i, 0) + out_of.get(n.id, 0)
-        total = into.get(self.output, 0)
-        return {n.id for n in self.nodes if total and into[n.id] * out_of.get(n.id, 0) == total}
-
     def ancestors(self, node_id: int) -> set[int]:
         seen: set[int] = set()
         stack = [node_id]

@@ -579,3 +579,31 @@ def test_a_1x1_strided_max_pool_subsamples_and_does_not_count():
     [check] = run_checks(a, resolve_rules(a.spec, None))
     assert not check.ok and check.value == 1
     assert "layers[1].maxpool: a 1x1 window at stride 2x2 pools nothing: it subsamples" in check.message
+
+
+@pytest.mark.parametrize("head, gap_ok", [
+    ({"add": [[{"adaptiveavgpool": 1}], [{"adaptivemaxpool": 1}]]}, False),  # GAP + global max: not only GAP
+    ({"concat": [[{"adaptiveavgpool": 1}], [{"adaptivemaxpool": 1}]]}, False),  # fastai's concat pool
+    ({"add": [[{"adaptiveavgpool": 1}], [{"adaptiveavgpool": 1}, "relu"]]}, True),  # two GAP heads, joined after
+])
+def test_global_ops_on_parallel_paths_end_the_map_together(head, gap_ok):
+    # By hand: conv k3 (RF 3), maxpool 2 (4, j 2), conv k3 (4 + 2*2 = 8), maxpool 2 (10, j 4) -> a 4x4 map.
+    # The pools on the two paths read that map: the RF before them is 10, not the union after GAP (22)
+    layers = [{"conv": {"out": 8}}, {"maxpool": {"k": 2}}, {"conv": {"out": 8}}, {"maxpool": {"k": 2}}, head,
+              "flatten", {"linear": {"out": 10}}]
+    a = analysis_of(net(layers, input_shape=(3, 16, 16)))
+    assert [int(x.r) for x in a.rf_before_global()] == [10, 10] and len(a.global_ops) == 2
+    (check,) = run_checks(a, parse_ruleset({"rules": [{"gap_before_classifier": True}]}, "r.yaml"))
+    assert check.ok is gap_ok
+    if not gap_ok:
+        assert "global_maxpool" in check.message
+
+
+def test_an_se_blocks_gap_is_not_where_the_map_ends():
+    # the SE gate's GAP is multiplied back into the map, which the identity path carries on: the map ends at
+    # the classifier's GAP (RF 3 + 2 = 5 after two 3x3 convs), not at the SE's
+    gate = [{"gap": {"keepdim": True}}, {"pointwise": {"out": 8, "act": "sigmoid"}}]
+    layers = [{"conv": {"out": 8}}, {"mul": [[], gate]}, {"conv": {"out": 8}}, "gap", {"linear": {"out": 10}}]
+    a = analysis_of(net(layers, input_shape=(3, 16, 16)))
+    assert len(a.global_ops) == 1 and a.global_ops[0].path.startswith("layers[3]")
+    assert [int(x.r) for x in a.rf_before_global()] == [5, 5]

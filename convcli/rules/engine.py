@@ -328,15 +328,25 @@ class GapBeforeClassifier:
     def check(analysis, args, accuracy):
         layers = analysis.layers
         limit = GapBeforeClassifier.LIMIT
-        gap = analysis.first_global_row()
-        if gap is None:
+        ops = analysis.global_ops  # one GAP, or several global ops on parallel paths (GAP + global max)
+        if not ops:
             return Check("", False, None, limit, "no global average pool (gap, adaptive average pool to 1, a "
                          "whole-map average pool or a spatial mean)", shown="no GAP")
-        if not K.is_gap(gap):
-            return Check("", False, None, limit, f"the first global op is {K.op_of(gap)} at "
-                         f"{describe(gap, analysis)}, not a global average pool", shown=f"{K.op_of(gap)}, no GAP")
-        after = layers[layers.index(gap) + 1:]
-        shown = " -> ".join(["gap", *(K.op_of(r) for r in after)])
+        other = [r for r in ops if not K.is_gap(r)]
+        if other:
+            what = ", ".join(f"{K.op_of(r)} at {describe(r, analysis)}" for r in other)
+            many = "the first global ops are" if len(ops) > 1 else "the first global op is"
+            return Check("", False, None, limit, f"{many} {' + '.join(K.op_of(r) for r in ops)}: {what} is not a "
+                         "global average pool", shown=f"{'+'.join(K.op_of(r) for r in ops)}, no GAP only")
+        gap = ops[0]
+        succ, below, todo = analysis.consumers(), set(), list(ops)  # every layer downstream of the global ops
+        while todo:
+            for r in succ.get(id(todo.pop()), []):
+                if id(r) not in below:
+                    below.add(id(r))
+                    todo.append(r)
+        after = [r for r in layers if id(r) in below]
+        shown = " -> ".join(["+".join(["gap"] * len(ops)) if len(ops) > 1 else "gap", *(K.op_of(r) for r in after)])
         bad = [r for r in after if not K.is_classifier_like(r)]
         if bad:
             return Check("", False, gap.path, limit, f"GAP at {describe(gap, analysis)} is followed by "

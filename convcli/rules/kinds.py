@@ -136,6 +136,8 @@ def is_classifier_like(row) -> bool:
         return False
     if f.op in ("linear", "flatten", "softmax") or f.is_passthrough:
         return True
+    if f.op == "join" and row.is_global:  # pooled heads joined after the global ops (GAP + GAP of two paths)
+        return True
     return f.is_pointwise_conv and all(n == 1 for n in row.in_shape[1:])
 
 
