@@ -34,6 +34,9 @@ class Node:
     shares: int | None = None  # id of the node whose module (weights) this node reuses
     module: str | None = None  # the PyTorch module path, when the graph came from a model
     raw: dict | None = None  # the options as a spec would write them (before defaults), for `convcli import`
+    # what the source computes that the spec's layer does not (x * 0.2 analysed as an identity, BN without
+    # running statistics): the analysis holds, but `convcli import` cannot write it without changing the model
+    lossy: str | None = None
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Graph:
     notes: list[str] = field(default_factory=list)
     frozen_params: int = 0  # parameters with requires_grad=False (a traced model's frozen layers)
     param_bytes: int | None = None  # a traced model's real parameter bytes (None: float32)
+    param_dtype: str = "float32"  # what param_bytes counts in (a .double() model: float64; "mixed")
 
     def add_node(self, **kw) -> Node:
         node = Node(id=len(self.nodes), **kw)

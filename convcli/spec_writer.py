@@ -57,12 +57,19 @@ class _Writer:
             raise ConvcliError(f"{self.graph.source}: {node.path} feeds two joins that do not nest: the graph is "
                                "not series-parallel, so it cannot be written as nested branches")
         self.emitted.add(node.id)
+        self.faithful(node)
         if node.shares is not None:
             return {"reuse": self.names[node.shares]}
         opts = _options(node)
         if node.id in self.names:
             opts["name"] = self.names[node.id]
         return {node.entry.name: opts} if opts else node.entry.name
+
+    def faithful(self, node) -> None:
+        if node.lossy:
+            raise ConvcliError(f"{self.graph.source}: {node.path}: {node.lossy} has no spec equivalent, so "
+                               "`convcli import` cannot write this model without changing what it computes "
+                               "(the analysis of the model itself is unaffected)")
 
     def chain(self, src: int, end: int) -> list[tuple[int, dict]]:
         """(first node id, item) pairs computing `end`'s output from `src`'s."""
@@ -73,6 +80,7 @@ class _Writer:
                 raise ConvcliError(f"{self.graph.source}: a branch does not start at its fork; cannot write it")
             node = self.graph.nodes[cur]
             if node.role == "join":
+                self.faithful(node)
                 fork = self.idom[cur]
                 branches = [[it for _, it in self.chain(fork, i)] for i in node.inputs]
                 self.emitted.add(cur)
@@ -141,4 +149,7 @@ def spec_yaml(graph: Graph) -> str:
 
     head = (f"# {graph.name}: written by `convcli import {graph.source}` from the traced model.\n"
             "# Same analysis as the model: params, MACs, shapes and receptive field.\n")
+    if graph.frozen_params:
+        head += (f"# The model froze {graph.frozen_params:,} parameters (requires_grad=False); a spec has no "
+                 "frozen layers, so here every parameter is trainable.\n")
     return head + yaml.safe_dump(graph_to_spec(graph), sort_keys=False, default_flow_style=None, width=110)

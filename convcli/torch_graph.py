@@ -297,6 +297,20 @@ def _unit_index(index, in_shape, out_shape) -> bool:
         type(i) is int and i in (0, -1) for i in rest)
 
 
+def _lossy_module(m) -> str | None:
+    """What a module does that its registry layer does not say (see Node.lossy), or None."""
+    import torch.nn as nn
+
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if not m.track_running_stats:
+            return "BatchNorm with track_running_stats=False (batch statistics at evaluation too)"
+        if m.momentum is None:
+            return "BatchNorm with momentum=None (a cumulative average)"
+    if getattr(m, "divisor_override", None):
+        return f"{type(m).__name__}(divisor_override={m.divisor_override})"
+    return None
+
+
 def _split_name(node) -> str | None:
     """'chunk' or 'split' for x.chunk(...), torch.split(x, ...) and the like; else None."""
     if node.op not in ("call_method", "call_function"):
@@ -759,7 +773,7 @@ class _Mapper:
             self.group_stack.append((path, g))
 
     def add(self, fx_node, type_name: str, registry: str, raw: dict, inputs, role="layer", path=None,
-            shares=None, module=None, final=True):
+            shares=None, module=None, final=True, lossy=None):
         entry = lookup(registry)
         scope = self.scope(fx_node)
         self.open_groups(scope)
@@ -778,12 +792,14 @@ class _Mapper:
         label = self.block_labels.get(path, path) if depth == 0 and module else None
         node = self.graph.add_node(path=path, type=type_name, entry=entry, args=args, inputs=tuple(inputs),
                                    depth=depth, label=label, where=where, role=role,
-                                   shares=shares, module=module, raw=dict(raw))
+                                   shares=shares, module=module, raw=dict(raw), lossy=lossy)
         for _, g in self.group_stack:
             g.nodes.append(node.id)
         self.out_shapes[node.id] = tuple(facts.out_shape)
         torch_shape = self.shape(fx_node) if final else None  # a first step of several has no torch shape
-        if torch_shape is not None and torch_shape != tuple(facts.out_shape):
+        # one number per sample (a critic's x.view(-1)): torch's () is convcli's [1], the same single value
+        if torch_shape is not None and torch_shape != tuple(facts.out_shape) and \
+                not (torch_shape == () and tuple(facts.out_shape) == (1,)):
             raise self.fail(fx_node, f"convcli computes output shape {list(facts.out_shape)} but torch gives "
                                      f"{list(torch_shape)}; please report this model")
         return node.id
@@ -852,6 +868,13 @@ class _Mapper:
         if mapper is None:
             raise _Unsupported(f"{type(m).__module__}.{type(m).__name__} is not a layer convcli can map onto its "
                                "types (see `convcli layers`); write it as supported layers, or analyse a YAML spec")
+        reparam = [type(h).__name__ for h in m._forward_pre_hooks.values()
+                   if type(h).__name__ in ("WeightNorm", "SpectralNorm")]
+        if reparam:  # the weight is recomputed from other parameters (weight_g/weight_v, weight_orig) each call
+            names = ", ".join(n for n, _ in m.named_parameters(recurse=False))
+            util = "weight_norm" if reparam[0] == "WeightNorm" else "spectral_norm"
+            raise _Unsupported(f"{type(m).__name__} under torch.nn.utils.{util} holds {names} instead of its own "
+                               f"weight, which convcli's layers count; analyse the network without {util}")
         registry, raw = mapper(m)
         if registry == "upsample":
             raw["scale"] = upsample_factors(self.shape(n.args[0]), self.shape(n), m.scale_factor,
@@ -866,7 +889,7 @@ class _Mapper:
         shares = self.first_call.get(n.target) if any(True for _ in m.parameters()) else None
         path = n.target if count == 1 else f"{n.target}[call {count}]"
         self.ids[n] = self.add(n, type(m).__name__, registry, raw, inputs, path=path, shares=shares,
-                               module=n.target)
+                               module=n.target, lossy=_lossy_module(m))
         self.first_call.setdefault(n.target, self.ids[n])
 
     def call_function(self, n):
@@ -910,10 +933,14 @@ class _Mapper:
             tensors = [a for a in n.args[:2] if isinstance(a, torch.fx.Node) and a in self.ids]
             if len(tensors) == 2 and fname in ("add", "iadd", "mul", "imul"):
                 op = "add" if "add" in fname else "mul"
-                self.ids[n] = self.add(n, fname, op, {}, self.tensor_inputs(n, *tensors), role="join")
+                alpha = n.kwargs.get("alpha", 1)
+                self.ids[n] = self.add(n, fname, op, {}, self.tensor_inputs(n, *tensors), role="join",
+                                       lossy=f"torch.add(..., alpha={alpha})" if alpha != 1 else None)
                 return
             if len(tensors) == 1:  # arithmetic with a constant: element-wise, shape and RF unchanged
-                self.ids[n] = self.add(n, fname, "identity", {}, self.tensor_inputs(n, tensors[0]))
+                other = next((a for a in n.args[:2] if a is not tensors[0]), None)
+                self.ids[n] = self.add(n, fname, "identity", {}, self.tensor_inputs(n, tensors[0]),
+                                       lossy=f"{fname} with the constant {_concrete(other)!r:.30}")
                 return
             raise _Unsupported(f"{fname} of two tensors: only add and mul joins are supported")
         if fname in ("cat", "concat", "concatenate"):
@@ -956,7 +983,9 @@ class _Mapper:
                 raw.update(d=_t(_arg(n, 4, "dilation", 1)), ceil=_arg(n, 5, "ceil_mode", False))
             else:
                 raw.update(ceil=_arg(n, 4, "ceil_mode", False), count_include_pad=_arg(n, 5, "count_include_pad", True))
-            self.ids[n] = self.add(n, fname, kind, raw, self.tensor_inputs(n, x))
+            divisor = _arg(n, 6, "divisor_override", None) if kind == "avgpool" else None
+            self.ids[n] = self.add(n, fname, kind, raw, self.tensor_inputs(n, x),
+                                   lossy=f"divisor_override={divisor}" if divisor else None)
             return
         if re.fullmatch(r"adaptive_(max|avg)_pool[123]d", fname):
             kind = "adaptivemaxpool" if "max" in fname else "adaptiveavgpool"
@@ -1061,6 +1090,11 @@ class _Mapper:
                 else inputs[0]
             return
         meta_in, meta_out = x.meta.get("tensor_meta"), n.meta.get("tensor_meta")
+        if out_shape == () and prod(in_shape) == 1 and meta_in.shape[0] == meta_out.shape[0]:
+            # x.view(-1) of one value per sample (a GAN critic's score): convcli's vector of one
+            src = self.tensor_inputs(n, x)
+            self.ids[n] = src[0] if in_shape == (1,) else self.add(n, fname, "flatten", {}, src)
+            return
         if len(out_shape) == len(in_shape) + 1 >= 3 and out_shape[0] * out_shape[1] == in_shape[0] and \
                 min(out_shape[:2]) > 1 and out_shape[2:] == in_shape[1:] and meta_in.shape[0] == meta_out.shape[0]:
             self.grouped[n] = (x, out_shape[0], False)  # x.view(b, g, c // g, h, w): a channel shuffle's start
@@ -1107,11 +1141,12 @@ class _Mapper:
                             "own weights and cannot express a tensor shared by two layers; to reuse a layer, call "
                             "the same module twice (counted once)")
         used = {m for n in self.graph.nodes if n.module for m in [n.module]}
-        seen, total, frozen, nbytes = set(), 0, 0, 0
+        seen, total, frozen, nbytes, dtypes = set(), 0, 0, 0, set()
         for path in used:
             for p in self.gm.get_submodule(path).parameters():
                 if id(p) not in seen:
                     seen.add(id(p))
+                    dtypes.add(str(p.dtype).removeprefix("torch."))
                     total += p.numel()
                     nbytes += p.numel() * p.element_size()
                     frozen += 0 if p.requires_grad else p.numel()
@@ -1125,6 +1160,7 @@ class _Mapper:
             self.graph.notes.append(f"{unused:,} parameters belong to modules the forward pass does not use "
                                     "(e.g. auxiliary heads); they are not counted")
         self.graph.frozen_params, self.graph.param_bytes = frozen, nbytes
+        self.graph.param_dtype = dtypes.pop() if len(dtypes) == 1 else "mixed dtypes" if dtypes else "float32"
 
     def facts_params(self, node) -> int:
         shape = self.graph.input if node.inputs[0] == INPUT else self.out_shapes[node.inputs[0]]

@@ -254,7 +254,8 @@ def totals_footer(t: dict) -> list[str]:
     return [
         f"Total params: {t['total']:,}   Trainable: {t['trainable']:,}   Non-trainable: "
         f"{t['total'] - t['trainable']:,}",
-        f"MACs per sample: {t['macs']:,} ({human(t['macs'], 'MACs')})   Params size: {t['size_mb']:.2f} MB (float32)",
+        f"MACs per sample: {t['macs']:,} ({human(t['macs'], 'MACs')})   "
+        f"Params size: {t['size_mb']:.2f} MB ({t.get('dtype', 'float32')})",
         "(n) on a block row: subtotal of the rows below it, not added again.",
         MACS_RULE,
         PARAMS_RULE,

@@ -1052,3 +1052,76 @@ def test_a_warning_while_building_the_model_becomes_a_note(tmp_path):
         warnings.simplefilter("error")  # one escaping would fail the test
         graph = trace_ref(f"{tmp_path / 'net.py'}:Net", "3,8,8")
     assert "building Net: FutureWarning: init will change" in graph.notes
+
+
+def test_a_double_models_size_is_labelled_float64_and_one_number_per_sample_is_a_vector_of_one():
+    # conv 3*8*16 + 8 = 392 params of 8 bytes = 3,136 bytes; the critic's x.view(-1) keeps one score per
+    # sample, which torch gives as [] and convcli as a vector of one
+    from convcli.commands.common import totals
+
+    class Critic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = torch.nn.Conv2d(3, 8, 4, 2, 1)
+            self.c2 = torch.nn.Conv2d(8, 1, 4)
+
+        def forward(self, x):
+            return torch.sigmoid(self.c2(self.c1(x)).view(-1, 1).squeeze(1))
+
+    a = traced(Critic().double(), (3, 8, 8))
+    t = totals(a)
+    assert t["dtype"] == "float64" and t["size_mb"] * 1e6 == pytest.approx(8 * (392 + 129))
+    assert tuple(a.output_shape) == (1,) and tuple(Critic()(torch.zeros(2, 3, 8, 8)).shape) == (2,)
+
+
+class _Lossy(torch.nn.Module):
+    """Things a spec cannot say, each analysed as its layer would be (shapes, params, RF are right) but
+    refused by `convcli import`, which would otherwise write a model computing something else."""
+
+    def __init__(self, what):
+        super().__init__()
+        self.what = what
+        self.c = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.d = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8, track_running_stats=what != "bn_no_stats")
+        self.p = torch.nn.AvgPool2d(2, divisor_override=1 if what == "divisor" else None)
+
+    def forward(self, x):
+        x = self.bn(self.c(x))
+        if self.what == "scaled_residual":
+            x = x + 0.2 * self.d(x)
+        elif self.what == "add_alpha":
+            x = torch.add(x, self.d(x), alpha=-1.0)
+        return self.p(x)
+
+
+@pytest.mark.parametrize("what, says", [
+    ("scaled_residual", "mul with the constant 0.2"),
+    ("add_alpha", r"torch\.add\(\.\.\., alpha=-1\.0\)"),
+    ("bn_no_stats", "track_running_stats=False"),
+    ("divisor", r"divisor_override=1"),
+])
+def test_import_refuses_what_a_spec_cannot_say_while_the_analysis_stands(what, says):
+    from convcli.spec_writer import spec_yaml
+
+    model = _Lossy(what)
+    a = traced(model, (3, 8, 8))
+    # conv 3*8*9 + 8 = 224, BN 16, and the residual's conv 8*8*9 + 8 = 584 where the forward uses it
+    assert a.params == 224 + 16 + (584 if what in ("scaled_residual", "add_alpha") else 0)
+    assert tuple(a.output_shape) == (8, 4, 4)
+    with pytest.raises(ConvcliError, match=f"{says}.* has no spec equivalent"):
+        spec_yaml(trace_graph(model, (3, 8, 8), "lossy.py"))
+
+
+def test_weight_norm_is_named_not_an_internal_check():
+    model = torch.nn.Sequential(torch.nn.utils.weight_norm(torch.nn.Conv2d(3, 8, 3)))
+    with pytest.raises(ConvcliError, match=r"under torch\.nn\.utils\.weight_norm holds bias, weight_g, weight_v"):
+        traced(model, (3, 8, 8))
+
+
+def test_an_imported_frozen_model_says_its_spec_trains_everything():
+    from convcli.spec_writer import spec_yaml
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 1))
+    model[0].requires_grad_(False)  # 3*8*9 + 8 = 224 frozen
+    assert "The model froze 224 parameters" in spec_yaml(trace_graph(model, (3, 8, 8), "frozen.py"))

@@ -203,4 +203,5 @@ def totals(analysis) -> dict:
     g = analysis.graph
     total = analysis.params
     size = g.param_bytes if g.param_bytes is not None else 4 * total  # float32 unless the model says otherwise
-    return {"total": total, "trainable": total - g.frozen_params, "macs": analysis.macs, "size_mb": size / 1e6}
+    return {"total": total, "trainable": total - g.frozen_params, "macs": analysis.macs, "size_mb": size / 1e6,
+            "dtype": g.param_dtype}
