@@ -297,6 +297,12 @@ def _unit_index(index, in_shape, out_shape) -> bool:
         type(i) is int and i in (0, -1) for i in rest)
 
 
+def _layernorm(m):
+    if m.elementwise_affine and m.bias is None:
+        raise _Unsupported("LayerNorm(bias=False): convcli's layernorm has a scale and a bias, or neither")
+    return "layernorm", {"eps": m.eps, "affine": m.elementwise_affine}
+
+
 def _lossy_module(m) -> str | None:
     """What a module does that its registry layer does not say (see Node.lossy), or None."""
     import torch.nn as nn
@@ -391,6 +397,7 @@ def module_table():
         nn.PixelShuffle: lambda m: ("pixelshuffle", {"r": m.upscale_factor}),
         nn.PReLU: lambda m: ("prelu", {"per_channel": m.num_parameters > 1, "init": float(m.init)}),
         nn.ChannelShuffle: lambda m: ("channelshuffle", {"groups": m.groups}),
+        nn.LayerNorm: _layernorm,
     }
     for name in ("ConstantPad", "ZeroPad", "ReflectionPad", "ReplicationPad", "CircularPad"):
         for nd in (1, 2, 3):
@@ -853,8 +860,9 @@ class _Mapper:
                 self.ids[n] = INPUT
         elif n.op == "get_attr":
             if self.shape(n) is not None:
-                raise _Unsupported(f"uses the tensor self.{n.target} directly; convcli follows layers "
-                                   "(nn.Conv2d, nn.Linear, ...), not raw parameters")
+                kind = "buffer" if n.target in dict(self.gm.named_buffers()) else "parameter"
+                raise _Unsupported(f"uses the {kind} self.{n.target} directly; convcli follows layers "
+                                   f"(nn.Conv2d, nn.Linear, ...), not tensors used in forward")
         elif n.op == "call_module":
             self.call_module(n)
         elif n.op in ("call_function", "call_method"):
@@ -863,6 +871,8 @@ class _Mapper:
             self.call_function(n)
 
     def call_module(self, n):
+        import torch.fx
+
         m = self.gm.get_submodule(n.target)
         mapper = self.modules_table.get(type(m))
         if mapper is None:
@@ -876,6 +886,13 @@ class _Mapper:
             raise _Unsupported(f"{type(m).__name__} under torch.nn.utils.{util} holds {names} instead of its own "
                                f"weight, which convcli's layers count; analyse the network without {util}")
         registry, raw = mapper(m)
+        in_shape = self.shape(n.args[0]) if isinstance(n.args[0], torch.fx.Node) else None
+        if registry == "layernorm" and (in_shape is None or len(in_shape) != 1 or
+                                        tuple(m.normalized_shape) != tuple(in_shape)):
+            raise _Unsupported(f"LayerNorm({list(m.normalized_shape)}) on a {list(in_shape or ())} tensor: convcli's "
+                               "layernorm normalises a feature vector (LayerNorm(C) after flatten/GAP) or, in a spec, "
+                               "the channels at each position (GroupNorm(1, C) normalises a whole map, with a scale "
+                               "per channel)")
         if registry == "upsample":
             raw["scale"] = upsample_factors(self.shape(n.args[0]), self.shape(n), m.scale_factor,
                                             m.recompute_scale_factor)
@@ -1038,6 +1055,17 @@ class _Mapper:
             raw = {"scale": scale, "mode": mode}
             self.ids[n] = self.add(n, fname, "upsample", raw, self.tensor_inputs(n, x))
             return
+        if n.target is operator.getitem:
+            src = x.target if isinstance(x, torch.fx.Node) and x.op == "call_method" else \
+                getattr(getattr(x, "target", None), "__name__", None)
+            if src in ("max", "min"):  # x.max(dim=2)[0]: values and indices
+                raise _Unsupported(f"x.{src}(dim)[0]: a {src} over an axis returns values and indices; write "
+                                   f"x.amax(dims) for a global max pool over the spatial axes")
+            raise _Unsupported(f"indexing with {_concrete(n.args[1])!r:.60}: only a range of channels (x[:, a:b]) "
+                               "and the one position of a 1x1 map (x[:, :, 0, 0]) are layers convcli maps")
+        if fname in ("sum", "nansum"):
+            raise _Unsupported(f"{fname}: a sum over positions is no layer of convcli's; for global average pooling "
+                               "write x.mean((2, 3)) (not x.sum((2, 3)) / (h * w))")
         raise _Unsupported(f"the operation '{fname}' is not one convcli maps onto its layers")
 
     def reduce(self, n, fname, x):

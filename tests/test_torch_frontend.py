@@ -1125,3 +1125,33 @@ def test_an_imported_frozen_model_says_its_spec_trains_everything():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 1))
     model[0].requires_grad_(False)  # 3*8*9 + 8 = 224 frozen
     assert "The model froze 224 parameters" in spec_yaml(trace_graph(model, (3, 8, 8), "frozen.py"))
+
+
+def test_layernorm_of_a_feature_vector_is_mapped_and_of_a_map_refused_with_the_reason():
+    # LayerNorm(8) after GAP: 8 scales + 8 biases, torch's count; LayerNorm over W of a map is not a layer
+    head = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.LayerNorm(8), torch.nn.Linear(8, 10))
+    a = traced(head, (3, 8, 8))
+    assert a.params == sum(p.numel() for p in head.parameters()) and "norm" in [r.facts.op for r in a.layers]
+    with pytest.raises(ConvcliError, match=r"LayerNorm\(\[6\]\) on a \[8, 6, 6\] tensor"):
+        traced(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.LayerNorm(6)), (3, 8, 8))
+
+
+@pytest.mark.parametrize("forward, says", [
+    (lambda m, x: m.c(x).max(dim=2)[0].amax(-1), r"x\.max\(dim\)\[0\].*write x\.amax"),
+    (lambda m, x: m.c(x)[:, :, -1], r"indexing with .*only a range of channels"),
+    (lambda m, x: m.c(x).sum((2, 3)) / 36, r"write x\.mean\(\(2, 3\)\)"),
+    (lambda m, x: m.c(x) * m.scale, r"uses the buffer self\.scale directly"),
+])
+def test_unmapped_idioms_say_what_to_write(forward, says):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 4, 3)
+            self.register_buffer("scale", torch.ones(1, 4, 1, 1))
+
+        def forward(self, x):
+            return forward(self, x)
+
+    with pytest.raises(ConvcliError, match=says):
+        traced(Net(), (3, 8, 8))
