@@ -106,7 +106,7 @@ def summary(model_or_spec, input_size=None, rules=None, accuracy: float | None =
     what = model_or_spec
     if isinstance(what, (str, Path)):
         from convcli.sources import load_analysis
-        from convcli.torch_graph import is_model_ref
+        from convcli.torch_load import is_model_ref
 
         if input_size is None and is_model_ref(str(what)) and not Path(str(what)).exists():
             raise ConvcliError(f"{what}: summary() of a PyTorch model needs input_size=(C, H, W), "
@@ -121,7 +121,7 @@ def summary(model_or_spec, input_size=None, rules=None, accuracy: float | None =
         if input_size is None:
             raise ConvcliError(f"summary({type(what).__name__}) needs input_size=(C, H, W), "
                                "e.g. summary(model, input_size=(3, 32, 32))")
-        from convcli.torch_graph import parse_input
+        from convcli.torch_load import parse_input
 
         shape = parse_input(input_text, type(what).__name__, option="input_size")
         a = analyze(trace_graph(what, shape, type(what).__name__))
@@ -132,7 +132,7 @@ def summary(model_or_spec, input_size=None, rules=None, accuracy: float | None =
 
         spec = parse_spec(yaml.safe_dump(what, sort_keys=False), "<dict>")
         if input_text is not None:
-            from convcli.torch_graph import parse_input
+            from convcli.torch_load import parse_input
 
             spec.input = parse_input(input_text, "<dict>")
         a = analyze(spec)

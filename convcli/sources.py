@@ -11,7 +11,7 @@ from convcli.errors import ConvcliError
 def load_analysis(arg, input_text: str | None = None):
     """The Analysis of one SPEC argument; `--input C,H,W` is required for a model and overrides a spec's."""
     from convcli.analysis import analyze
-    from convcli.torch_graph import is_model_ref, parse_input
+    from convcli.torch_load import is_model_ref, parse_input
 
     text = str(arg)
     if is_model_ref(text) and not Path(text).exists():
@@ -61,7 +61,7 @@ def _name_needed(path: Path) -> str:
 
 
 def is_model(arg) -> bool:
-    from convcli.torch_graph import is_model_ref
+    from convcli.torch_load import is_model_ref
 
     return is_model_ref(str(arg)) and not Path(str(arg)).exists()
 
@@ -75,7 +75,7 @@ def build_for(analysis):
     """The torch model to train or evaluate: a spec's model from the registry, or a fresh instance of the
     PyTorch model the analysis was traced from (its own module, so its state_dict keys are its own)."""
     if is_model(analysis.source):
-        from convcli.torch_graph import load_module
+        from convcli.torch_load import load_module
 
         return load_module(analysis.source)
     from convcli.build import build_model

@@ -21,7 +21,8 @@ from test_zoo import TORCHVISION
 from convcli.analysis import analyze, analyze_file
 from convcli.errors import ConvcliError
 from convcli.rules import resolve_rules, run_checks
-from convcli.torch_graph import parse_input, trace_graph
+from convcli.torch_graph import trace_graph
+from convcli.torch_load import parse_input
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENTS = ROOT / "tests" / "models" / "students.py"
@@ -889,7 +890,7 @@ def test_a_forward_argument_with_a_default_is_traced_at_it():
      r"'F' is a module, not an nn\.Module class .*nn\.Module classes: Net"),
 ])
 def test_a_file_that_cannot_give_a_model_is_named_at_its_line(source, ref, says, tmp_path):
-    from convcli.torch_graph import load_module
+    from convcli.torch_load import load_module
 
     (tmp_path / "net.py").write_text(source)
     with pytest.raises(ConvcliError, match=says):

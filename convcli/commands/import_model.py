@@ -20,7 +20,8 @@ def import_model(
     """
     from convcli.errors import ConvcliError
     from convcli.spec_writer import spec_yaml
-    from convcli.torch_graph import is_model_ref, trace_ref
+    from convcli.torch_graph import trace_ref
+    from convcli.torch_load import is_model_ref
 
     if not is_model_ref(model):
         raise ConvcliError(f"{model}: expected FILE.py:NAME or package.module:NAME")

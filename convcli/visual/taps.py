@@ -28,7 +28,7 @@ def default_model(analysis):
     """The model an analysis describes, with fresh (random) weights: the spec's model, or the module
     `FILE.py:NAME` builds."""
     if is_traced(analysis):
-        from convcli.torch_graph import is_model_ref, load_module
+        from convcli.torch_load import is_model_ref, load_module
 
         if not is_model_ref(analysis.source):
             raise ConvcliError(f"{analysis.source}: pass the PyTorch model this analysis was traced from")
