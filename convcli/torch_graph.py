@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import re
 from math import prod
-from pathlib import Path
 
 from convcli.errors import ConvcliError
 from convcli.graph import INPUT, Graph
 from convcli.layers.registry import ACTIVATIONS, Where, lookup, normalize
-from convcli.torch_load import MODEL_REF, _failed_at, _relative, load_module, made_at, parse_input
+from convcli.torch_load import MODEL_REF, load_module, parse_input, relative_path
+from convcli.torch_trace import (
+    BATCH,
+    defaulted_args,
+    dtype_device,
+    first_user_line,
+    propagate_shapes,
+    sizes_known_tracer,
+    trace_failure,
+    user_frame,
+)
 
 # --------------------------------------------------------------------------- modules → registry types
 
@@ -311,265 +320,25 @@ def trace_graph(model, input_shape: tuple[int, ...], source: str, name: str | No
         tracer.record_stack_traces = True
         note = None
         try:
-            fx = tracer.trace(model, concrete_args=_defaulted_args(model))
+            fx = tracer.trace(model, concrete_args=defaulted_args(model))
         except Exception as exc:
             # A branch on the input's shape (`if x.shape[-1] > 16:`) is decided for --input's shape: trace
             # again with each size known. A branch on values still fails, with the first failure's message.
-            tracer = _sizes_known_tracer(torch.zeros(BATCH, *input_shape, **_dtype_device(model)))
+            tracer = sizes_known_tracer(torch.zeros(BATCH, *input_shape, **dtype_device(model)))
             try:
-                fx = tracer.trace(model, concrete_args=_defaulted_args(model))
+                fx = tracer.trace(model, concrete_args=defaulted_args(model))
             except Exception:
-                raise ConvcliError(_trace_failure(model, source, exc)) from None
-            note = (f"the forward reads the input's sizes as numbers ({_first_user_line(exc)}): this analysis "
+                raise ConvcliError(trace_failure(model, source, exc)) from None
+            note = (f"the forward reads the input's sizes as numbers ({first_user_line(exc)}): this analysis "
                     f"holds for an input of {list(input_shape)}, and the branches the forward takes for it")
         gm = torch.fx.GraphModule(model, fx)
-        _propagate_shapes(gm, input_shape, source)
+        propagate_shapes(gm, input_shape, source)
         graph = _Mapper(model, gm, tuple(input_shape), source, name or type(model).__name__).run()
         if note:
             graph.notes.append(note)
         return graph
     finally:
         model.train(was_training)
-
-
-def _dtype_device(model) -> dict:
-    """The model's own dtype and device (a .double() or CUDA model runs as it is)."""
-    first = next((p for p in model.parameters() if p.is_floating_point()), None)
-    return {"dtype": first.dtype, "device": first.device} if first is not None else {}
-
-
-def _first_user_line(exc: BaseException) -> str:
-    """`net.py:12` of the innermost user frame in a trace failure, or 'its forward'."""
-    found = _failed_at(exc, "")
-    return f"at {found}" if found else "in its forward"
-
-
-def _sizes_known_tracer(example):
-    """An fx tracer whose proxies know their tensor's value on `example` (the input, batch first), so
-    `x.shape`, `x.size(i)` and `x.dim()` are plain numbers: a branch on them is decided as it is for that
-    input. Values are computed op by op as the trace goes (the model in eval mode, no grad)."""
-    import torch
-    import torch.fx
-
-    def value(a):
-        return a.node.meta.get("example") if isinstance(a, torch.fx.Proxy) else a
-
-    class SizesKnown(torch.fx.Proxy):
-        def _known(self):
-            v = self.node.meta.get("example")
-            return v if isinstance(v, torch.Tensor) else None
-
-        @property
-        def shape(self):
-            v = self._known()
-            return v.shape if v is not None else super().__getattr__("shape")
-
-        def size(self, dim=None):
-            v = self._known()
-            if v is None:
-                return self.tracer.create_proxy("call_method", "size", (self,) if dim is None else (self, dim), {})
-            return v.size() if dim is None else v.size(dim)
-
-        def dim(self):
-            v = self._known()
-            return v.dim() if v is not None else self.tracer.create_proxy("call_method", "dim", (self,), {})
-
-    class Tracer(torch.fx.Tracer):
-        computing = False  # while a value is computed, module attributes are the real tensors, not proxies
-
-        def proxy(self, node):
-            return SizesKnown(node, self)
-
-        def getattr(self, attr, attr_val, parameter_proxy_cache):
-            return attr_val if self.computing else super().getattr(attr, attr_val, parameter_proxy_cache)
-
-        def create_proxy(self, kind, target, args, kwargs, *rest, **kw):
-            proxy = super().create_proxy(kind, target, args, kwargs, *rest, **kw)
-            args_v = torch.fx.node.map_aggregate(args, value)
-            kwargs_v = torch.fx.node.map_aggregate(kwargs, value)
-            self.computing = True
-            try:
-                with torch.no_grad():
-                    if kind == "placeholder":
-                        result = example if not proxy.node.args else proxy.node.args[0]
-                    elif kind == "call_function":
-                        result = target(*args_v, **kwargs_v)
-                    elif kind == "call_method":
-                        result = getattr(args_v[0], target)(*args_v[1:], **kwargs_v)
-                    elif kind == "call_module":  # its forward: the traced __call__ would record it again
-                        result = self.root.get_submodule(target).forward(*args_v, **kwargs_v)
-                    elif kind == "get_attr":
-                        result = self.root
-                        for atom in str(target).split("."):
-                            result = getattr(result, atom)
-                    else:
-                        result = None
-            except Exception:
-                result = None  # unknown: its sizes stay symbolic, as in a plain trace
-            finally:
-                self.computing = False
-            if isinstance(proxy, torch.fx.Proxy):
-                proxy.node.meta["example"] = result
-            return proxy
-
-    tracer = Tracer()
-    tracer.record_stack_traces = True
-    return tracer
-
-
-def _defaulted_args(model) -> dict | None:
-    """forward(self, x, return_feats=False): the arguments after the input that have defaults, at their
-    defaults (the call convcli analyses), so a branch on them traces as the plain call runs."""
-    import inspect
-
-    try:
-        params = list(inspect.signature(model.forward).parameters.values())[1:]
-    except (TypeError, ValueError):
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    fixed = {p.name: p.default for p in params if p.kind in kinds and p.default is not inspect.Parameter.empty}
-    return fixed or None
-
-
-def _propagate_shapes(gm, input_shape: tuple[int, ...], source: str) -> None:
-    """Run the traced graph on zeros (batch 2), recording each node's output shape in its meta; a node
-    that fails is named with its module path and the user's line, in one sentence (no torch traceback)."""
-    import torch
-    import torch.fx
-
-    batch_changed = []  # the first call that moves the batch axis (torch.flatten(x) without 1)
-
-    class Shapes(torch.fx.Interpreter):
-        def run_node(self, n):
-            try:
-                result = super().run_node(n)
-            except Exception as exc:
-                raise _NodeFailed(n, exc) from None
-            if isinstance(result, torch.Tensor):
-                n.meta["tensor_meta"] = _Meta(tuple(result.shape))
-                src = n.args[0] if n.args and isinstance(n.args[0], torch.fx.Node) else None
-                before = getattr(src.meta.get("tensor_meta"), "shape", None) if src is not None else None
-                if not batch_changed and n.op != "call_module" and before and before[:1] == (BATCH,) and \
-                        result.shape[:1] != (BATCH,):
-                    batch_changed.append((n, before, tuple(result.shape)))
-            elif isinstance(result, int) or (isinstance(result, tuple) and all(isinstance(v, int) for v in result)):
-                n.meta["value"] = tuple(result) if isinstance(result, tuple) else result  # a size, or sizes
-            return result
-
-    # zeros in the model's own dtype and on its device (a .double() or CUDA model runs as it is)
-    first = next((p for p in gm.parameters() if p.is_floating_point()), None)
-    like = {"dtype": first.dtype, "device": first.device} if first is not None else {}
-    try:
-        with torch.no_grad():
-            Shapes(gm).run(torch.zeros(BATCH, *input_shape, **like))
-    except _NodeFailed as failed:
-        n, exc = failed.node, failed.exc
-        file, line = _user_frame(n.stack_trace)
-        loc = f"{_relative(file)}:{line}" if file and line else source
-        what = n.target if n.op == "call_module" else n.name
-        kind = type(gm.get_submodule(n.target)).__name__ if n.op == "call_module" else None
-        if batch_changed:  # the real mistake is upstream: report it, not its symptom
-            moved, before, after = batch_changed[0]
-            mfile, mline = _user_frame(moved.stack_trace)
-            mloc = f"{_relative(mfile)}:{mline}" if mfile and mline else source
-            fname = getattr(moved.target, "__name__", str(moved.target))
-            hint = (" (torch.flatten(x) flattens the batch axis too: write torch.flatten(x, 1))"
-                    if fname == "flatten" else " (keep the batch axis first: x.view(x.size(0), -1))")
-            raise ConvcliError(f"{mloc}: {fname} changes the batch axis (on a batch of {BATCH}: "
-                               f"{list(before)} -> {list(after)}){hint}, so {what}"
-                               + (f" ({kind})" if kind else "") + f" fails: {_torch_reason(exc)}") from None
-        rank = _rank_mismatch(gm, input_shape)
-        if rank:
-            raise ConvcliError(f"{source}: {rank}") from None
-        made = made_at(gm.get_submodule(n.target), line) if n.op == "call_module" else ""
-        raise ConvcliError(f"{loc}: {what}" + (f" ({kind})" if kind else "")
-                           + f": {_torch_reason(exc)} (on an input of shape {list(input_shape)}){made}") from None
-
-
-BATCH = 2  # the batch the shapes are traced with (2, so that BN in training mode and batch slips show)
-
-
-def _rank_mismatch(model, input_shape: tuple[int, ...]) -> str | None:
-    """When a forward fails and the first Conv/Pool/BatchNorm-Nd module wants N spatial axes where the
-    input shape has another number, say that (a batch axis given, or C,L for a 2-D net), not the symptom."""
-    for name, m in model.named_modules():
-        found = re.search(r"([123])d$", type(m).__name__)
-        if found:
-            want, have = int(found.group(1)), len(input_shape) - 1
-            if want == have:
-                return None
-            axes = {1: "C,L", 2: "C,H,W", 3: "C,D,H,W"}[want]
-            batch = (" It looks like it includes the batch axis: give the shape of one sample, without it."
-                     if have == want + 1 else "")
-            return (f"{name} ({type(m).__name__}) needs an input of {want} spatial ax{'is' if want == 1 else 'es'} "
-                    f"({axes}), but the input shape {list(input_shape)} has {have}.{batch}")
-    return None
-
-
-class _NodeFailed(Exception):
-    def __init__(self, node, exc):
-        self.node, self.exc = node, exc
-
-
-class _Meta:
-    """What the mapper reads of a node's output: its shape, batch axis first (fx's own `tensor_meta` key)."""
-
-    def __init__(self, shape):
-        self.shape = shape
-
-
-# torch's wording of the two mismatches students hit most, restated as expected/got.
-_TORCH_REASONS = (
-    (re.compile(r"expected input\[[^\]]*\] to have (\d+) channels, but got (\d+) channels"),
-     "expected {0} input channels, got {1}"),
-    (re.compile(r"mat1 and mat2 shapes cannot be multiplied \(\d+x(\d+) and (\d+)x\d+\)"),
-     "expected {1} input features, got {0}"),
-)
-
-
-def _torch_reason(exc: Exception) -> str:
-    text = str(exc).strip()
-    for pattern, template in _TORCH_REASONS:
-        m = pattern.search(text)
-        if m:
-            return template.format(*m.groups())
-    first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def _user_frame(stack_trace: str | None) -> tuple[str | None, int | None]:
-    """The user's file and line from an fx stack trace: the innermost frame outside torch (the trace runs
-    outermost first, so a helper method's line wins over the forward that called it)."""
-    found = None, None
-    for m in re.finditer(r'File "([^"]+)", line (\d+)', stack_trace or ""):
-        if f"{Path('site-packages') / 'torch'}" not in m.group(1) and "/torch/" not in m.group(1):
-            found = m.group(1), int(m.group(2))
-    return found
-
-
-def _trace_failure(model, source: str, exc: Exception) -> str:
-    """Name the module and the line whose forward could not be traced (data-dependent control flow...)."""
-    import torch.nn as nn
-
-    names = {id(m): n for n, m in model.named_modules()}
-    tb, culprit, line = exc.__traceback__, None, None
-    while tb is not None:
-        frame = tb.tb_frame
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, nn.Module) and id(owner) in names and "/torch/" not in frame.f_code.co_filename:
-            path = names[id(owner)]
-            culprit = f"{type(owner).__name__}.{frame.f_code.co_name}" + (f" (module {path})" if path else "")
-            line = f"{_relative(frame.f_code.co_filename)}:{tb.tb_lineno}"
-        tb = tb.tb_next
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if "cannot be iterated" in reason:  # the tutorial LeNet's num_flat_features: for s in x.size()[1:]
-        reason += (" (a loop over a traced value, such as `for s in x.size()[1:]`: flatten with "
-                   "torch.flatten(x, 1) or x.view(x.size(0), -1) instead)")
-    elif "control flow" in reason:
-        reason += " (data-dependent control flow: the forward branches on a tensor's values, such as `if x.sum() > 0:`)"
-    where = f" {culprit} at {line}" if culprit else " the model"
-    return (f"{source}: cannot trace{where}: {reason}. convcli analyses models torch.fx can trace; "
-            "write a YAML spec for this one")
 
 
 class _Mapper:
@@ -597,7 +366,7 @@ class _Mapper:
         return tuple(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else None
 
     def where(self, fx_node, path):
-        file, line = _user_frame(fx_node.stack_trace)
+        file, line = user_frame(fx_node.stack_trace)
         return Where(file or self.source, line, path)
 
     def fail(self, fx_node, msg):
@@ -605,7 +374,7 @@ class _Mapper:
         scope = self.scope(fx_node)
         path = fx_node.target if fx_node.op == "call_module" else ".".join([*scope[-1:], fx_node.name])
         w = self.where(fx_node, str(path))
-        loc = f"{_relative(w.file)}:{w.line}" if w.line else self.source
+        loc = f"{relative_path(w.file)}:{w.line}" if w.line else self.source
         return ModelError(f"{loc}: {path}: {msg}")
 
     def scope(self, fx_node) -> list[str]:
@@ -676,7 +445,7 @@ class _Mapper:
         import torch.fx
 
         self.out_shapes: dict[int, tuple] = {}
-        # an argument traced at its default (see _defaulted_args) is a placeholder holding that default
+        # an argument traced at its default (see defaulted_args) is a placeholder holding that default
         placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder" and not n.args]
         if len(placeholders) != 1:
             raise ConvcliError(f"{self.source}: forward takes {len(placeholders)} inputs; convcli analyses models "
@@ -831,7 +600,7 @@ class _Mapper:
                 # F.dropout(x, p) without training=self.training drops at evaluation too (a common slip);
                 # the spec's and export's nn.Dropout do not
                 w = self.where(n, n.name)
-                self.graph.notes.append(f"{_relative(w.file)}:{w.line}: F.{fname} without training=self.training "
+                self.graph.notes.append(f"{relative_path(w.file)}:{w.line}: F.{fname} without training=self.training "
                                         "also drops at evaluation; convcli's dropout (nn.Dropout) only in training")
             return
         if fname in ("softmax", "log_softmax"):
@@ -1012,7 +781,7 @@ class _Mapper:
                     first = owner.setdefault(id(p), f"{node.module}.{name}")
                     if not first.startswith(f"{node.module}."):  # the same tensor held by another layer
                         w = node.where
-                        loc = f"{_relative(w.file)}:{w.line}" if w and w.line else self.source
+                        loc = f"{relative_path(w.file)}:{w.line}" if w and w.line else self.source
                         raise ModelError(
                             f"{loc}: {node.module}.{name} is {first} (tied weights): convcli counts each layer's "
                             "own weights and cannot express a tensor shared by two layers; to reuse a layer, call "

@@ -57,17 +57,17 @@ def load_module(ref: str):
             sys.modules[mod_name] = module
             spec.loader.exec_module(module)
         except SyntaxError as exc:  # the compiler's own file and line, not the import machinery's
-            loc = f"{_relative(exc.filename)}:{exc.lineno}" if exc.filename and exc.lineno else where
+            loc = f"{relative_path(exc.filename)}:{exc.lineno}" if exc.filename and exc.lineno else where
             raise ConvcliError(f"{loc}: {type(exc).__name__}: {exc.msg}") from None
         except Exception as exc:
-            raise ConvcliError(f"{_failed_at(exc, where)}: running the file failed: {_reason(exc)}") from None
+            raise ConvcliError(f"{failed_at(exc, where)}: running the file failed: {_reason(exc)}") from None
         finally:
             sys.path.pop(0)
     else:
         try:
             module = importlib.import_module(where)
         except Exception as exc:
-            raise ConvcliError(f"{_failed_at(exc, where)}: cannot import {where}: {_reason(exc)}") from None
+            raise ConvcliError(f"{failed_at(exc, where)}: cannot import {where}: {_reason(exc)}") from None
     obj = getattr(module, name, None)
     if obj is None:
         found = [k for k, v in vars(module).items() if not k.startswith("_") and
@@ -88,20 +88,20 @@ def load_module(ref: str):
         raise ConvcliError(f"{ref}: '{name}' must be built with no arguments ({exc}); write a zero-argument "
                            "factory function that returns the model") from None
     except Exception as exc:
-        raise ConvcliError(f"{_failed_at(exc, ref)}: building '{name}' failed: {_reason(exc)}") from None
+        raise ConvcliError(f"{failed_at(exc, ref)}: building '{name}' failed: {_reason(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ConvcliError(f"{ref}: '{name}' returned {type(model).__name__}, not an nn.Module")
     return model
 
 
-def _failed_at(exc: BaseException, fallback: str) -> str:
+def failed_at(exc: BaseException, fallback: str) -> str:
     """`net.py:22`: the innermost frame of the user's code in the traceback (not torch's, not convcli's)."""
     found, tb = None, exc.__traceback__
     while tb is not None:
         file = tb.tb_frame.f_code.co_filename
         if not (file.startswith((_CONVCLI_DIR, "<")) or "/torch/" in file or "site-packages" in file
                 or "importlib" in file):
-            found = f"{_relative(file)}:{tb.tb_lineno}"
+            found = f"{relative_path(file)}:{tb.tb_lineno}"
         tb = tb.tb_next
     return found or fallback
 
@@ -152,15 +152,15 @@ def made_at(module, call_line: int | None = None) -> str:
     if not frames:
         return ""
     (file, line), *outer = frames
-    text = f"; the module is made at {_relative(file)}:{line}"
-    return text + "".join(f" (called from {_relative(f)}:{n})" for f, n in outer[:1] if f == file)
+    text = f"; the module is made at {relative_path(file)}:{line}"
+    return text + "".join(f" (called from {relative_path(f)}:{n})" for f, n in outer[:1] if f == file)
 
 
-def _relative(file: str) -> str:
+def relative_path(file: str) -> str:
     try:
         return str(Path(file).resolve().relative_to(Path.cwd()))
     except ValueError:
         return file
 
 
-__all__ = ["MODEL_REF", "is_model_ref", "load_module", "made_at", "parse_input"]
+__all__ = ["MODEL_REF", "failed_at", "is_model_ref", "load_module", "made_at", "parse_input", "relative_path"]
