@@ -435,3 +435,17 @@ def test_the_first_steps_time_is_measured_apart_when_asked():
     timer2 = Timer(torch.device("cpu"))
     assert train_epoch(model, batches, optimizer, Schedule("onecycle", 3), torch.nn.CrossEntropyLoss(),
                        contextlib.nullcontext(), timer2)["first_step_seconds"] is None
+
+
+def test_lookahead_restored_from_a_cpu_checkpoint_follows_the_model_to_its_device():
+    """--resume loads checkpoints onto the CPU; the slow weights must join the model's device (a CUDA resume
+    failed with 'found at least two devices' the first time it ran on a GPU). The meta device stands in for CUDA."""
+    from torch import nn
+
+    from convcli.train.loop import Lookahead
+
+    model = nn.Linear(1, 1, bias=False, device="meta")
+    restored = Lookahead(model)
+    restored.load_state_dict({"weight": torch.ones(1, 1)})  # as read from last.pt with map_location="cpu"
+    restored.after_step(model, 5, 10)
+    assert restored.state_dict()["weight"].device == model.weight.device

@@ -19,6 +19,7 @@ launcher, the machinery behind `torchrun --standalone --nproc-per-node N`; `torc
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import uuid
@@ -241,9 +242,12 @@ def launch(nproc: int, argv: list[str]) -> int:
     # The ranks run in sessions of their own: Ctrl-C reaches the launcher only, and its agent sends each rank
     # SIGTERM, their first signal: they agree to stop after the step, rank 0 saves a resumable last.pt. The
     # agent waits SHUTDOWN_SECONDS for that (and after a rank fails, for the others) before killing them.
+    # torch 2.11 (seen on a GPU machine) has no shutdown_timeout: there the agent's own default applies.
+    grace = ({"shutdown_timeout": SHUTDOWN_SECONDS}
+             if "shutdown_timeout" in {f.name for f in dataclasses.fields(LaunchConfig)} else {})
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
-                          shutdown_timeout=SHUTDOWN_SECONDS)
+                          **grace)
     try:
         elastic_launch(config, sys.executable)("-m", "convcli", *argv)
     except ChildFailedError as exc:

@@ -201,6 +201,8 @@ class Lookahead:
             return
         decay = self.decay(step, total)
         for k, slow in self.slow.items():
+            if slow.device != state[k].device:  # loaded from a checkpoint mapped to the CPU, the model on CUDA
+                self.slow[k] = slow = slow.to(state[k].device)
             slow.lerp_(state[k], 1 - decay)
             state[k].copy_(slow)
 
