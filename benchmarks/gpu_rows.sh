@@ -46,6 +46,9 @@ train() { local name=$1; shift; step "$name" $PY -m convcli train "$@" --device 
 
 # Phase 1: timed, alone on the GPU.
 train s7-seed0 architectures/s7.yaml --seed 0
+# Epoch 1 took 14.1 s against 0.8 s for the others on the first GPU run (2026-12-04), where the reference,
+# without cuDNN's autotuning, spent about 1 s: is it the autotuning? (the cache is warm from here on)
+train s7-nobench architectures/s7.yaml --seed 0 --no-cudnn-benchmark
 step speed $PY benchmarks/train_speed.py --device "$DEVICE" --steps "$STEPS" --warmup "${WARMUP:-20}" --repeats 3 \
   --workers "${WORKERS:-2}" --data "$DATA"
 train s7-compile architectures/s7.yaml --compile
@@ -53,6 +56,7 @@ step s7-seed0-tta6 $PY -m convcli eval --weights "$OUT/s7-seed0/best.pt" --devic
 
 # Phase 2: accuracy only, JOBS at a time on the same GPU, in this order (what matters most first).
 queue=(
+  "train resume-cuda architectures/s7.yaml --subset 4096 --test-subset 1000 --epochs 3 --stop-after 1; step resume-cuda-2 $PY -m convcli train --resume $OUT/resume-cuda"
   "train s7-seed1 architectures/s7.yaml --seed 1"
   "train s7-seed2 architectures/s7.yaml --seed 2"
   "train s7_strided-seed0 architectures/s7_strided.yaml --seed 0"

@@ -301,3 +301,23 @@ def test_augmentation_as_large_as_the_image_is_refused_at_its_line(tmp_path):
     with pytest.raises(ConvcliError, match="translate: 32 px"):
         build_config({"translate": 32}, None, path, None, image_side=32)
     assert build_config({"cutout": 31}, None, path, None, image_side=32).cutout == 31
+
+
+def test_cudnn_benchmark_is_an_option_that_reaches_the_backend(tmp_path):
+    """On by default (the fastest steps); --no-cudnn-benchmark or `cudnn_benchmark: false` in a spec's train
+    section turns cuDNN's per-shape algorithm timing off, which the first epoch otherwise pays for."""
+    from convcli.train.config import build_config
+    from convcli.train.trainer import configure_backend
+
+    train, path = spec_train(tmp_path, "name: n\ntrain:\n  cudnn_benchmark: false\n")
+    assert build_config({}, None, path, None).cudnn_benchmark is True
+    assert build_config({}, train, path, None).cudnn_benchmark is False
+    before = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
+    try:
+        configure_backend(torch.device("cuda"), False)  # sets flags only: runs without a GPU
+        assert torch.backends.cudnn.benchmark is False
+        configure_backend(torch.device("cuda"), True)
+        assert torch.backends.cudnn.benchmark is True
+    finally:  # global flags: leave them as the other tests expect
+        torch.backends.cudnn.benchmark = before[0]
+        torch.set_float32_matmul_precision(before[1])

@@ -110,6 +110,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("amp", bool, True, "bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX)."),
     Option("channels_last", bool, True, "NHWC memory format on CUDA and CPU."),
     Option("compile", bool, False, "torch.compile the model."),
+    Option("cudnn_benchmark", bool, True, "CUDA: cuDNN times its algorithms for each new input shape and "
+           "keeps the fastest (the first epoch pays for the timing).", resume=True),
     Option("nproc", int, 1, "Processes to train with on this node (DistributedDataParallel: gloo on the CPU, NCCL "
            "with one GPU each on CUDA); --batch-size is the global batch. Several nodes: torchrun (README).",
            low=1, high=1024, resume=True, panel="Distributed"),

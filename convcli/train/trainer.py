@@ -205,9 +205,9 @@ def apply_model_options(model: torch.nn.Module, options: dict) -> None:
         set_bn_momentum(model, options["bn_momentum"])
 
 
-def configure_backend(device: torch.device) -> None:
+def configure_backend(device: torch.device, cudnn_benchmark: bool = True) -> None:
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         torch.set_float32_matmul_precision("high")
 
 
@@ -755,7 +755,7 @@ def _train_fresh(spec, options: dict, recipe, out, stop_after, console: Console,
             claimed = distributed.on_main(dist, lambda: _claim(out, console), share=lambda c: None)
             device = distributed.rank_device(resolve_device(cfg.device), dist)  # a bad --device fails at once
             dist = distributed.init(dist, device)
-            configure_backend(device)
+            configure_backend(device, cfg.cudnn_benchmark)
             check_resources(analysis, cfg, device, claimed.path if claimed else None, fresh=True, dist=dist)
             out_dir = distributed.on_main(dist, lambda: claimed.path)  # every rank learns the run directory
             fault_point("data")
@@ -961,7 +961,7 @@ def _resume_locked(run_dir: Path, spec: str | None, options: dict, stop_after: i
     check_fingerprint(analysis, ckpt, spec_file, run_dir / "last.pt")
     device = distributed.rank_device(resolve_device(cfg.device), dist)
     dist = distributed.init(dist, device)
-    configure_backend(device)
+    configure_backend(device, cfg.cudnn_benchmark)
     check_resources(analysis, cfg, device, run_dir, fresh=False, dist=dist)
     fault_point("data")
     if options.get("data") is None:
