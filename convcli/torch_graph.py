@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from math import prod
+from typing import NamedTuple
 
 from convcli.errors import ConvcliError
 from convcli.graph import INPUT, Graph
@@ -36,24 +37,32 @@ def _t(v):
     return list(v) if isinstance(v, (tuple, list)) else v
 
 
-def _conv(m):
+class Traced(NamedTuple):
+    """A module call's traced shapes (C first, no batch axis), handed to its mapper: the mappings that depend
+    on them (an upsampling's factors, a softmax's axis, a LayerNorm's extent) are decided there."""
+
+    inp: tuple | None
+    out: tuple | None
+
+
+def _conv(m, io):
     pad = m.padding if isinstance(m.padding, str) else _t(m.padding)
     return "conv", {"out": m.out_channels, "k": _t(m.kernel_size), "s": _t(m.stride), "p": pad,
                     "d": _t(m.dilation), "g": m.groups, "bias": m.bias is not None, "pad_mode": m.padding_mode}
 
 
-def _convt(m):
+def _convt(m, io):
     return "convtranspose", {"out": m.out_channels, "k": _t(m.kernel_size), "s": _t(m.stride), "p": _t(m.padding),
                              "output_padding": _t(m.output_padding), "d": _t(m.dilation), "g": m.groups,
                              "bias": m.bias is not None}
 
 
-def _bn(m):
+def _bn(m, io):
     return "batchnorm", {"eps": m.eps, "momentum": 0.1 if m.momentum is None else m.momentum, "affine": m.affine}
 
 
 def _pool(kind):
-    def f(m):
+    def f(m, io):
         a = {"k": _t(m.kernel_size), "s": _t(m.stride if m.stride is not None else m.kernel_size),
              "p": _t(m.padding), "ceil": m.ceil_mode}
         if kind == "maxpool":
@@ -67,14 +76,14 @@ def _pool(kind):
 
 
 def _adaptive(kind):
-    return lambda m: (kind, {"size": _t(m.output_size)})
+    return lambda m, io: (kind, {"size": _t(m.output_size)})
 
 
 def _act(name, **extra):
-    return lambda m: (name, {k: getattr(m, attr) for k, attr in extra.items()})
+    return lambda m, io: (name, {k: getattr(m, attr) for k, attr in extra.items()})
 
 
-def _pad(m):
+def _pad(m, io):
     mode = {"ConstantPad": "zeros", "ZeroPad": "zeros", "ReflectionPad": "reflect", "ReplicationPad": "replicate",
             "CircularPad": "circular"}[re.sub(r"\dd$", "", type(m).__name__)]
     return "pad", _pad_sides(m.padding, len(m.padding) // 2, mode, getattr(m, "value", 0))
@@ -103,7 +112,12 @@ def _pad_sides(padding, nd: int, mode: str, value=0) -> dict:
 
 
 def _softmax(name):
-    return lambda m: (name, {})  # its dim is checked against the tensor's rank (softmax_dim_ok) by the caller
+    def mapper(m, io):
+        if not softmax_dim_ok(m.dim, io.out):
+            raise _Unsupported(f"{type(m).__name__}(dim={m.dim}) on a {list(io.out)} tensor: only a softmax over "
+                               "the channel axis (dim=1) is supported")
+        return name, {}
+    return mapper
 
 
 def softmax_dim_ok(dim, shape) -> bool:
@@ -112,11 +126,12 @@ def softmax_dim_ok(dim, shape) -> bool:
     return dim in (1, None) or (shape is not None and dim == -len(shape))
 
 
-def _upsample(m):
+def _upsample(m, io):
     if m.align_corners:
         raise _Unsupported(ALIGN_CORNERS)
-    # the factors per axis come from the traced shapes (size= or scale_factor=): see upsample_factors
-    return "upsample", {"scale": m.scale_factor, "mode": m.mode}
+    # the factors per axis come from the traced shapes (size= or scale_factor=)
+    return "upsample", {"scale": upsample_factors(io.inp, io.out, m.scale_factor, m.recompute_scale_factor),
+                        "mode": m.mode}
 
 
 def upsample_factors(in_shape, out_shape, scale_factor=None, recompute=None):
@@ -162,9 +177,14 @@ def _unit_index(index, in_shape, out_shape) -> bool:
         type(i) is int and i in (0, -1) for i in rest)
 
 
-def _layernorm(m):
+def _layernorm(m, io):
     if m.elementwise_affine and m.bias is None:
         raise _Unsupported("LayerNorm(bias=False): convcli's layernorm has a scale and a bias, or neither")
+    if io.inp is None or len(io.inp) != 1 or tuple(m.normalized_shape) != tuple(io.inp):
+        raise _Unsupported(f"LayerNorm({list(m.normalized_shape)}) on a {list(io.inp or ())} tensor: convcli's "
+                           "layernorm normalises a feature vector (LayerNorm(C) after flatten/GAP) or, in a spec, "
+                           "the channels at each position (GroupNorm(1, C) normalises a whole map, with a scale "
+                           "per channel)")
     return "layernorm", {"eps": m.eps, "affine": m.elementwise_affine}
 
 
@@ -221,14 +241,14 @@ def _channel_slice(index, shape) -> tuple[int, int] | None:
     return (start, stop) if start < stop else None
 
 
-def _unflatten_module(m):
+def _unflatten_module(m, io):
     size = tuple(m.unflattened_size)
     if m.dim != 1 or set(size[1:]) != {1}:
         raise _Unsupported(f"Unflatten(dim={m.dim}, {size}): only a vector as a 1x1 map, (C,) -> (C, 1, 1)")
     return "unflatten", {"axes": len(size) - 1}
 
 
-def _flatten_module(m):
+def _flatten_module(m, io):
     if m.start_dim != 1 or m.end_dim != -1:
         raise _Unsupported(f"Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}): only start_dim=1")
     return "flatten", {}
@@ -243,8 +263,8 @@ def module_table():
         **{c: _conv for c in (nn.Conv1d, nn.Conv2d, nn.Conv3d)},
         **{c: _convt for c in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
         **{c: _bn for c in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)},
-        nn.GroupNorm: lambda m: ("groupnorm", {"groups": m.num_groups, "eps": m.eps, "affine": m.affine}),
-        nn.Linear: lambda m: ("linear", {"out": m.out_features, "bias": m.bias is not None}),
+        nn.GroupNorm: lambda m, io: ("groupnorm", {"groups": m.num_groups, "eps": m.eps, "affine": m.affine}),
+        nn.Linear: lambda m, io: ("linear", {"out": m.out_features, "bias": m.bias is not None}),
         **{c: _pool("maxpool") for c in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)},
         **{c: _pool("avgpool") for c in (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)},
         **{c: _adaptive("adaptiveavgpool") for c in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
@@ -253,15 +273,15 @@ def module_table():
                                                      nn.AdaptiveMaxPool3d)},
         **{cls: _act(name, **{p.name: kw for p, kw in ACT_PARAMS.get(name, ())})
            for name, cls in act_modules().items()},
-        **{c: (lambda m: ("dropout", {"p": m.p})) for c in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+        **{c: (lambda m, io: ("dropout", {"p": m.p})) for c in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
                                                             nn.AlphaDropout)},
         nn.Softmax: _softmax("softmax"), nn.LogSoftmax: _softmax("log_softmax"),
         nn.Flatten: _flatten_module,
         nn.Unflatten: _unflatten_module,
         nn.Upsample: _upsample,
-        nn.PixelShuffle: lambda m: ("pixelshuffle", {"r": m.upscale_factor}),
-        nn.PReLU: lambda m: ("prelu", {"per_channel": m.num_parameters > 1, "init": float(m.init)}),
-        nn.ChannelShuffle: lambda m: ("channelshuffle", {"groups": m.groups}),
+        nn.PixelShuffle: lambda m, io: ("pixelshuffle", {"r": m.upscale_factor}),
+        nn.PReLU: lambda m, io: ("prelu", {"per_channel": m.num_parameters > 1, "init": float(m.init)}),
+        nn.ChannelShuffle: lambda m, io: ("channelshuffle", {"groups": m.groups}),
         nn.LayerNorm: _layernorm,
     }
     for name in ("ConstantPad", "ZeroPad", "ReflectionPad", "ReplicationPad", "CircularPad"):
@@ -503,20 +523,8 @@ class _Mapper:
             util = "weight_norm" if reparam[0] == "WeightNorm" else "spectral_norm"
             raise _Unsupported(f"{type(m).__name__} under torch.nn.utils.{util} holds {names} instead of its own "
                                f"weight, which convcli's layers count; analyse the network without {util}")
-        registry, raw = mapper(m)
         in_shape = self.shape(n.args[0]) if isinstance(n.args[0], torch.fx.Node) else None
-        if registry == "layernorm" and (in_shape is None or len(in_shape) != 1 or
-                                        tuple(m.normalized_shape) != tuple(in_shape)):
-            raise _Unsupported(f"LayerNorm({list(m.normalized_shape)}) on a {list(in_shape or ())} tensor: convcli's "
-                               "layernorm normalises a feature vector (LayerNorm(C) after flatten/GAP) or, in a spec, "
-                               "the channels at each position (GroupNorm(1, C) normalises a whole map, with a scale "
-                               "per channel)")
-        if registry == "upsample":
-            raw["scale"] = upsample_factors(self.shape(n.args[0]), self.shape(n), m.scale_factor,
-                                            m.recompute_scale_factor)
-        if registry in ("softmax", "log_softmax") and not softmax_dim_ok(m.dim, self.shape(n)):
-            raise _Unsupported(f"{type(m).__name__}(dim={m.dim}) on a {list(self.shape(n))} tensor: only a "
-                               "softmax over the channel axis (dim=1) is supported")
+        registry, raw = mapper(m, Traced(in_shape, self.shape(n)))
         inputs = self.tensor_inputs(n, n.args[0])
         count = self.calls.get(n.target, 0) + 1
         self.calls[n.target] = count
