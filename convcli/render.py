@@ -192,16 +192,19 @@ _BREAK = re.compile(r"(?<=\w\()|(?<=[_,])|(?<=\.)(?=\D)|(?<![<>=!])(?=[<>=!])")
 
 
 def _header_pieces(header: str) -> list[str]:
-    """Where a header may break: at spaces, after ( _ , . and before comparison operators."""
+    """Where a header may break: at spaces, after ( _ , . and before comparison operators; never inside a
+    list value ([3,32,32]) or a one-letter symbol with its subscript (n_in, r_out)."""
     pieces = []
     for word in header.split(" "):
         depth = 0
+        glue = False
         for p in (p for p in _BREAK.split(word) if p):
-            if depth > 0:  # a list value ([3,32,32]) stays whole
+            if depth > 0 or glue:
                 pieces[-1] += p
             else:
                 pieces.append(p)
             depth += p.count("[") - p.count("]")
+            glue = re.fullmatch(r"[A-Za-z]_", p) is not None
         pieces.append(" ")
     return pieces[:-1]
 

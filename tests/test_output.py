@@ -728,6 +728,17 @@ def test_a_header_never_breaks_inside_a_list_value():
     assert _header_pieces("input==[3,32,32]") == ["input", "==[3,32,32]"]
 
 
+def test_a_header_never_breaks_inside_a_course_symbol():
+    # n_in, r_out, j_in: a one-letter symbol and its subscript are one name (the course's); at 50 columns
+    # the rf table used to print "n_" above "in". A longer snake_case name may still break at its "_".
+    from convcli.render import _header_pieces, wrap_header
+
+    for symbol in ("n_in", "r_in", "j_in", "n_out", "r_out", "j_out"):
+        assert _header_pieces(symbol) == [symbol]
+        assert wrap_header(symbol, 2) == [symbol]
+    assert _header_pieces("out_shape") == ["out_", "shape"]
+
+
 def test_a_narrow_stacked_row_keeps_each_rule_with_its_value():
     # 40 columns: `gap_before_classifier: gap -> linear` (36 characters) breaks once, between the rule and its
     # value, never inside the value; a failed value keeps its ✗.
