@@ -244,7 +244,8 @@ _UNITS = {"MB", "GB", "kB", "px", "s", "%", "MACs", "kMACs", "MMACs", "GMACs", "
 def _glued(text: str, width: int) -> list[str]:
     """The words to wrap, with what must stay together glued: a short field of a footer (`Non-trainable: 0`
     and `Params size: 2.98 MB (float32)` are separated by runs of spaces), a label and its value, a number
-    and its unit. Runs of spaces stay as empty words (str.split(" ") does the same)."""
+    and its unit, a short list ([3, 32, 32]). Runs of spaces stay as empty words (str.split(" ") does the
+    same)."""
     out: list[str] = []
     for i, piece in enumerate(re.split(r"( {2,})", text)):
         if i % 2:  # a run of n spaces between fields: n - 1 empty words
@@ -261,7 +262,8 @@ def _glued(text: str, width: int) -> list[str]:
             continue
         for word in piece.split(" "):
             prev = out[-1].split(" ")[-1] if out and out[-1] else ""
-            glue = prev and word and (prev.endswith(":") and not word.endswith(":")
+            in_list = bool(out and out[-1]) and out[-1].count("[") > out[-1].count("]")  # [3, 32, 32]
+            glue = prev and word and (prev.endswith(":") and not word.endswith(":") or in_list
                                       or word.rstrip("),;") in _UNITS
                                       and prev.lstrip("(").replace(".", "").replace(",", "").isdigit())
             if glue and len(out[-1]) + 1 + len(word) <= width // 2:

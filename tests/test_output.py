@@ -728,6 +728,14 @@ def test_a_header_never_breaks_inside_a_list_value():
     assert _header_pieces("input==[3,32,32]") == ["input", "==[3,32,32]"]
 
 
+def test_a_narrow_title_keeps_the_input_shape_whole():
+    # 40 columns: "s7: parameters and MACs (input [3, 32, 32], per sample)" broke as "[3, 32," / "32]".
+    from convcli.render import wrap_lines
+
+    lines = wrap_lines(["s7: parameters and MACs (input [3, 32, 32], per sample)"], 40)
+    assert all(len(line) <= 40 for line in lines) and any("[3, 32, 32]" in line for line in lines), lines
+
+
 def test_a_header_never_breaks_inside_a_course_symbol():
     # n_in, r_out, j_in: a one-letter symbol and its subscript are one name (the course's); at 50 columns
     # the rf table used to print "n_" above "in". A longer snake_case name may still break at its "_".
