@@ -6,8 +6,9 @@
 # Phase 1, the timed rows, one job at a time on the GPU: s7 with its defaults at seed 0 (seconds per epoch,
 # time to 93% / to its best from the command's start and from the first step, a cold data cache), the
 # throughput benchmark (convcli / notebook loop / ceiling), s7 with torch.compile, and `convcli eval` with
-# 6-view TTA of the seed-0 run. Phase 2, accuracy only, JOBS (6) runs at a time on the same GPU (their seconds
-# are those of a shared GPU and are not reported as speed), most important first: s7 seeds 1 and 2,
+# 6-view TTA of the seed-0 run, and s7 without cuDNN's autotuning. Phase 2, accuracy only, JOBS (6) runs at a time on the same GPU (their seconds
+# are those of a shared GPU and are not reported as speed), most important first: the training and distributed
+# tests on CUDA, a CUDA run stopped and resumed, s7 seeds 1 and 2,
 # s7_strided over 3 seeds, the airbench93 reference, a 1-process torchrun (NCCL), s7_strided with frozen
 # whitening + Dirac init (s7's defaults since 2026-12-03), fp32 and NCHW ablations, the airbench recipe through
 # convcli, one-at-a-time changes to s7's recipe (lr, wd, label smoothing, lookahead), s7 seeds 3 and 4.
@@ -56,6 +57,7 @@ step s7-seed0-tta6 $PY -m convcli eval --weights "$OUT/s7-seed0/best.pt" --devic
 
 # Phase 2: accuracy only, JOBS at a time on the same GPU, in this order (what matters most first).
 queue=(
+  "step pytest-train-dist env CONVCLI_SHARED_DATA=$DATA $PY -m pytest -x -q -p no:cacheprovider tests/test_train.py tests/test_distributed.py"
   "train resume-cuda architectures/s7.yaml --subset 4096 --test-subset 1000 --epochs 3 --stop-after 1; step resume-cuda-2 $PY -m convcli train --resume $OUT/resume-cuda"
   "train s7-seed1 architectures/s7.yaml --seed 1"
   "train s7-seed2 architectures/s7.yaml --seed 2"
