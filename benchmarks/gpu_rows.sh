@@ -4,14 +4,14 @@
 #   DATA=path/to/cifar10-jpeg.tar.gz OUT=runs/gpu DEADLINE=540 bash benchmarks/gpu_rows.sh
 #
 # Phase 1, the timed rows, one job at a time on the GPU: s7 with its defaults at seed 0 (seconds per epoch,
-# time to 93% / to its best from the command's start and from the first step, a cold data cache), the
-# throughput benchmark (convcli / notebook loop / ceiling), s7 with torch.compile, and `convcli eval` with
-# 6-view TTA of the seed-0 run, and s7 without cuDNN's autotuning. Phase 2, accuracy only, JOBS (6) runs at a time on the same GPU (their seconds
-# are those of a shared GPU and are not reported as speed), most important first: the training and distributed
-# tests on CUDA, a CUDA run stopped and resumed, s7 seeds 1 and 2,
-# s7_strided over 3 seeds, the airbench93 reference, a 1-process torchrun (NCCL), s7_strided with frozen
-# whitening + Dirac init (s7's defaults since 2026-12-03), fp32 and NCHW ablations, the airbench recipe through
-# convcli, one-at-a-time changes to s7's recipe (lr, wd, label smoothing, lookahead), s7 seeds 3 and 4.
+# time to 93% / to its best from the command's start and from the first step, a cold data cache), s7 without
+# cuDNN's autotuning, the throughput benchmark (convcli / notebook loop / ceiling), s7 with torch.compile, and
+# `convcli eval` with 6-view TTA of the seed-0 run. Phase 2, accuracy only, JOBS (6) runs at a time on the
+# same GPU (their seconds are those of a shared GPU and are not reported as speed), most important first: the
+# training and distributed tests on CUDA, a CUDA run stopped and resumed, s7 seeds 1 and 2, s7_strided over
+# 3 seeds, the airbench93 reference, a 1-process torchrun (NCCL), s7_strided with frozen whitening + Dirac
+# init, fp32 and NCHW ablations, the airbench recipe through convcli, one-at-a-time changes to s7's recipe
+# (lr, wd, label smoothing, lookahead), s7 seeds 3 and 4.
 # Every step is bounded by what is left of DEADLINE; a step that fails or runs out of time is recorded and
 # the script goes on. Every run's directory and log land under OUT; the rows to paste are in OUT/rows.md.
 #
