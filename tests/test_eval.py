@@ -86,3 +86,22 @@ def test_a_run_directory_as_weights_suggests_its_checkpoint(trained_run, tiny_sp
     result = cli_process("eval", "--weights", trained_run, "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is a directory" in result.stderr and f"did you mean {trained_run / 'best.pt'}?" in result.stderr
+
+
+def test_a_class_with_no_test_images_has_no_accuracy_not_zero(trained_run, cli, tmp_path):
+    # 7 class-balanced test images cover 7 of the 10 classes: the other 3 have nothing to be right about.
+    r = eval_json(cli, "--weights", trained_run / "best.pt", "--out", tmp_path, "--test-subset", "7")
+    counts = torch.tensor(r["confusion"]).sum(1).tolist()
+    assert sorted(counts) == [0, 0, 0] + [1] * 7
+    for name, count in zip(r["classes"], counts):
+        assert (r["per_class"][name] is None) == (count == 0)
+    table = cli("eval", "--weights", trained_run / "best.pt", "--device", "cpu", "--out", tmp_path,
+                "--test-subset", "7").output
+    empty = next(name for name, count in zip(r["classes"], counts) if count == 0)
+    assert next(line for line in table.splitlines() if line.startswith(empty)).split()[1] == "-"
+
+
+def test_translate_tta_without_tta_is_refused_as_train_refuses_it(trained_run, cli, tmp_path):
+    result = cli("eval", "--weights", trained_run / "best.pt", "--device", "cpu", "--out", tmp_path,
+                 "--no-tta", "--tta-translate", "1")
+    assert isinstance(result.exception, ConvcliError) and "needs --tta" in str(result.exception)

@@ -321,3 +321,27 @@ def test_cudnn_benchmark_is_an_option_that_reaches_the_backend(tmp_path):
     finally:  # global flags: leave them as the other tests expect
         torch.backends.cudnn.benchmark = before[0]
         torch.set_float32_matmul_precision(before[1])
+
+
+def test_nproc_in_a_train_section_or_a_recipe_is_refused_at_its_line(tmp_path):
+    """--nproc is how a machine runs the training: a spec or recipe holding it was trained by one process and
+    then resumed by several."""
+    from convcli.train.config import build_config
+
+    train, path = spec_train(tmp_path, "name: n\ntrain:\n  epochs: 2\n  nproc: 2\n")
+    with pytest.raises(ConvcliError, match=r"net\.yaml:4: .*'nproc' is how a machine runs the training"):
+        build_config({}, train, path, None)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 0.1\nnproc: 2\n")
+    with pytest.raises(ConvcliError, match=r"(?s)recipe\.yaml:2: .*--nproc N on the command line"):
+        build_config({}, None, path, str(recipe))
+    assert build_config({"nproc": 2}, None, path, None).nproc == 2
+
+
+def test_a_gpu_is_cuda_for_train_and_eval_alike():
+    from convcli.train.config import coerce
+    from convcli.train.device import resolve_device
+
+    for ask in (lambda: coerce("device", "gpu"), lambda: resolve_device("gpu")):
+        with pytest.raises(ConvcliError, match="did you mean 'cuda'"):
+            ask()

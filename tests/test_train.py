@@ -120,6 +120,27 @@ def test_resume_refuses_options_that_would_change_the_run(trained_run, cli):
     assert "--lr" in str(result.exception)
 
 
+
+def test_resume_takes_the_runs_own_options_repeated_and_refuses_fewer_epochs(trained_run, short_run, cli, tmp_path):
+    run = tmp_path / "again"
+    shutil.copytree(trained_run, run)
+    # The run's own command with --resume added changes nothing: not refused (here: finished, nothing to train).
+    result = cli("train", "--resume", run, "--batch-size", str(short_run.batch_size), "--subset",
+                 str(short_run.subset))
+    assert result.exit_code == 0 and "already finished" in result.output, result.output
+    # Fewer epochs than the run was started for: its LR schedule spans them all, so it is no "resume".
+    result = cli("train", "--resume", run, "--epochs", str(short_run.epochs - 1))
+    assert isinstance(result.exception, ConvcliError)
+    assert f"started for {short_run.epochs} epochs" in str(result.exception)
+
+
+def test_resume_of_a_missing_run_or_of_its_checkpoint_file_says_what_to_pass(trained_run, cli, tmp_path):
+    result = cli("train", "--resume", trained_run / "last.pt")
+    assert isinstance(result.exception, ConvcliError)
+    assert f"did you mean --resume {trained_run}?" in str(result.exception)
+    result = cli("train", "--resume", tmp_path / "nope")
+    assert isinstance(result.exception, ConvcliError) and "no such directory" in str(result.exception)
+
 # --- data --------------------------------------------------------------------------------------------
 
 def test_second_load_of_the_archive_is_fast_and_identical(data_cache, archive):

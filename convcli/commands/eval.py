@@ -82,7 +82,8 @@ def report_output(r: dict):
     for i, c in enumerate(classes):
         row = confusion[i]
         worst = max(((n, j) for j, n in enumerate(row) if j != i and n), default=None)
-        per_class.add({"class": c, "accuracy": Cell(f"{100 * r['per_class'][c]:.2f}%", r["per_class"][c]),
+        acc = r["per_class"][c]
+        per_class.add({"class": c, "accuracy": Cell(f"{100 * acc:.2f}%", acc) if acc is not None else None,
                        "correct": row[i], "images": sum(row),
                        "confused": f"{classes[worst[1]]} ({worst[0]})" if worst else None})
     matrix = TableData("confusion matrix (rows: true class, columns: predicted class number)",

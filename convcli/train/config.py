@@ -54,6 +54,7 @@ class Option:
     short: str = ""  # a one-letter alias, e.g. "-b"
     note: str = ""  # how the default reads in --help when it is not a plain value
     resume: bool = False  # may be changed when resuming a run
+    command_line: bool = False  # how this machine runs the training, not what is trained: no train:/recipe key
     panel: str = "Training options"
 
     @property
@@ -114,7 +115,7 @@ OPTIONS: tuple[Option, ...] = (
            "keeps the fastest (the first epoch pays for the timing).", resume=True),
     Option("nproc", int, 1, "Processes to train with on this node (DistributedDataParallel: gloo on the CPU, NCCL "
            "with one GPU each on CUDA); --batch-size is the global batch. Several nodes: torchrun (README).",
-           low=1, high=1024, resume=True, panel="Distributed"),
+           low=1, high=1024, resume=True, command_line=True, panel="Distributed"),
     Option("target_acc", float, None, "Stop once test accuracy reaches this (0.93 or 93).", low=0, low_open=True,
            high=1, resume=True),
     Option("subset", int, None, "Train on N images (class-balanced, chosen by the seed).", low=0, low_open=True,
@@ -178,6 +179,11 @@ FIELDS = {f.name: f for f in fields(TrainConfig)}
 RESUME_OPTIONS = tuple(o.name for o in OPTIONS if o.resume)
 
 
+def device_hint(name: str) -> str | None:
+    """The device a mistyped --device meant: a GPU is 'cuda' (difflib would offer 'cpu' for 'gpu')."""
+    return "'cuda'" if name.strip().lower() in ("gpu", "nvidia") else did_you_mean(name, DEVICES)
+
+
 def coerce(name: str, value, where: str | None = None) -> object:
     """Check one option value and convert YAML spellings (`1e-3` is a string in YAML 1.1). Messages name the
     key as written in YAML when `where` is given (a prefix, may be ""), else the command-line flag."""
@@ -207,7 +213,7 @@ def coerce(name: str, value, where: str | None = None) -> object:
         if not isinstance(value, str):
             raise ConvcliError(f"{prefix}expected a string, got {value!r}")
         if name == "device" and not re.fullmatch(DEVICE_PATTERN, value.strip().lower()):
-            hint = did_you_mean(value, DEVICES)
+            hint = device_hint(value)
             raise ConvcliError(f"{prefix}unknown device {value!r}; expected auto, cpu, cuda, cuda:N or mps"
                                + (f" (did you mean {hint}?)" if hint else ""))
     return _check_range(opt, value, prefix)
@@ -267,6 +273,10 @@ def options_from_mapping(mapping: dict, source: str, line_of=None) -> dict:
                     else did_you_mean(name, FIELDS))
             raise SpecError(f"unknown training option '{key}'", file=source, line=line, path="train",
                             expected="one of " + ", ".join(FIELDS), suggestion=hint)
+        if OPTION[name].command_line:  # a run started from the spec would ignore it, a resume would not
+            raise SpecError(f"'{key}' is how a machine runs the training, not part of its recipe", file=source,
+                            line=line, path="train", expected=f"{OPTION[name].flag} N on the command line (or "
+                            "torchrun's --nproc-per-node)")
         try:
             out[name] = coerce(name, value, where="")
         except ConvcliError as exc:

@@ -8,7 +8,8 @@ import time
 
 import torch
 
-from convcli.errors import ConvcliError, did_you_mean
+from convcli.errors import ConvcliError
+from convcli.train.config import device_hint
 
 DEVICE_CHOICES = ("auto", "cuda", "cuda:N", "cpu", "mps")
 
@@ -43,7 +44,7 @@ def resolve_device(name: str) -> torch.device:
         if not _mps_available():
             raise ConvcliError("--device mps: Apple MPS is not available on this machine; use --device cpu (or auto)")
         return torch.device("mps")
-    hint = "'cuda'" if name == "gpu" else did_you_mean(name, ("auto", "cuda", "cpu", "mps"))
+    hint = device_hint(name)
     raise ConvcliError(f"--device {name}: unknown device; expected one of {', '.join(DEVICE_CHOICES)}"
                        + (f" (did you mean {hint}?)" if hint else ""))
 

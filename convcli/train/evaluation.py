@@ -138,6 +138,9 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
     use_amp = cfg.get("amp", False) if amp is None else amp
     if tta is None:
         tta = bool(cfg.get("tta", False))
+    if tta_translate and not tta:  # asked for on this command line, as train refuses it
+        raise ConvcliError(f"--tta-translate {tta_translate} adds shifted views to the flip TTA: it needs --tta "
+                           "(the run's default unless --no-tta)")
     if tta_translate is None:
         tta_translate = int(cfg.get("tta_translate", 0))
     tta_translate = coerce("tta_translate", tta_translate) if tta else 0
@@ -147,7 +150,9 @@ def evaluate(spec: str | None, weights: str, data: str | None = None, device: st
     k = len(images.classes)
     pred = logits.argmax(1)
     confusion = torch.bincount(y * k + pred, minlength=k * k).view(k, k).cpu()
-    per_class = {c: (confusion[i, i].item() / max(int(confusion[i].sum()), 1)) for i, c in enumerate(images.classes)}
+    # a class with no test images (a small --test-subset) has no accuracy, not 0%
+    per_class = {c: (confusion[i, i].item() / int(confusion[i].sum()) if int(confusion[i].sum()) else None)
+                 for i, c in enumerate(images.classes)}
 
     out_dir = Path(out) if out else increment_path(Path("runs") / "eval")
     out_dir.mkdir(parents=True, exist_ok=True)

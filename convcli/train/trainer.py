@@ -871,12 +871,21 @@ def check_resume_request(run: str, options: dict, recipe: str | None, out: str |
     """What `--resume RUN` can be refused for before anything starts (also before `--nproc` launches)."""
     run_dir = Path(run)
     if not (run_dir / "last.pt").is_file():
+        if run_dir.is_file() and (run_dir.parent / "last.pt").is_file():
+            raise ConvcliError(f"--resume {run}: a file; --resume takes the run directory (did you mean "
+                               f"--resume {run_dir.parent}?)")
+        if not run_dir.exists():
+            raise ConvcliError(f"--resume {run}: no such directory (expected a run directory written by convcli "
+                               "train, e.g. runs/NAME)")
         if (run_dir / "args.yaml").is_file():
             raise ConvcliError(f"--resume {run}: no last.pt there: the run saved no checkpoint (it diverged, failed "
                                "or was stopped before its first one), so there is nothing to resume; start it again "
                                f"with the same command and --out {run}")
         raise ConvcliError(f"--resume {run}: no last.pt there (expected a run directory written by convcli train)")
     given = sorted(k for k, v in options.items() if v is not None and k not in RESUME_OPTIONS)
+    if given:  # the run's own values, repeated (its command with --resume added), change nothing
+        saved = {**LEGACY_DEFAULTS, **load_checkpoint(run_dir / "last.pt").get("config", {})}
+        given = [k for k in given if k not in saved or coerce(k, options[k]) != saved[k]]
     if given or recipe or out:
         names = [f"--{k.replace('_', '-')}" for k in given] + (["--recipe"] if recipe else []) + (
             ["--out"] if out else [])
@@ -905,6 +914,10 @@ def resume_config(ckpt: dict, options: dict) -> TrainConfig:
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ConvcliError("last.pt: not a resumable convcli training checkpoint")
     saved = {**LEGACY_DEFAULTS, **{k: v for k, v in ckpt["config"].items() if k in FIELDS}}
+    epochs = options.get("epochs")
+    if epochs is not None and coerce("epochs", epochs) < saved["epochs"]:  # its LR schedule spans them all
+        raise ConvcliError(f"--epochs {epochs}: the run was started for {saved['epochs']} epochs, and --resume can "
+                           f"only extend it (--epochs more than {saved['epochs']}) or continue it (leave --epochs out)")
     for k in RESUME_OPTIONS:
         if options.get(k) is not None:
             saved[k] = coerce(k, options[k])
