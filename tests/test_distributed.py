@@ -364,3 +364,20 @@ def test_when_the_launcher_is_killed_the_ranks_save_a_resumable_checkpoint_and_s
     again = convcli("train", "--resume", run, "--stop-after", done + 1)  # the lock was released
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(metrics(run)) == done + 1
+
+
+def test_more_processes_than_cpu_cores_get_a_warning_before_the_launch(tiny_spec, monkeypatch, tmp_path):
+    from rich.console import Console
+
+    from convcli.train import distributed, trainer
+
+    launched = []
+    monkeypatch.setattr(distributed, "launch", lambda nproc, argv: launched.append(nproc) or 0)
+    monkeypatch.setattr(trainer.os, "cpu_count", lambda: 2)
+    console = Console(record=True, width=200)
+    options = {"device": "cpu", "batch_size": 64}
+    trainer._launch(4, str(tiny_spec), options, None, str(tmp_path / "run"), None, None, None, console)
+    assert launched == [4] and "--nproc 4 on 2 CPU cores" in console.export_text()
+    console = Console(record=True, width=200)
+    trainer._launch(2, str(tiny_spec), options, None, str(tmp_path / "run2"), None, None, None, console)
+    assert "CPU cores" not in console.export_text()

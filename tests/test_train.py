@@ -388,6 +388,8 @@ def test_a_quick_try_that_cannot_learn_gets_a_warning_with_the_fix():
     assert "--batch-size" not in quick_try_warning(TrainConfig(batch_size=512, epochs=1), 1, 9)
     # 5 images for 10 classes: at least 5 classes have none
     assert "5 training images for 10 classes" in quick_try_warning(TrainConfig(batch_size=512, epochs=1), 1, 5, 10)
+    # batch 1000 on 512 images over 100 epochs: enough steps, but a step is 512 images, not the 1,000 shown
+    assert "each epoch is one step of 512" in quick_try_warning(TrainConfig(batch_size=1000, epochs=100), 1, 512)
 
 
 def test_six_view_tta_weighs_the_unshifted_pair_half_and_each_diagonal_shift_a_quarter():

@@ -550,6 +550,9 @@ def quick_try_warning(cfg: TrainConfig, steps_per_epoch: int, n_train: int, n_cl
                 f"give --subset {10 * n_classes} or more")
     total = steps_per_epoch * cfg.epochs
     if total >= QUICK_TRY_STEPS:
+        if cfg.batch_size > n_train > 0:  # the header says "batch N": say what a step really is
+            return (f"note: batch {cfg.batch_size:,} is more than the {n_train:,} training images: each epoch is one "
+                    f"step of {n_train:,}")
         return None
     batch = max(8, min(cfg.batch_size, 2 ** max(3, (n_train // 10).bit_length() - 1)))  # >= 10 steps, a power of 2
     # a smaller batch only where it gives more steps (5 images: batch 8 is still one step)
@@ -716,7 +719,13 @@ def _launch(nproc: int, spec, options: dict, recipe, out, resume, stop_after, in
     else:  # a bad spec or option is reported once, not by every rank
         _, _, cfg = _spec_and_config(spec, options, recipe, input_text)
         distributed.check_batch(cfg.batch_size, distributed.Dist(world=nproc))
-        distributed.check_devices(resolve_device(cfg.device), nproc)
+        device = resolve_device(cfg.device)
+        distributed.check_devices(device, nproc)
+        cores = os.cpu_count() or 1
+        if device.type == "cpu" and nproc > cores:
+            console.print(f"warning: --nproc {nproc} on {cores} CPU core{'s' if cores != 1 else ''}: the processes "
+                          f"share them and each step waits for the slowest; --nproc {cores} or fewer is faster",
+                          highlight=False)
     # The run directory's problems (holds a run, locked by another process) are reported here, once.
     if resume or out:
         claim_run_dir(resume or out, resume=bool(resume)).release()
