@@ -858,3 +858,19 @@ def test_a_distributed_resume_with_nothing_to_do_or_refused_launches_nothing(ref
     refused = cli("train", "--resume", reference, "--nproc", "2", "--lr", "0.5")
     assert isinstance(refused.exception, ConvcliError) and "--lr" in str(refused.exception)
     assert "launching" not in refused.output
+
+
+def test_a_failed_cifar10_download_says_what_to_pass_and_leaves_no_empty_folder(monkeypatch, tmp_path):
+    import torchvision.datasets
+
+    from convcli.train.data import load_data
+
+    def offline(root, train=True, download=False):  # torchvision makes the folder, then the request fails
+        os.makedirs(root, exist_ok=True)
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setenv("CONVCLI_CACHE", str(tmp_path))
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(ConvcliError, match="cannot download CIFAR-10.*pass --data PATH"):
+        load_data("cifar10")
+    assert not (tmp_path / "cifar10").exists()

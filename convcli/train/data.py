@@ -419,9 +419,12 @@ def _load_cifar10() -> ImageData:
     from torchvision.datasets import CIFAR10
 
     root = cache_dir() / "cifar10"
+    existed = root.exists()
     try:
         splits = [CIFAR10(str(root), train=t, download=True) for t in (True, False)]
     except Exception as exc:  # no network, a proxy, a full disk...
+        if not existed and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()  # leave no empty cifar10/ behind to suggest a download happened
         raise ConvcliError(f"cannot download CIFAR-10 into {root}: {exc}; pass --data PATH to a local copy "
                            "(an ImageFolder directory or .tar.gz, e.g. ../shared/data/cifar10-jpeg.tar.gz)") from None
     tensors = []
