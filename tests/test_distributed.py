@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 pytest_plugins = ("conftest_data",)
 
@@ -146,6 +147,9 @@ def test_two_processes_train_what_one_process_trains_without_batchnorm(one_proce
     assert_same_metrics(one_process, run)
     args = (run / "args.yaml").read_text()
     assert "world_size: 2" in args and "nproc: 2" in args
+    # the command as typed (the ranks run a rebuilt one, with --nproc moved among the options)
+    command = yaml.safe_load(args)["command"]
+    assert command.endswith(f"--out {run} --nproc 2"), command
     summary = json.loads((run / "summary.json").read_text())
     assert summary["finished"] and summary["n_train"] == 1000 and summary["n_test"] == 500
     # one run directory, written once: nothing beside it, one set of files, one report on stdout

@@ -227,6 +227,15 @@ def check_batch(batch_size: int, dist_info: Dist, n_train: int | None = None) ->
 
 # --- launching ---------------------------------------------------------------------------------------
 
+COMMAND_ENV = "CONVCLI_COMMAND"
+
+
+def user_command() -> str:
+    """The command line as the user typed it: a launched rank runs a rebuilt one (see worker_argv)."""
+    return os.environ.get(COMMAND_ENV) if in_launched_process() and os.environ.get(COMMAND_ENV) else \
+        " ".join(sys.argv)
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run `python -m convcli <argv>` as `nproc` processes on this node through the elastic launcher (what
     `torchrun --standalone --nproc-per-node N` does); returns the exit code (the first failed rank's)."""
@@ -239,6 +248,7 @@ def launch(nproc: int, argv: list[str]) -> int:
         raise ConvcliError("--nproc: this process was itself started by torchrun (RANK and WORLD_SIZE are set); "
                            "pass the process count to torchrun only")
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ[COMMAND_ENV] = user_command()  # args.yaml records what the user typed, not the ranks' argv
     # The ranks run in sessions of their own: Ctrl-C reaches the launcher only, and its agent sends each rank
     # SIGTERM, their first signal: they agree to stop after the step, rank 0 saves a resumable last.pt. The
     # agent waits SHUTDOWN_SECONDS for that (and after a rank fails, for the others) before killing them.

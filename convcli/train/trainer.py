@@ -45,7 +45,7 @@ from convcli.train.config import (
 )
 from convcli.train.data import ImageData, load_data, local_path, saved_source
 from convcli.train.device import Timer, amp_active, autocast, describe, resolve_device, use_channels_last
-from convcli.train.distributed import SINGLE, Dist
+from convcli.train.distributed import SINGLE, Dist, user_command
 from convcli.train.guard import (
     WRITE_MARGIN,
     Diverged,
@@ -833,7 +833,7 @@ def _train_new(s: Session, cfg: TrainConfig, spec_file: str, analysis, data: Ima
             "world_size": s.dist.world,
             "params": s.params, "n_train": len(s.train_loader.labels), "n_test": len(s.test_loader.labels),
             "classes": list(data.classes), "torch": str(torch.__version__), "python": platform.python_version(),
-            "command": " ".join(sys.argv)}
+            "command": user_command()}
     spec_copy = writer.start(spec_file, analysis.spec.text, args)
     meta = {"spec_file": str(spec_file), "spec_path": _absolute(spec_file), "spec_copy": spec_copy,
             **model_ref_meta(analysis), **run_record(analysis),
