@@ -64,6 +64,9 @@ def did_you_mean(word: str, choices: Iterable[str], canonical=None) -> str | Non
     """Close matches rendered as `'kernel'` or `'relu' or 'relu6'` (difflib, as Typer does).
     `canonical` maps an alias to its main name, so a suggestion names each thing once."""
     matches = difflib.get_close_matches(str(word), sorted(set(choices)), n=5, cutoff=0.6)
+    # only the near-best: 'epocs' is 'epochs' (0.91), not also 'nproc' (0.6, sharing "p", "o", "c")
+    score = {m: difflib.SequenceMatcher(None, str(word), m).ratio() for m in matches}
+    matches = [m for m in matches if score[m] >= max(score.values()) - 0.15]
     if canonical is not None:
         matches = list(dict.fromkeys(canonical(m) for m in matches))
     return " or ".join(f"'{m}'" for m in matches[:3]) or None

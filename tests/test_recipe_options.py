@@ -345,3 +345,10 @@ def test_a_gpu_is_cuda_for_train_and_eval_alike():
     for ask in (lambda: coerce("device", "gpu"), lambda: resolve_device("gpu")):
         with pytest.raises(ConvcliError, match="did you mean 'cuda'"):
             ask()
+
+
+def test_a_typo_gets_the_near_best_suggestions_only():
+    from convcli.errors import did_you_mean
+
+    assert did_you_mean("epocs", ["epochs", "nproc", "lr"]) == "'epochs'"  # nproc shares p, o, c: 0.6
+    assert did_you_mean("relu", ["relu6", "relu", "gelu"]) == "'relu' or 'relu6'"  # gelu: 0.75 against 1.0
