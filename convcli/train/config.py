@@ -179,9 +179,12 @@ FIELDS = {f.name: f for f in fields(TrainConfig)}
 RESUME_OPTIONS = tuple(o.name for o in OPTIONS if o.resume)
 
 
-def device_hint(name: str) -> str | None:
-    """The device a mistyped --device meant: a GPU is 'cuda' (difflib would offer 'cpu' for 'gpu')."""
-    return "'cuda'" if name.strip().lower() in ("gpu", "nvidia") else did_you_mean(name, DEVICES)
+def unknown_device(name: str) -> str:
+    """What is wrong with a --device value, and the device it meant: a GPU is 'cuda' (difflib would offer
+    'cpu' for 'gpu'). `train` and `eval` say it alike."""
+    hint = "'cuda'" if name.strip().lower() in ("gpu", "nvidia") else did_you_mean(name, DEVICES)
+    return (f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps"
+            + (f" (did you mean {hint}?)" if hint else ""))
 
 
 def coerce(name: str, value, where: str | None = None) -> object:
@@ -213,9 +216,7 @@ def coerce(name: str, value, where: str | None = None) -> object:
         if not isinstance(value, str):
             raise ConvcliError(f"{prefix}expected a string, got {value!r}")
         if name == "device" and not re.fullmatch(DEVICE_PATTERN, value.strip().lower()):
-            hint = device_hint(value)
-            raise ConvcliError(f"{prefix}unknown device {value!r}; expected auto, cpu, cuda, cuda:N or mps"
-                               + (f" (did you mean {hint}?)" if hint else ""))
+            raise ConvcliError(prefix + unknown_device(value))
     return _check_range(opt, value, prefix)
 
 

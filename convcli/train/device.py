@@ -9,9 +9,7 @@ import time
 import torch
 
 from convcli.errors import ConvcliError
-from convcli.train.config import device_hint
-
-DEVICE_CHOICES = ("auto", "cuda", "cuda:N", "cpu", "mps")
+from convcli.train.config import unknown_device
 
 
 def _mps_available() -> bool:
@@ -44,9 +42,7 @@ def resolve_device(name: str) -> torch.device:
         if not _mps_available():
             raise ConvcliError("--device mps: Apple MPS is not available on this machine; use --device cpu (or auto)")
         return torch.device("mps")
-    hint = device_hint(name)
-    raise ConvcliError(f"--device {name}: unknown device; expected one of {', '.join(DEVICE_CHOICES)}"
-                       + (f" (did you mean {hint}?)" if hint else ""))
+    raise ConvcliError("--device: " + unknown_device(name))
 
 
 def cpu_native_bf16() -> bool:
