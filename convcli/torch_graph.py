@@ -10,7 +10,9 @@ Loading the model (`FILE.py:NAME`, `--input`) is `convcli.torch_load`.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 from math import prod
 from typing import NamedTuple
 
@@ -832,7 +834,8 @@ def trace_ref(ref: str, input_text: str | None) -> Graph:
         warnings.simplefilter("default")
         model = load_module(ref)
     name = MODEL_REF.match(ref).group("name")
-    graph = trace_graph(model, shape, ref, name)
+    with contextlib.redirect_stdout(sys.stderr):  # a print() in its forward must not mix into --json, CSV or YAML
+        graph = trace_graph(model, shape, ref, name)
     said = dict.fromkeys(f"building {name}: {w.category.__name__}: {str(w.message).strip().splitlines()[0]}"
                          for w in caught if str(w.message).strip())
     graph.notes.extend(said)

@@ -7,10 +7,12 @@ Loading `FILE.py:NAME` runs that file's code (as importing it would).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import re
 import sys
+import sysconfig
 import types
 import weakref
 from pathlib import Path
@@ -52,17 +54,27 @@ def load_module(ref: str):
         mod_name = f"_convcli_user_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.resolve().parent))  # so the file's own `import helpers` works
+        folder = path.resolve().parent
+        sys.path.insert(0, str(folder))  # so the file's own `import helpers` works
+        before = set(sys.modules)
         try:
             sys.modules[mod_name] = module
-            spec.loader.exec_module(module)
+            with contextlib.redirect_stdout(sys.stderr):  # its print()s must not mix into --json, CSV or YAML
+                spec.loader.exec_module(module)
         except SyntaxError as exc:  # the compiler's own file and line, not the import machinery's
             loc = f"{relative_path(exc.filename)}:{exc.lineno}" if exc.filename and exc.lineno else where
             raise ConvcliError(f"{loc}: {type(exc).__name__}: {exc.msg}") from None
+        except SystemExit as exc:  # argparse's parse_args() or sys.exit() at the top of a training script
+            raise ConvcliError(f"{failed_at(exc, where)}: the file exits while it loads (SystemExit: {exc.code}); "
+                               "put its script code under `if __name__ == \"__main__\":`") from None
         except Exception as exc:
             raise ConvcliError(f"{failed_at(exc, where)}: running the file failed: {_reason(exc)}") from None
         finally:
             sys.path.pop(0)
+            # The file's own helpers (`import blocks`) leave with it: the next student's blocks.py is not this one.
+            for key in set(sys.modules) - before:
+                if key != mod_name and _inside(getattr(sys.modules[key], "__file__", None), folder):
+                    del sys.modules[key]
     else:
         try:
             module = importlib.import_module(where)
@@ -82,8 +94,10 @@ def load_module(ref: str):
         raise ConvcliError(f"{ref}: '{name}' is {what}, not an nn.Module class or a function that returns one"
                            + (f"; the file's nn.Module classes: {', '.join(classes)}" if classes else ""))
     try:
-        with _recording_where_modules_are_made():
+        with _recording_where_modules_are_made(), contextlib.redirect_stdout(sys.stderr):
             model = obj()
+    except SystemExit as exc:
+        raise ConvcliError(f"{failed_at(exc, ref)}: building '{name}' exits (SystemExit: {exc.code})") from None
     except TypeError as exc:
         raise ConvcliError(f"{ref}: '{name}' must be built with no arguments ({exc}); write a zero-argument "
                            "factory function that returns the model") from None
@@ -94,12 +108,19 @@ def load_module(ref: str):
     return model
 
 
+def _inside(file: str | None, folder: Path) -> bool:
+    try:
+        return file is not None and Path(file).resolve().is_relative_to(folder)
+    except (OSError, ValueError):
+        return False
+
+
 def failed_at(exc: BaseException, fallback: str) -> str:
     """`net.py:22`: the innermost frame of the user's code in the traceback (not torch's, not convcli's)."""
     found, tb = None, exc.__traceback__
     while tb is not None:
         file = tb.tb_frame.f_code.co_filename
-        if not (file.startswith((_CONVCLI_DIR, "<")) or "/torch/" in file or "site-packages" in file
+        if not (file.startswith((_CONVCLI_DIR, _STDLIB_DIR, "<")) or "/torch/" in file or "site-packages" in file
                 or "importlib" in file):
             found = f"{relative_path(file)}:{tb.tb_lineno}"
         tb = tb.tb_next
@@ -144,6 +165,7 @@ class _recording_where_modules_are_made:
 
 
 _CONVCLI_DIR = str(Path(__file__).resolve().parent)
+_STDLIB_DIR = sysconfig.get_paths()["stdlib"]  # argparse's parse_args() is not where the user's file failed
 
 
 def made_at(module, call_line: int | None = None) -> str:

@@ -1156,3 +1156,49 @@ def test_unmapped_idioms_say_what_to_write(forward, says):
 
     with pytest.raises(ConvcliError, match=says):
         traced(Net(), (3, 8, 8))
+
+
+NET_WITH_BLOCKS = """import torch.nn as nn
+from blocks import block
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.C1 = block(3, 16)
+        self.O = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.O(self.C1(x))
+"""
+
+
+def test_each_students_own_helper_module_is_the_one_imported(tmp_path):
+    # Two folders, the same net.py, each its own blocks.py: the second must not get the first's blocks.
+    kernels = {"frank": 3, "gina": 5}
+    for student, k in kernels.items():
+        (tmp_path / student).mkdir()
+        (tmp_path / student / "net.py").write_text(NET_WITH_BLOCKS)
+        (tmp_path / student / "blocks.py").write_text(
+            "import torch.nn as nn\n\n\ndef block(cin, cout):\n"
+            f"    return nn.Conv2d(cin, cout, {k}, padding={k // 2})\n")
+    r = run("params", f"{tmp_path}/*/net.py:Net", "--input", "3,32,32", "--json")
+    assert r.returncode == 0, r.stderr
+    totals = [doc["total"] for doc in json.loads(r.stdout)]
+    # by hand: conv 3*16*k*k + 16, linear 16*10 + 10
+    assert totals == [3 * 16 * k * k + 16 + 170 for k in kernels.values()]
+
+
+def test_a_model_file_that_prints_or_exits_while_it_loads(tmp_path):
+    printing = tmp_path / "printing.py"
+    printing.write_text("import torch.nn as nn\nprint('CUDA Available?', False)\n\n\nclass Net(nn.Module):\n"
+                        "    def __init__(self):\n        super().__init__()\n        self.c = nn.Conv2d(3, 4, 3)\n\n"
+                        "    def forward(self, x):\n        print(x.shape)\n        return self.c(x)\n")
+    r = run("params", f"{printing}:Net", "--input", "3,8,8", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["total"] == 112, r.stdout  # 3*4*9 + 4
+    assert "CUDA Available?" in r.stderr  # said, where it cannot break the JSON
+    exiting = tmp_path / "exiting.py"
+    exiting.write_text("import argparse\nimport torch.nn as nn\n\nargs = argparse.ArgumentParser().parse_args()\n")
+    r = run("params", f"{exiting}:Net", "--input", "3,8,8")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "exiting.py:4: the file exits while it loads" in r.stderr and "__main__" in r.stderr, r.stderr
