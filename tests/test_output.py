@@ -805,3 +805,13 @@ def test_two_formats_at_once_are_refused():
 def test_layers_shows_the_computed_padding_default():
     r = run("layers", "conv")
     assert "p/padding=d*(k-1)//2" in " ".join(r.stdout.split())
+
+
+def test_junit_names_a_model_file_by_its_folder_as_a_spec_is():
+    # five students' net.py:Net were all "net.Net" in the report: a TA could not tell them apart
+    from convcli.rules.report import junit_names
+
+    assert junit_names(["subs/alice/net.py:Net", "subs/bob/net.py:Net"]) == ["alice.net.Net", "bob.net.Net"]
+    assert junit_names(["subs/alice/s7.yaml", "subs/bob/net.py:Net"]) == ["alice.s7", "bob.net.Net"]
+    assert junit_names(["/abs/net.py:Net"]) == ["net.Net"]  # one file: its name, never the absolute path
+    assert junit_names(["pkg.models:Net"]) == ["pkg.models.Net"]

@@ -203,9 +203,12 @@ def tally(results) -> str:
 
 def junit_names(names: list[str]) -> list[str]:
     """JUnit classnames from the spec names: the path relative to the specs' common folder, without the
-    extension, folders as dots (`alice.s7` for alice/s7.yaml); never an absolute path."""
-    paths = [PurePath(n) for n in names]
-    files = [p for p, n in zip(paths, names) if ":" not in n]
+    extension, folders as dots (`alice.s7` for alice/s7.yaml, `alice.net.Net` for alice/net.py:Net); never
+    an absolute path. A model in an importable module (`pkg.models:Net`) keeps its dotted name."""
+    split = [n.rpartition(":")[::2] if ":" in n else (n, None) for n in names]
+    dotted = [obj is not None and not file.endswith(".py") for file, obj in split]
+    paths = [PurePath(file) for file, _ in split]
+    files = [p for p, d in zip(paths, dotted) if not d]
     common = None
     if len(files) > 1:
         parts = [p.parent.parts for p in files]
@@ -216,10 +219,9 @@ def junit_names(names: list[str]) -> list[str]:
             prefix.append(level[0])
         common = PurePath(*prefix) if prefix else None
     out = []
-    for p, n in zip(paths, names):
-        if ":" in n:  # a PyTorch model reference: model.py:Net
-            file, _, obj = n.rpartition(":")
-            text = f"{PurePath(file).stem}.{obj}"
+    for p, (file, obj), is_dotted in zip(paths, split, dotted):
+        if is_dotted:
+            text = f"{file}.{obj}"
         else:
             if len(files) < 2:
                 rel = PurePath(p.name)
@@ -229,6 +231,8 @@ def junit_names(names: list[str]) -> list[str]:
                 rel = p.relative_to(p.anchor) if p.is_absolute() else p
             text = ".".join((*rel.parent.parts, rel.stem)) if rel.parent.parts else rel.stem
             text = text.lstrip("./") or p.stem
+            if obj is not None:
+                text = f"{text}.{obj}"
         out.append(re.sub(r"[^A-Za-z0-9_.\-]", "_", text))
     return out
 
