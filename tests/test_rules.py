@@ -607,3 +607,12 @@ def test_an_se_blocks_gap_is_not_where_the_map_ends():
     a = analysis_of(net(layers, input_shape=(3, 16, 16)))
     assert len(a.global_ops) == 1 and a.global_ops[0].path.startswith("layers[3]")
     assert [int(x.r) for x in a.rf_before_global()] == [5, 5]
+
+
+def test_an_average_pool_short_of_the_whole_map_is_named_as_the_missing_gap():
+    # avgpool k7 s7 on 8x8: floor((8 - 7)/7) + 1 = 1, so a 1x1 map, but row 8 and column 8 are never averaged
+    a = analysis_of(net([{"conv": {"out": 16, "k": 3, "p": 1}}, {"avgpool": {"k": 7}}, {"conv": {"out": 10, "k": 1}},
+                         "flatten"], input_shape=(3, 8, 8)))
+    (check,) = run_checks(a, parse_ruleset({"rules": [{"gap_before_classifier": True}]}, "r.yaml"))
+    assert not check.ok and check.shown == "flatten, not GAP"
+    assert "averages a 7x7 window of the 8x8 map, not all of it: a GAP is kernel 8x8" in check.message

@@ -337,7 +337,8 @@ class GapBeforeClassifier:
             what = ", ".join(f"{K.op_of(r)} at {describe(r, analysis)}" for r in other)
             many = "the first global ops are" if len(ops) > 1 else "the first global op is"
             return Check("", False, None, limit, f"{many} {' + '.join(K.op_of(r) for r in ops)}: {what} is not a "
-                         "global average pool", shown=f"{'+'.join(K.op_of(r) for r in ops)}, no GAP only")
+                         "global average pool" + _almost_gap(analysis),
+                         shown=f"{'+'.join(K.op_of(r) for r in ops)}, not GAP")
         gap = ops[0]
         succ, below, todo = analysis.consumers(), set(), list(ops)  # every layer downstream of the global ops
         while todo:
@@ -353,6 +354,19 @@ class GapBeforeClassifier:
                          f"non-classifier layers: {_list_rows(bad, analysis)}", shown=shown)
         tail = ", then " + ", ".join(K.op_of(r) for r in after) if after else " (the last layer)"
         return Check("", True, gap.path, limit, f"GAP at {describe(gap, analysis)}{tail}", shown=shown)
+
+
+def _almost_gap(analysis) -> str:
+    """An average pool that leaves a 1x1 map without covering the whole input map (AvgPool2d(7) on 8x8 skips
+    the last row and column): the likely mistake behind a missing GAP, named with its fix."""
+    for r in analysis.layers:
+        f = K.facts(r)
+        if f is not None and f.op == "pool" and f.pool == "avg" and r.out_shape[1:] and set(r.out_shape[1:]) == {1} \
+                and len(r.in_shape) > 1:
+            size = "x".join(map(str, r.in_shape[1:]))
+            return (f"; {describe(r, analysis)} averages a {'x'.join(map(str, f.kernel))} window of the {size} map, "
+                    f"not all of it: a GAP is kernel {size} (or AdaptiveAvgPool2d(1))")
+    return ""
 
 
 @rule_kind("input_shape", "the input shape [C, H, W] (channels first, no batch)", "input_shape: [3, 32, 32]")
