@@ -75,6 +75,7 @@ class Graph:
     train: dict | None = None
     notes: list[str] = field(default_factory=list)
     frozen_params: int = 0  # parameters with requires_grad=False (a traced model's frozen layers)
+    unused_params: int = 0  # a traced model's parameters in modules its forward never calls (not counted)
     param_bytes: int | None = None  # a traced model's real parameter bytes (None: float32)
     param_dtype: str = "float32"  # what param_bytes counts in (a .double() model: float64; "mixed")
 

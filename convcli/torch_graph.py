@@ -814,9 +814,22 @@ class _Mapper:
         unused = sum(v for k, v in everything.items() if k not in seen)
         if unused:
             self.graph.notes.append(f"{unused:,} parameters belong to modules the forward pass does not use "
-                                    "(e.g. auxiliary heads); they are not counted")
-        self.graph.frozen_params, self.graph.param_bytes = frozen, nbytes
+                                    f"({self.unused_modules(seen)}); they are not counted (model.parameters() "
+                                    f"holds {sum(everything.values()):,})")
+        self.graph.frozen_params, self.graph.param_bytes, self.graph.unused_params = frozen, nbytes, unused
         self.graph.param_dtype = dtypes.pop() if len(dtypes) == 1 else "mixed dtypes" if dtypes else "float32"
+
+    def unused_modules(self, seen: set) -> str:
+        """The outermost modules none of whose parameters the forward pass uses (an old block, an auxiliary
+        head), by their attribute paths; the first few."""
+        names: list[str] = []
+        for name, m in self.model.named_modules():
+            own = [p for p in m.parameters()]
+            if name and own and not any(id(p) in seen for p in own) and \
+                    not any(name.startswith(n + ".") for n in names):
+                names.append(name)
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return shown or "parameters used directly"
 
     def facts_params(self, node) -> int:
         shape = self.graph.input if node.inputs[0] == INPUT else self.out_shapes[node.inputs[0]]

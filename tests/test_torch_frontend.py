@@ -374,7 +374,10 @@ def test_an_unknown_layer_is_exit_2_naming_it():
 def test_parameters_the_forward_does_not_use_are_noted_by_every_count(command):
     r = run(command, f"{STUDENTS}:SpareHead", "--input", "3,8,8")
     assert r.returncode == 0, r.stderr
-    assert "90 parameters belong to modules the forward pass does not use" in " ".join(r.stdout.split())
+    # named, and against what model.parameters() counts (3*8*9 + 8 = 224 used, + 90): what a TA compares with
+    said = " ".join(r.stdout.split())
+    assert "90 parameters belong to modules the forward pass does not use (spare)" in said
+    assert "model.parameters() holds 314" in said
     doc = json.loads(run(command, f"{STUDENTS}:SpareHead", "--input", "3,8,8", "--json").stdout)
     assert doc["total"] == 3 * 8 * 9 + 8 and any("90 parameters" in n for n in doc["notes"])
 
@@ -1202,3 +1205,13 @@ def test_a_model_file_that_prints_or_exits_while_it_loads(tmp_path):
     r = run("params", f"{exiting}:Net", "--input", "3,8,8")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "exiting.py:4: the file exits while it loads" in r.stderr and "__main__" in r.stderr, r.stderr
+
+
+def test_the_parameter_rule_says_what_model_parameters_would_count():
+    # SpareHead: 224 used (3*8*9 + 8) and a spare Linear(8, 10) of 90 the forward never calls
+    a = analyze(trace_graph(students.SpareHead(), (3, 8, 8), "students.py:SpareHead", "SpareHead"))
+    from convcli.rules.engine import parse_ruleset
+
+    (check,) = run_checks(a, parse_ruleset({"rules": [{"max_params": {"lt": 200000}}]}, "r.yaml"))
+    assert check.ok and check.value == 224
+    assert "model.parameters() holds 314: 90 more in modules the forward pass never calls" in check.message

@@ -162,6 +162,10 @@ def _total_kind(term: str, direction: str, measure: Callable, unit: str, doc: st
                 msg = f"{fmt_int(value)} {unit}, within {limit}"
             else:
                 msg = f"{fmt_int(value)} {unit}, limit {limit}"
+            unused = analysis.graph.unused_params if term == "params" else 0
+            if unused:  # what a grader counting model.parameters() sees
+                msg += (f" (model.parameters() holds {fmt_int(value + unused)}: {fmt_int(unused)} more in modules "
+                        "the forward pass never calls)")
             return Check("", ok, value, limit, msg)
 
     rule_kind(f"{direction}_{term}", doc, example)(Total)
