@@ -1215,3 +1215,27 @@ def test_the_parameter_rule_says_what_model_parameters_would_count():
     (check,) = run_checks(a, parse_ruleset({"rules": [{"max_params": {"lt": 200000}}]}, "r.yaml"))
     assert check.ok and check.value == 224
     assert "model.parameters() holds 314: 90 more in modules the forward pass never calls" in check.message
+
+
+def test_a_structure_failure_says_how_to_name_the_blocks_and_that_fix_passes():
+    from torch import nn
+
+    from convcli.rules.engine import parse_ruleset
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convblock1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+            self.convblock2 = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+            self.out = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+        def forward(self, x):
+            return self.out(self.convblock2(self.convblock1(x)))
+
+    rules = parse_ruleset({"rules": [{"structure": ["C1", "C2", "O"]}]}, "r.yaml")
+    (check,) = run_checks(analyze(trace_graph(Net(), (3, 8, 8), "net.py:Net", "Net")), rules)
+    assert not check.ok
+    assert 'block_labels = {"convblock1": "C1", "convblock2": "C2", "out": "O"}' in check.message
+    Net.block_labels = {"convblock1": "C1", "convblock2": "C2", "out": "O"}  # the fix it names
+    (check,) = run_checks(analyze(trace_graph(Net(), (3, 8, 8), "net.py:Net", "Net")), rules)
+    assert check.ok, check.message

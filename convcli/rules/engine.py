@@ -424,6 +424,12 @@ class Structure:
                          f"({', '.join(want)})", shown="no labels")
         ok = found == want
         msg = "blocks " + " ".join(found) + ("" if ok else f"; expected {' '.join(want)}")
+        if not ok and len(found) == len(want):  # the right number of blocks, other names: say how to name them
+            if any(r.module for r in analysis.layers):  # a PyTorch model: its top-level attributes
+                pairs = ", ".join(f'"{f}": "{w}"' for f, w in zip(found, want))
+                msg += f" (name the attributes {', '.join(want)}, or give the class block_labels = {{{pairs}}})"
+            else:
+                msg += f" (give the blocks name: {', '.join(want)}, in order)"
         return Check("", ok, found, limit, msg, shown=" ".join(found))
 
 
