@@ -57,7 +57,7 @@ def describe(r: Row) -> str:
         tail = "".join(f"+{t}" for t in (("bn" if f.bn else None), f.act) if t)
         text = " ".join(parts) + (f" {tail}" if tail else "")
     elif f.op == "linear":
-        text = f"linear {f.in_channels}→{f.out_channels}"
+        text = f"{r.type} {f.in_channels}→{f.out_channels}"  # `linear` in a spec, `Linear` in a model
     elif f.op == "join" and f.act:
         text = f"{f.join} +{f.act}"
     elif f.op == "global_pool" and (lookup(r.type) is None or lookup(r.type).name != "gap"):

@@ -1239,3 +1239,13 @@ def test_a_structure_failure_says_how_to_name_the_blocks_and_that_fix_passes():
     Net.block_labels = {"convblock1": "C1", "convblock2": "C2", "out": "O"}  # the fix it names
     (check,) = run_checks(analyze(trace_graph(Net(), (3, 8, 8), "net.py:Net", "Net")), rules)
     assert check.ok, check.message
+
+
+def test_a_models_linear_layer_is_described_by_its_class_as_its_convs_are():
+    from convcli.views import describe
+
+    a = analyze(trace_graph(students.SpareHead(), (3, 8, 8), "students.py:SpareHead", "SpareHead"))
+    assert describe(a.layers[0]).startswith("Conv2d 3→8 3×3")
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 10))
+    (linear,) = [r for r in analyze(trace_graph(head, (3, 2, 2), "m.py:Head", "Head")).layers if r.facts.op == "linear"]
+    assert describe(linear) == "Linear 12→10"
