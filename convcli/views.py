@@ -56,6 +56,8 @@ def describe(r: Row) -> str:
             parts.append(f"g{f.groups}")
         tail = "".join(f"+{t}" for t in (("bn" if f.bn else None), f.act) if t)
         text = " ".join(parts) + (f" {tail}" if tail else "")
+    elif f.op == "pool" and f.kernel:  # the window and its step: AvgPool2d(7) on an 8x8 map reads 7×7 s7
+        text = " ".join([r.type, "×".join(map(str, f.kernel)), "s" + fmt_axes(per_axis_value(list(f.stride)))])
     elif f.op == "linear":
         text = f"{r.type} {f.in_channels}→{f.out_channels}"  # `linear` in a spec, `Linear` in a model
     elif f.op == "join" and f.act:

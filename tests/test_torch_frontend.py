@@ -1249,3 +1249,12 @@ def test_a_models_linear_layer_is_described_by_its_class_as_its_convs_are():
     head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 10))
     (linear,) = [r for r in analyze(trace_graph(head, (3, 2, 2), "m.py:Head", "Head")).layers if r.facts.op == "linear"]
     assert describe(linear) == "Linear 12→10"
+
+
+def test_a_pool_row_shows_its_window_and_step():
+    # AvgPool2d(7) on 8x8 (a pool short of the whole map) must be visible as such in the Type column
+    from convcli.views import describe
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.MaxPool2d(2), torch.nn.AvgPool2d(7))
+    a = analyze(trace_graph(net, (3, 16, 16), "m.py:Net", "Net"))
+    assert [describe(r) for r in a.layers[1:]] == ["MaxPool2d 2×2 s2", "AvgPool2d 7×7 s7"]
