@@ -186,6 +186,8 @@ class Lookahead:
 
     def __init__(self, model: nn.Module):
         self.slow: dict | None = None  # set at the first sync
+        # where the model lives: a checkpoint read onto the CPU is placed there once, at load
+        self.device = next(iter(model.state_dict().values()), torch.empty(0)).device
 
     def decay(self, step: int, total: int) -> float:
         return self.DECAY * min(step / max(total, 1), 1.0) ** 3
@@ -201,8 +203,6 @@ class Lookahead:
             return
         decay = self.decay(step, total)
         for k, slow in self.slow.items():
-            if slow.device != state[k].device:  # loaded from a checkpoint mapped to the CPU, the model on CUDA
-                self.slow[k] = slow = slow.to(state[k].device)
             slow.lerp_(state[k], 1 - decay)
             state[k].copy_(slow)
 
@@ -210,7 +210,7 @@ class Lookahead:
         return dict(self.slow or {})
 
     def load_state_dict(self, state: dict) -> None:
-        self.slow = {k: v.detach().clone() for k, v in state.items()} if state else None
+        self.slow = {k: v.detach().to(self.device, copy=True) for k, v in state.items()} if state else None
 
 
 # --- steps and epochs ----------------------------------------------------------------------------
